@@ -1,0 +1,195 @@
+"""Pipeline configs: TOML files naming a sample rate, a block size and nodes.
+
+```toml
+name = "default"
+description = "High-pass, gain and limiter"
+sample_rate = 48000
+block_size = 480          # 10 ms
+channels = "any"          # or a number
+
+[[nodes]]
+type = "highpass"
+cutoff_hz = 80
+```
+Every validation error names the file, the key and what was expected.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .engine import Pipeline
+from .errors import ConfigError
+from .nodes import NODE_TYPES
+
+TOP_KEYS = ("name", "description", "sample_rate", "block_size", "channels", "nodes")
+SAMPLE_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
+
+
+def pipeline_dirs() -> list[Path]:
+    """Where pipeline names are looked up, first match wins.
+
+    ``$EDGE_RUNTIME_PIPELINES`` (``:``-separated), the user's and the system's config
+    directories, the source tree's ``configs/pipelines`` (editable installs), then the copy
+    shipped inside the package.
+    """
+    dirs: list[Path] = []
+    env = os.environ.get("EDGE_RUNTIME_PIPELINES")
+    if env:
+        dirs += [Path(p) for p in env.split(os.pathsep) if p]
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    dirs.append(Path(xdg) / "edge_runtime" / "pipelines")
+    dirs.append(Path("/etc/edge_runtime/pipelines"))
+    here = Path(__file__).resolve().parent
+    dirs.append(here.parent / "configs" / "pipelines")
+    dirs.append(here / "_configs" / "pipelines")
+    return dirs
+
+
+def list_pipelines() -> dict[str, Path]:
+    """Pipeline name -> file, for every config found on the search path."""
+    found: dict[str, Path] = {}
+    for d in pipeline_dirs():
+        if d.is_dir():
+            for f in sorted(d.glob("*.toml")):
+                found.setdefault(f.stem, f)
+    return found
+
+
+def resolve_pipeline(spec: str) -> Path:
+    """A pipeline name (looked up on :func:`pipeline_dirs`) or a path to a TOML file."""
+    p = Path(spec)
+    if spec.endswith(".toml") or os.sep in spec:
+        if not p.is_file():
+            raise ConfigError(f"{spec}: pipeline file not found")
+        return p
+    known = list_pipelines()
+    if spec not in known:
+        raise ConfigError(f"unknown pipeline {spec!r} (known: {', '.join(sorted(known)) or 'none'}; "
+                          f"or give a path to a .toml file)")
+    return known[spec]
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    path: str
+    name: str
+    description: str
+    sample_rate: int
+    block_size: int
+    channels: int | None
+    nodes: list[dict[str, Any]]
+
+    def build(self) -> Pipeline:
+        """Instantiate the nodes and the pipeline (not yet prepared)."""
+        nodes = []
+        for i, spec in enumerate(self.nodes):
+            ntype = NODE_TYPES[spec["type"]]
+            kwargs = {k: v for k, v in spec.items() if k not in ("type", "name")}
+            try:
+                nodes.append(ntype.factory(name=spec.get("name") or spec["type"], **kwargs))
+            except (ValueError, TypeError) as e:
+                raise ConfigError(f"{self.path}: nodes[{i}] ({spec['type']}): {e}") from None
+        pipe = Pipeline(nodes, sample_rate=self.sample_rate, block_size=self.block_size,
+                        channels=self.channels, name=self.name)
+        try:
+            # design checks that need the sample rate (e.g. a cutoff above Nyquist)
+            pipe.prepare(self.channels or 1)
+        except ValueError as e:
+            raise ConfigError(f"{self.path}: {e}") from None
+        return pipe
+
+
+def _check(cond: bool, path, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{path}: {msg}")
+
+
+def _coerce(value, ptype, where, path):
+    if ptype is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        _check(math.isfinite(value), path, f"{where} = {value!r} is not finite (expected a number)")
+        return float(value)
+    if ptype is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if ptype is str and isinstance(value, str):
+        return value
+    if ptype is bool and isinstance(value, bool):
+        return value
+    raise ConfigError(f"{path}: {where} = {value!r} has the wrong type (expected {ptype.__name__})")
+
+
+def parse_pipeline(data: dict, path: str = "<config>") -> PipelineConfig:
+    """Validate a parsed TOML document."""
+    unknown = [k for k in data if k not in TOP_KEYS]
+    _check(not unknown, path, f"unknown key {unknown[0]!r} (expected keys: {', '.join(TOP_KEYS)})"
+           if unknown else "")
+    for key in ("sample_rate", "block_size", "nodes"):
+        _check(key in data, path, f"missing key {key!r}")
+    sr = data["sample_rate"]
+    _check(isinstance(sr, int) and not isinstance(sr, bool) and sr in SAMPLE_RATES, path,
+           f"sample_rate = {sr!r} is not supported (expected one of {', '.join(map(str, SAMPLE_RATES))})")
+    bs = data["block_size"]
+    _check(isinstance(bs, int) and not isinstance(bs, bool) and 16 <= bs <= 16384, path,
+           f"block_size = {bs!r} is outside 16..16384 frames")
+    ch = data.get("channels", "any")
+    _check(ch == "any" or (isinstance(ch, int) and not isinstance(ch, bool) and 1 <= ch <= 64), path,
+           f"channels = {ch!r} is not valid (expected \"any\" or 1..64)")
+    nodes = data["nodes"]
+    _check(isinstance(nodes, list) and all(isinstance(n, dict) for n in nodes), path,
+           "nodes must be an array of tables ([[nodes]] sections)")
+    parsed = []
+    for i, node in enumerate(nodes):
+        where = f"nodes[{i}]"
+        _check("type" in node, path, f"{where}: missing key 'type' (expected one of {', '.join(NODE_TYPES)})")
+        ntype = NODE_TYPES.get(node["type"])
+        _check(ntype is not None, path, f"{where}.type = {node['type']!r} is not a known node type "
+               f"(expected one of {', '.join(NODE_TYPES)})")
+        spec: dict[str, Any] = {"type": node["type"]}
+        for key, value in node.items():
+            if key == "type":
+                continue
+            if key == "name":
+                spec["name"] = _coerce(value, str, f"{where}.name", path)
+                continue
+            param = ntype.params.get(key)
+            _check(param is not None, path, f"{where}.{key}: unknown parameter for {node['type']} "
+                   f"(expected one of: {', '.join(ntype.params) or 'none'})")
+            value = _coerce(value, param.type, f"{where}.{key}", path)
+            if param.choices is not None:
+                _check(value in param.choices, path, f"{where}.{key} = {value!r} is not one of "
+                       f"{', '.join(map(str, param.choices))}")
+            spec[key] = value
+        parsed.append(spec)
+    name = data.get("name", Path(path).stem)
+    _check(isinstance(name, str) and name, path, f"name = {name!r} must be a non-empty string")
+    desc = data.get("description", "")
+    _check(isinstance(desc, str), path, f"description = {desc!r} must be a string")
+    return PipelineConfig(path=str(path), name=name, description=desc, sample_rate=sr,
+                          block_size=bs, channels=None if ch == "any" else ch, nodes=parsed)
+
+
+def load_pipeline_config(spec: str) -> PipelineConfig:
+    """Read and validate a pipeline by name or path."""
+    path = resolve_pipeline(spec)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    return parse_pipeline(data, str(path))
+
+
+def load_pipeline(spec: str) -> Pipeline:
+    """Build a pipeline from a name or a TOML path (prepared for its channel count, or mono)."""
+    return load_pipeline_config(spec).build()

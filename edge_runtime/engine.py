@@ -1,0 +1,264 @@
+"""Pipeline of nodes at a fixed block size.
+
+A node has one shape everywhere (see ``shared/DESIGN.md``)::
+
+    node.prepare(sample_rate, block_size, channels)   # allocates everything
+    node.process(inp, out)                            # one (channels, block_size) block, allocates nothing
+    node.reset()                                      # clears signal state
+    node.latency_samples, node.name                   # attributes
+
+Nodes written in Cython derive from :class:`NativeNode` and are called from the compiled
+block loop without going through Python; nodes written in Python derive from :class:`Node`.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from ._engine import BlockBuffer, Chain, EventBuffer, NativeNode  # noqa: F401 (re-exported)
+
+__all__ = ["Event", "NativeNode", "Node", "Pipeline"]
+
+
+class Node(abc.ABC):
+    """Base of nodes written in Python.
+
+    ``process`` must write every sample of ``out`` and must not allocate in steady state
+    (use arrays made in ``prepare`` and NumPy's ``out=`` arguments).
+    """
+
+    event_names: tuple[str, ...] = ()
+
+    def __init__(self, name: str | None = None):
+        self.name = name or type(self).__name__.lower()
+        self.latency_samples = 0
+        self.sample_rate = 0
+        self.block_size = 0
+        self.channels = 0
+        self.events: EventBuffer | None = None
+        self.node_index = -1
+
+    def prepare(self, sample_rate: int, block_size: int, channels: int) -> None:
+        """Allocate everything the node needs for blocks of ``(channels, block_size)``."""
+        self.sample_rate, self.block_size, self.channels = sample_rate, block_size, channels
+
+    @abc.abstractmethod
+    def process(self, inp: np.ndarray, out: np.ndarray) -> None:
+        """Read one block from ``inp`` and write one block into ``out``."""
+
+    def reset(self) -> None:
+        """Clear signal state (between files, after an xrun)."""
+
+    def bind_events(self, events: EventBuffer, node_index: int) -> None:
+        self.events = events
+        self.node_index = node_index
+
+    def emit(self, event: str, value: float, offset: int = 0) -> None:
+        """Record event ``event`` (one of ``event_names``) ``offset`` frames into this block."""
+        if self.events is not None:
+            self.events.push(self.node_index, self.event_names.index(event), value, offset)
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """A timestamped event emitted by a node."""
+
+    time_s: float
+    frame: int
+    node: str
+    event: str
+    value: float
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Pipeline:
+    """Nodes run in order on fixed blocks of ``block_size`` frames at ``sample_rate``.
+
+    ``channels`` fixes the channel count the pipeline accepts; ``None`` accepts any
+    (fixed at :meth:`prepare`). After ``prepare``, fill :attr:`input`, call
+    :meth:`process_block`, read :attr:`output`: that path allocates nothing.
+    """
+
+    def __init__(self, nodes: Sequence, *, sample_rate: int, block_size: int,
+                 channels: int | None = None, name: str = "pipeline", event_capacity: int = 1024):
+        if sample_rate <= 0 or block_size <= 0:
+            raise ValueError(f"pipeline {name!r}: sample_rate and block_size must be > 0, "
+                             f"got {sample_rate} and {block_size}")
+        if channels is not None and channels <= 0:
+            raise ValueError(f"pipeline {name!r}: channels must be > 0 or None (any), got {channels}")
+        for node in nodes:
+            if not isinstance(node, (Node, NativeNode)):
+                raise TypeError(f"pipeline {name!r}: {node!r} is not a Node or NativeNode")
+        self.nodes = list(nodes)
+        self.name = name
+        self.sample_rate = int(sample_rate)
+        self.block_size = int(block_size)
+        self.channels = channels
+        self.fixed_channels = channels
+        self.events = EventBuffer(event_capacity)
+        self._chain: Chain | None = None
+
+    # ---- set-up -----------------------------------------------------------------------
+    def prepare(self, channels: int | None = None) -> "Pipeline":
+        """Allocate all buffers and prepare every node for ``channels`` channels."""
+        if channels is None:
+            channels = self.fixed_channels or 1
+        if self.fixed_channels is not None and channels != self.fixed_channels:
+            raise ValueError(f"pipeline {self.name!r} processes {self.fixed_channels} channel(s), "
+                             f"got {channels}")
+        self.channels = int(channels)
+        for i, node in enumerate(self.nodes):
+            node.prepare(self.sample_rate, self.block_size, self.channels)
+            node.bind_events(self.events, i)
+        self._chain = Chain(self.nodes, self.sample_rate, self.block_size, self.channels, self.events)
+        return self
+
+    @property
+    def prepared(self) -> bool:
+        return self._chain is not None
+
+    def _require(self) -> Chain:
+        if self._chain is None:
+            raise RuntimeError(f"pipeline {self.name!r}: call prepare() before processing")
+        return self._chain
+
+    @property
+    def latency_samples(self) -> int:
+        """Total look-ahead of the nodes, in samples at the pipeline rate."""
+        return int(sum(int(n.latency_samples) for n in self.nodes))
+
+    @property
+    def latency_ms(self) -> float:
+        return 1000.0 * self.latency_samples / self.sample_rate
+
+    @property
+    def budget_ms(self) -> float:
+        """Real-time budget of one block."""
+        return 1000.0 * self.block_size / self.sample_rate
+
+    # ---- hot path ---------------------------------------------------------------------
+    @property
+    def input(self) -> np.ndarray:
+        """The preallocated ``(channels, block_size)`` input block."""
+        return self._require().input
+
+    @property
+    def output(self) -> np.ndarray:
+        """The preallocated ``(channels, block_size)`` output block."""
+        return self._require().output
+
+    def process_block(self) -> None:
+        """Process :attr:`input` into :attr:`output` (no allocation)."""
+        self._chain.run()
+
+    def process(self, inp: np.ndarray, out: np.ndarray) -> None:
+        """Process one block from ``inp`` into ``out`` (both ``(channels, block_size)`` float32)."""
+        chain = self._require()
+        expected = (self.channels, self.block_size)
+        if inp.shape != expected or out.shape != expected:
+            raise ValueError(f"pipeline {self.name!r}: blocks must be {expected}, "
+                             f"got inp {inp.shape} and out {out.shape}")
+        np.copyto(chain.input, inp)
+        chain.run()
+        np.copyto(out, chain.output)
+
+    def reset(self) -> None:
+        """Clear every node's state and the stream position (statistics are kept)."""
+        for node in self.nodes:
+            node.reset()
+        if self._chain is not None:
+            self._chain.reset_position()
+        self.events.clear()
+
+    # ---- offline convenience -----------------------------------------------------------
+    def process_array(self, audio: np.ndarray, *, compensate_latency: bool = True) -> np.ndarray:
+        """Process a whole ``(channels, frames)`` array block by block; returns the same shape.
+
+        With ``compensate_latency`` the output is aligned with the input (the look-ahead is
+        flushed with zeros and trimmed from the start).
+        """
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim == 1:
+            audio = audio[np.newaxis, :]
+        if audio.ndim != 2:
+            raise ValueError(f"pipeline {self.name!r}: audio must be (channels, frames), got shape {audio.shape}")
+        if not self.prepared or audio.shape[0] != self.channels:
+            self.prepare(audio.shape[0])
+        chain = self._require()
+        lat = self.latency_samples if compensate_latency else 0
+        n = audio.shape[1]
+        total = n + lat
+        n_blocks = -(-total // self.block_size)
+        padded = np.zeros((audio.shape[0], n_blocks * self.block_size), dtype=np.float32)
+        padded[:, :n] = audio
+        out = np.empty_like(padded)
+        inp_block, out_block = chain.input, chain.output
+        bs = self.block_size
+        for b in range(n_blocks):
+            inp_block[...] = padded[:, b * bs:(b + 1) * bs]
+            chain.run()
+            out[:, b * bs:(b + 1) * bs] = out_block
+        return np.ascontiguousarray(out[:, lat:lat + n])
+
+    # ---- observation -------------------------------------------------------------------
+    def drain_events(self) -> list[Event]:
+        """Return and clear the events emitted since the last drain."""
+        if self.events.count == 0:
+            return []
+        out = []
+        for frame, source, code, value in self.events.drain():
+            node = self.nodes[source]
+            names = node.event_names
+            out.append(Event(time_s=frame / self.sample_rate, frame=int(frame), node=node.name,
+                             event=names[code] if 0 <= code < len(names) else str(code),
+                             value=float(value)))
+        return out
+
+    def stats(self) -> dict:
+        """Timing against the real-time budget, deadline misses and sanitizing counts."""
+        chain = self._require()
+        blocks = chain.blocks
+        recent = chain.recent_block_ns()
+        tot, mx, last = chain.node_times()
+        audio_s = blocks * self.block_size / self.sample_rate
+        proc_s = chain.total_ns / 1e9
+
+        def pct(q):
+            return float(np.percentile(recent, q) / 1e6) if len(recent) else 0.0
+
+        return {
+            "blocks": int(blocks),
+            "block_size": self.block_size,
+            "sample_rate": self.sample_rate,
+            "budget_ms": self.budget_ms,
+            "deadline_misses": int(chain.deadline_misses),
+            "realtime_factor": proc_s / audio_s if audio_s else 0.0,
+            "block_ms_mean": proc_s * 1e3 / blocks if blocks else 0.0,
+            "block_ms_p50": pct(50),
+            "block_ms_p99": pct(99),
+            "block_ms_max": chain.max_ns / 1e6,
+            "latency_ms": self.latency_ms,
+            "nonfinite_in": int(chain.nonfinite_in),
+            "nonfinite_out": int(chain.nonfinite_out),
+            "events_dropped": int(self.events.dropped),
+            "nodes": [
+                {"name": node.name, "type": type(node).__name__,
+                 "mean_us": float(tot[i]) / blocks / 1e3 if blocks else 0.0,
+                 "max_us": float(mx[i]) / 1e3,
+                 "latency_samples": int(node.latency_samples)}
+                for i, node in enumerate(self.nodes)
+            ],
+        }
+
+    def reset_stats(self) -> None:
+        self._require().reset_stats()
+
+    def __repr__(self) -> str:
+        names = " -> ".join(n.name for n in self.nodes) or "(empty)"
+        return (f"Pipeline({self.name!r}, {self.sample_rate} Hz, block {self.block_size}, "
+                f"channels {self.channels}: {names})")

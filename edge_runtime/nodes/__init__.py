@@ -1,0 +1,62 @@
+"""Node types a pipeline config can name, with their parameters.
+
+Each capability is one more node: register it here with its parameter schema and the
+config loader, the CLI and the docs pick it up.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from .._nodes import Gain, Identity, Limiter, Meter, SosFilter
+from ..filters import KINDS as FILTER_KINDS
+
+__all__ = ["Gain", "Identity", "Limiter", "Meter", "NODE_TYPES", "NodeType", "Param", "SosFilter"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    type: type
+    default: Any
+    help: str
+    choices: tuple | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeType:
+    name: str
+    factory: Callable
+    params: dict[str, Param]
+    help: str
+
+
+def _filter(kind: str) -> Callable:
+    def make(name=None, **kw):
+        return SosFilter(kind=kind, name=name or kind, **kw)
+    return make
+
+
+_FILTER_PARAMS = {
+    "cutoff_hz": Param(float, 80.0, "corner (high/low-pass) or centre frequency in Hz"),
+    "order": Param(int, 2, "Butterworth order for highpass/lowpass (1..12)"),
+    "q": Param(float, 0.7071067811865476, "quality factor for RBJ biquads"),
+    "gain_db": Param(float, 0.0, "gain for peak/shelf biquads, dB"),
+}
+
+NODE_TYPES: dict[str, NodeType] = {
+    "identity": NodeType("identity", Identity, {}, "copies its input (engine overhead baseline)"),
+    "gain": NodeType("gain", Gain, {"gain_db": Param(float, 0.0, "gain in dB")},
+                     "static gain, ramped over one block when changed"),
+    "filter": NodeType("filter", SosFilter, {
+        "kind": Param(str, "highpass", "filter kind", FILTER_KINDS), **_FILTER_PARAMS},
+        "biquad cascade (Butterworth high/low-pass or an RBJ biquad)"),
+    **{k: NodeType(k, _filter(k), _FILTER_PARAMS, f"{k} filter (alias of filter kind={k})")
+       for k in FILTER_KINDS},
+    "limiter": NodeType("limiter", Limiter, {
+        "threshold_db": Param(float, -1.0, "output ceiling in dBFS"),
+        "lookahead_ms": Param(float, 1.5, "look-ahead (adds this much latency)"),
+        "release_ms": Param(float, 60.0, "gain recovery time constant"),
+    }, "look-ahead peak limiter, channel-linked"),
+    "meter": NodeType("meter", Meter, {"interval_ms": Param(float, 1000.0, "reporting interval")},
+                      "peak/RMS level events, audio passes through"),
+}
