@@ -101,6 +101,7 @@ class PipelineConfig:
                 raise ConfigError(f"{self.path}: nodes[{i}] ({spec['type']}): {e}") from None
         pipe = Pipeline(nodes, sample_rate=self.sample_rate, block_size=self.block_size,
                         channels=self.channels, name=self.name)
+        pipe.config_path = self.path
         try:
             # design checks that need the sample rate (e.g. a cutoff above Nyquist)
             pipe.prepare(self.channels or 1)

@@ -1,0 +1,263 @@
+"""``edge-runtime``: run pipelines on files, stdin/stdout or ALSA; inspect the device.
+
+Every error a user can cause ends with one line ``error: <what, where, expected>`` on
+stderr, exit status 2, and no output file left under the output name.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from . import __version__
+from .errors import EdgeRuntimeError
+
+RAW_FORMATS = ("s16le", "s32le", "f32le")
+
+
+class _Progress:
+    """A one-line progress bar on stderr (only on a terminal, at most 10 updates/s)."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label = label
+        self.enabled = enabled
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not self.enabled or not total:
+            return
+        now = time.monotonic()
+        if now - self.last < 0.1 and done < total:
+            return
+        self.last = now
+        frac = min(1.0, done / total)
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(f"\r{self.label} [{bar:<30}] {frac * 100:5.1f}%")
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.enabled and self.last:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _print_summary(summary: dict, extra: dict | None = None) -> None:
+    s = summary
+    lines = [
+        f"pipeline     {s['pipeline']}  ({s['pipeline_sample_rate']} Hz, block {s['block_size']}, "
+        f"latency {s['latency_ms']:.2f} ms)",
+        f"input        {s['input']}  ({s['input_sample_rate']} Hz, {s['channels']} ch"
+        f"{', resampled' if s['resampled'] else ''})",
+        f"output       {s['output'] or '-'}",
+        f"frames       in {s['frames_in']}  out {s['frames_out']}  ({s['duration_s']:.2f} s of audio)",
+        f"speed        {s['speed']:.1f}x real time  (engine real-time factor {s['realtime_factor']:.4f})",
+        f"blocks       {s['blocks']}  p50 {s['block_ms_p50'] * 1e3:.1f} us  p99 {s['block_ms_p99'] * 1e3:.1f} us"
+        f"  max {s['block_ms_max'] * 1e3:.1f} us  budget {s['budget_ms']:.2f} ms"
+        f"  deadline misses {s['deadline_misses']}",
+        f"sanitized    {s['nonfinite_in']} non-finite input samples, {s['nonfinite_out']} at output",
+        f"events       {s['events']}" + (f" ({s['events_dropped']} dropped)" if s["events_dropped"] else ""),
+    ]
+    for k, v in (extra or {}).items():
+        lines.append(f"{k:<12} {v}")
+    print("\n".join(lines))
+
+
+def _event_writer(path: str | None):
+    """Return (callback, close) writing events as JSON lines to ``path`` ('-' = stdout)."""
+    if path is None:
+        return None, lambda ok: None
+    if path == "-":
+        def cb(ev):
+            sys.stdout.write(json.dumps(ev.to_dict()) + "\n")
+        return cb, lambda ok: sys.stdout.flush()
+    from .atomic import AtomicFile
+
+    f = AtomicFile(path, "w")
+    return (lambda ev: f.write(json.dumps(ev.to_dict()) + "\n")), f.close
+
+
+def cmd_run(args) -> int:
+    from .config import load_pipeline_config
+    from .io import open_sink, open_source
+    from .runner import run_stream
+
+    cfg = load_pipeline_config(args.pipeline)
+    pipeline = cfg.build()
+    source = open_source(args.input, sample_rate=args.rate, channels=args.channels,
+                         raw_format=args.raw_format)
+    sink = None
+    on_event, close_events = _event_writer(args.events)
+    ok = False
+    try:
+        if args.output:
+            sink = open_sink(args.output, sample_rate=source.sample_rate, channels=source.channels,
+                             raw_format=args.raw_format, subtype=args.subtype)
+        show = (not args.quiet and sys.stderr.isatty() and source.frames is not None)
+        progress = _Progress(os.path.basename(str(args.input)), show)
+        summary = run_stream(pipeline, source, sink, on_event=on_event, progress=progress)
+        progress.finish()
+        ok = True
+    finally:
+        source.close()
+        if sink is not None:
+            sink.close(commit=ok)
+        close_events(ok)
+    if args.json:
+        print(json.dumps(summary.to_dict()))
+    elif not args.quiet and args.output != "-" and args.events != "-":
+        _print_summary(summary.to_dict())
+    return 0
+
+
+def cmd_pipelines(args) -> int:
+    from .config import list_pipelines, load_pipeline_config
+
+    rows = []
+    for name, path in sorted(list_pipelines().items()):
+        try:
+            cfg = load_pipeline_config(str(path))
+            rows.append({"name": name, "path": str(path), "sample_rate": cfg.sample_rate,
+                         "block_size": cfg.block_size, "channels": cfg.channels or "any",
+                         "nodes": [n["type"] for n in cfg.nodes], "description": cfg.description})
+        except EdgeRuntimeError as e:
+            rows.append({"name": name, "path": str(path), "error": str(e)})
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for r in rows:
+        if "error" in r:
+            print(f"{r['name']:<14} INVALID: {r['error']}")
+        else:
+            print(f"{r['name']:<14} {r['sample_rate']:>6} Hz  block {r['block_size']:<5} "
+                  f"{' -> '.join(r['nodes'])}   {r['description']}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .platform import detect
+
+    info = detect()
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    cpu = info["cpu"]
+    b = info["board"]
+    print(f"edge_runtime {info['edge_runtime']}  python {info['python']}  numpy {info['numpy']}")
+    print(f"os           {info['os']}")
+    print(f"board        {b['kind']}" + (f" ({b['model']})" if b["model"] else ""))
+    print(f"cpu          {cpu['model']}  [{cpu['machine']}]  {cpu['cores_usable']}/{cpu['cores']} cores")
+    print(f"int8 flags   {' '.join(cpu['int8_flags']) or 'none'}")
+    print(f"memory       {info['memory_mb']} MB")
+    print("backends     " + "  ".join(f"{k}={v or 'no'}" for k, v in info["backends"].items()))
+    print(f"alsa         {'libasound.so.2 found' if info['alsa'] else 'not found'}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import numpy as np
+
+    from .config import load_pipeline_config
+    from .demo import make_clip, measure
+    from .io import FileSink, FileSource
+    from .runner import run_stream
+
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    os.makedirs(out_dir, exist_ok=True)
+    in_path = args.input_copy or os.path.join(out_dir, "demo_input.wav")
+    cfg = load_pipeline_config(args.pipeline)
+    pipeline = cfg.build()
+    sr = pipeline.sample_rate
+    clip = make_clip(sr, seconds=args.seconds)
+    with FileSink(in_path, sr, clip.shape[1], subtype="FLOAT") as sink:
+        sink.write(clip)
+    with FileSource(in_path) as source:
+        ok = False
+        sink = FileSink(args.output, sr, clip.shape[1], subtype="FLOAT")
+        try:
+            summary = run_stream(pipeline, source, sink)
+            ok = True
+        finally:
+            sink.close(commit=ok)
+    import soundfile as sf
+
+    processed, _ = sf.read(args.output, dtype="float32", always_2d=True)
+    effects = measure(clip, processed, sr)
+    result = summary.to_dict()
+    result["effects"] = effects
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_summary(result, {
+            "input clip": in_path,
+            "effect": f"peak {effects['peak_in_dbfs']:+.2f} -> {effects['peak_out_dbfs']:+.2f} dBFS, "
+                      f"35 Hz rumble {effects['rumble_35hz_change_db']:+.1f} dB, "
+                      f"melody {effects['melody_200_2k_change_db']:+.1f} dB",
+        })
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-runtime",
+                                description="Real-time ML audio processing for edge devices.")
+    p.add_argument("--version", action="version", version=f"edge-runtime {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a pipeline on a file, stdin or ALSA")
+    r.add_argument("pipeline", help="pipeline name (see `edge-runtime pipelines`) or a .toml path")
+    r.add_argument("--input", "-i", required=True,
+                   help="audio file (WAV/FLAC/OGG...), '-' for raw PCM on stdin, or alsa:DEVICE")
+    r.add_argument("--output", "-o", help="audio file, '-' for raw PCM on stdout, or alsa:DEVICE")
+    r.add_argument("--events", help="write node events as JSON lines to this file ('-' = stdout)")
+    r.add_argument("--rate", type=int, help="sample rate of raw/ALSA input")
+    r.add_argument("--channels", type=int, help="channel count of raw/ALSA input")
+    r.add_argument("--raw-format", choices=RAW_FORMATS, default="s16le", help="raw PCM sample format")
+    r.add_argument("--subtype", help="output file subtype, e.g. PCM_16 (default), PCM_24, FLOAT")
+    r.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    r.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
+    r.set_defaults(func=cmd_run)
+
+    ls = sub.add_parser("pipelines", help="list the pipelines found on the search path")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_pipelines)
+
+    i = sub.add_parser("info", help="platform, CPU features for INT8, backends installed")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+
+    d = sub.add_parser("demo", help="synthesize a test clip and run the default pipeline on it")
+    d.add_argument("--output", "-o", default=os.path.join("edge_runtime_demo", "demo_output.wav"))
+    d.add_argument("--input-copy", help="where to write the synthesized input clip")
+    d.add_argument("--pipeline", default="default")
+    d.add_argument("--seconds", type=float, default=6.0)
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except EdgeRuntimeError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return e.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except BrokenPipeError:
+        # the reader of stdout went away (e.g. `| head`): not an error of ours
+        try:
+            sys.stdout.close()
+        except OSError:
+            pass
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Stream audio from a source through a pipeline into a sink, block by block.
+
+The runner is the edge between the outside world and the fixed-block engine:
+
+* it reads the source in chunks into one preallocated buffer, sanitizes NaN/Inf there (and
+  counts them) so nothing non-finite reaches a resampler or a node;
+* when the source rate differs from the pipeline rate it converts with ``soxr`` on the way
+  in and back to the source rate on the way out, so output rate == input rate;
+* a ring buffer turns arbitrary chunk sizes into exact pipeline blocks;
+* with ``compensate_latency`` the pipeline's look-ahead is trimmed from the start and
+  flushed with zeros at the end, so a file comes out with exactly as many frames as went in;
+* events the nodes emit are drained after each chunk to ``on_event``.
+
+Memory is flat for any file length: only the chunk, the ring and the block buffers exist.
+(The ``soxr`` stream API returns a new array per chunk; that happens only when rates
+differ and is outside the engine's block loop.)
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+import numpy as np
+
+from ._kernels import RingBuffer, sanitize
+from .engine import Event, Pipeline
+from .errors import AudioInputError
+from .io.base import Sink, Source
+
+__all__ = ["RunSummary", "run_stream"]
+
+
+@dataclasses.dataclass
+class RunSummary:
+    input: str
+    output: str
+    pipeline: str
+    input_sample_rate: int
+    pipeline_sample_rate: int
+    channels: int
+    resampled: bool
+    frames_in: int
+    frames_out: int
+    duration_s: float
+    wall_s: float
+    speed: float               # seconds of audio processed per second of wall time
+    realtime_factor: float     # engine time / audio time (< 1 is faster than real time)
+    blocks: int
+    block_size: int
+    budget_ms: float
+    deadline_misses: int
+    block_ms_p50: float
+    block_ms_p99: float
+    block_ms_max: float
+    latency_ms: float
+    nonfinite_in: int
+    nonfinite_out: int
+    events: int
+    events_dropped: int
+    stopped: bool
+    nodes: list
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class _Resampler:
+    """Streaming sample-rate conversion of ``(frames, channels)`` float32 chunks."""
+
+    def __init__(self, rate_in: int, rate_out: int, channels: int, quality: str = "HQ"):
+        import soxr
+
+        self._stream = soxr.ResampleStream(rate_in, rate_out, channels, dtype="float32",
+                                           quality=quality)
+
+    def __call__(self, chunk: np.ndarray, last: bool = False) -> np.ndarray:
+        return self._stream.resample_chunk(chunk, last=last)
+
+
+def run_stream(pipeline: Pipeline, source: Source, sink: Sink | None, *,
+               compensate_latency: bool = True,
+               chunk_frames: int | None = None,
+               on_event: Callable[[Event], None] | None = None,
+               progress: Callable[[int, int | None], None] | None = None,
+               should_stop: Callable[[], bool] | None = None,
+               resample_quality: str = "HQ") -> RunSummary:
+    """Run ``source`` through ``pipeline`` into ``sink`` until the source ends.
+
+    ``progress(frames_done, frames_total)`` is called after each chunk; ``should_stop()``
+    ends the stream early (the tail is still flushed, so nothing read is lost). The
+    pipeline is prepared here for the source's channel count. The sink is written but not
+    closed: the caller commits or discards it.
+    """
+    ch = int(source.channels)
+    if pipeline.fixed_channels is not None and ch != pipeline.fixed_channels:
+        raise AudioInputError(
+            f"{source.name}: has {ch} channel(s); pipeline {pipeline.name!r} "
+            f"({getattr(pipeline, 'config_path', 'in code')}) expects {pipeline.fixed_channels}")
+    if sink is not None and (sink.channels != ch or sink.sample_rate != source.sample_rate):
+        raise ValueError(f"sink {sink.name!r} is {sink.sample_rate} Hz/{sink.channels} ch, "
+                         f"source is {source.sample_rate} Hz/{ch} ch")
+    if not pipeline.prepared or pipeline.channels != ch:
+        pipeline.prepare(ch)
+    else:
+        pipeline.reset()
+    pipeline.reset_stats()
+
+    sr_in, sr_pipe, bs = int(source.sample_rate), pipeline.sample_rate, pipeline.block_size
+    resampled = sr_in != sr_pipe
+    if chunk_frames is None:
+        # about 40 ms of input per read, at least one block's worth
+        chunk_frames = max(bs * sr_in // sr_pipe + 1, sr_in // 25)
+    chunk = np.zeros((chunk_frames, ch), dtype=np.float32)
+    up = _Resampler(sr_in, sr_pipe, ch, resample_quality) if resampled else None
+    down = _Resampler(sr_pipe, sr_in, ch, resample_quality) if resampled else None
+    # ring holds pipeline-rate frames waiting for a full block
+    max_in = int(np.ceil(chunk_frames * sr_pipe / sr_in)) + 64 if resampled else chunk_frames
+    ring = RingBuffer(max_in + 2 * bs, ch)
+    chain_in, chain_out = pipeline.input, pipeline.output
+    out_frames = np.zeros((bs, ch), dtype=np.float32)     # output block, interleaved for sinks
+    out_frames_t = out_frames.T                           # (ch, bs) view to copy into
+    lat = pipeline.latency_samples if compensate_latency else 0
+
+    state = {"skip": lat, "frames_out": 0, "events": 0}
+    frames_total = source.frames
+
+    def emit_out(block: np.ndarray) -> None:
+        """Write pipeline-rate output frames (n, ch), after the latency trim."""
+        n = block.shape[0]
+        if state["skip"]:
+            k = min(state["skip"], n)
+            state["skip"] -= k
+            block = block[k:]
+            n -= k
+            if n == 0:
+                return
+        if down is not None:
+            block = down(block)
+            n = block.shape[0]
+            if n == 0:
+                return
+        if frames_total is not None:
+            # never write more frames than went in (the resampler may round up by one)
+            n = min(n, frames_total - state["frames_out"])
+            if n <= 0:
+                return
+            block = block[:n]
+        if sink is not None:
+            sink.write(block)
+        state["frames_out"] += n
+
+    def run_blocks() -> None:
+        while ring.available >= bs:
+            ring.read(chain_in, 0, bs)
+            pipeline.process_block()
+            np.copyto(out_frames_t, chain_out)
+            emit_out(out_frames)
+
+    def drain_events() -> None:
+        if pipeline.events.count:
+            for ev in pipeline.drain_events():
+                state["events"] += 1
+                if on_event is not None:
+                    if resampled:
+                        ev = dataclasses.replace(ev, frame=int(round(ev.time_s * sr_in)))
+                    on_event(ev)
+
+    def push(frames: np.ndarray) -> None:
+        """Push pipeline-rate frames (n, ch) into the ring, running blocks as it fills."""
+        pos = 0
+        n = frames.shape[0]
+        while pos < n:
+            k = min(n - pos, ring.space)
+            ring.write(np.ascontiguousarray(frames[pos:pos + k].T), 0, k)
+            pos += k
+            run_blocks()
+
+    # a (ch, chunk) staging array so the ring receives channel-major frames without allocating
+    staged = np.zeros((ch, chunk_frames), dtype=np.float32)
+    nonfinite_edge = 0
+    frames_in = 0
+    stopped = False
+    t0 = time.perf_counter()
+    while True:
+        if should_stop is not None and should_stop():
+            stopped = True
+            break
+        n = source.read_into(chunk)
+        if n <= 0:
+            break
+        frames_in += n
+        if resampled:
+            nonfinite_edge += sanitize(chunk[:n]) if n == chunk_frames else sanitize(
+                np.ascontiguousarray(chunk[:n]))
+            push(up(chunk[:n]))
+        else:
+            # fast path: no resampler, straight into the ring (the chain sanitizes)
+            np.copyto(staged[:, :n], chunk[:n].T)
+            pos = 0
+            while pos < n:
+                k = min(n - pos, ring.space)
+                ring.write(staged, pos, k)
+                pos += k
+                run_blocks()
+        drain_events()
+        if progress is not None:
+            progress(frames_in, frames_total)
+
+    # flush: the resampler's tail, zeros for the look-ahead, zeros to complete the last block
+    if up is not None:
+        push(up(np.zeros((0, ch), dtype=np.float32), last=True))
+    frames_total = frames_in  # exact from here on (also for stdin and live sources)
+    zeros = np.zeros((bs, ch), dtype=np.float32)
+    remaining = lat
+    while remaining > 0:
+        k = min(remaining, bs)
+        push(zeros[:k])
+        remaining -= k
+    if ring.available:
+        push(zeros[:bs - ring.available])
+    if down is not None:
+        tail = down(np.zeros((0, ch), dtype=np.float32), last=True)
+        n = min(tail.shape[0], frames_total - state["frames_out"])
+        if n > 0:
+            if sink is not None:
+                sink.write(tail[:n])
+            state["frames_out"] += n
+    if state["frames_out"] < frames_total:
+        # a resampler may deliver a frame or two short in total; pad with silence
+        pad = frames_total - state["frames_out"]
+        if sink is not None:
+            sink.write(np.zeros((pad, ch), dtype=np.float32))
+        state["frames_out"] += pad
+    drain_events()
+    wall = time.perf_counter() - t0
+
+    st = pipeline.stats()
+    duration = frames_in / sr_in if sr_in else 0.0
+    return RunSummary(
+        input=source.name, output=sink.name if sink is not None else "",
+        pipeline=pipeline.name, input_sample_rate=sr_in, pipeline_sample_rate=sr_pipe,
+        channels=ch, resampled=resampled, frames_in=frames_in, frames_out=state["frames_out"],
+        duration_s=duration, wall_s=wall, speed=duration / wall if wall > 0 else 0.0,
+        realtime_factor=st["realtime_factor"], blocks=st["blocks"], block_size=bs,
+        budget_ms=st["budget_ms"], deadline_misses=st["deadline_misses"],
+        block_ms_p50=st["block_ms_p50"], block_ms_p99=st["block_ms_p99"],
+        block_ms_max=st["block_ms_max"], latency_ms=st["latency_ms"],
+        nonfinite_in=st["nonfinite_in"] + int(nonfinite_edge), nonfinite_out=st["nonfinite_out"],
+        events=state["events"], events_dropped=st["events_dropped"], stopped=stopped,
+        nodes=st["nodes"])

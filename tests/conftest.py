@@ -1,0 +1,36 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, env=None, input_bytes=None, cwd=None):
+    """Run ``python -m edge_runtime ARGS`` in a subprocess; returns CompletedProcess."""
+    e = dict(os.environ)
+    e.pop("EDGE_RUNTIME_PIPELINES", None)
+    if env:
+        e.update(env)
+    return subprocess.run([sys.executable, "-m", "edge_runtime", *map(str, args)],
+                          capture_output=True, input=input_bytes, env=e, cwd=cwd, timeout=300)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def write_wav(path, audio, sample_rate, subtype="FLOAT"):
+    import soundfile as sf
+
+    sf.write(str(path), np.asarray(audio, dtype=np.float32), sample_rate, subtype=subtype)
+    return path
