@@ -11,6 +11,7 @@ import sys
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KERNELS = os.path.join(HERE, "kernels")
@@ -48,8 +49,26 @@ def _extensions():
     return exts
 
 
+class build_py_with_configs(build_py):
+    """Ship ``configs/`` inside the package as ``edge_runtime/_configs`` (wheels and
+    non-editable installs have no source tree to find them in)."""
+
+    def run(self):
+        super().run()
+        src = os.path.join(HERE, "configs")
+        if os.path.isdir(src):
+            dst = os.path.join(self.build_lib, "edge_runtime", "_configs")
+            for root, _dirs, files in os.walk(src):
+                rel = os.path.relpath(root, src)
+                for name in files:
+                    if name.endswith(".toml"):
+                        os.makedirs(os.path.join(dst, rel), exist_ok=True)
+                        shutil.copyfile(os.path.join(root, name), os.path.join(dst, rel, name))
+
+
 _mirror_pxd()
 setup(
+    cmdclass={"build_py": build_py_with_configs},
     ext_modules=cythonize(
         _extensions(),
         include_path=[INCLUDE],

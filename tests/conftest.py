@@ -13,6 +13,8 @@ def run_cli(*args, env=None, input_bytes=None, cwd=None):
     """Run ``python -m edge_runtime ARGS`` in a subprocess; returns CompletedProcess."""
     e = dict(os.environ)
     e.pop("EDGE_RUNTIME_PIPELINES", None)
+    # the package under test, whatever the working directory of the command
+    e["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([e["PYTHONPATH"]] if e.get("PYTHONPATH") else []))
     if env:
         e.update(env)
     return subprocess.run([sys.executable, "-m", "edge_runtime", *map(str, args)],
