@@ -10,8 +10,9 @@ from typing import Any, Callable
 
 from .._nodes import Gain, Identity, Limiter, Meter, SosFilter
 from ..filters import KINDS as FILTER_KINDS
+from .denoise import Denoise
 
-__all__ = ["Gain", "Identity", "Limiter", "Meter", "NODE_TYPES", "NodeType", "Param", "SosFilter"]
+__all__ = ["Denoise", "Gain", "Identity", "Limiter", "Meter", "NODE_TYPES", "NodeType", "Param", "SosFilter"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +58,14 @@ NODE_TYPES: dict[str, NodeType] = {
         "lookahead_ms": Param(float, 1.5, "look-ahead (adds this much latency)"),
         "release_ms": Param(float, 60.0, "gain recovery time constant"),
     }, "look-ahead peak limiter, channel-linked"),
+    "denoise": NodeType("denoise", Denoise, {
+        "model": Param(str, "denoise", "model name in the manifest, or a .onnx/.tflite path"),
+        "variant": Param(str, "auto", "manifest variant (auto = the device profile's choice)"),
+        "atten_limit_db": Param(float, 100.0, "most a bin is turned down, dB"),
+        "strength": Param(float, 1.0, "0 = bypass .. 1 = full model gains"),
+        "threads": Param(int, 1, "inference threads"),
+        "backend": Param(str, "auto", "onnxruntime, litert, openvino or auto"),
+    }, "speech noise reduction (causal GRU gains over a 20 ms STFT; 16 or 48 kHz)"),
     "meter": NodeType("meter", Meter, {"interval_ms": Param(float, 1000.0, "reporting interval")},
                       "peak/RMS level events, audio passes through"),
 }

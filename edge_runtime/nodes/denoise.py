@@ -1,0 +1,121 @@
+"""``denoise``: speech noise reduction by a causal GRU gain estimator, one model call per 10 ms.
+
+The model (``firmware_tools/train/denoise_model.py``) sees a 16 kHz-equivalent spectrum:
+161 bins 50 Hz apart (0-8 kHz). At 16 kHz the node uses a 320/160 STFT; at 48 kHz a
+960/480 STFT has the same 50 Hz bin spacing, so its first 161 bins are fed to the model
+(their power scaled by (320/960)^2 to match) and bins above 8 kHz take the mean gain of the
+4-8 kHz bins. Channels are processed independently, each with its own recurrent state.
+
+Buffers, the STFT and one bound model call per channel are made in ``prepare``; a block
+is then copies into bound arrays, the model call, and in-place multiplies.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..engine import Node
+from ..errors import ConfigError, ModelError
+from ..spectral import stft_analyzer, stft_synthesizer
+
+MODEL_BINS = 161
+RATES = {16000: (320, 160), 48000: (960, 480)}
+
+
+def resolve_model(model: str, variant: str):
+    """Return (path, manifest model or None) for a model name in the manifest or a file path."""
+    if model.endswith((".onnx", ".tflite", ".xml")):
+        return model, None
+    from ..models import default_registry
+
+    reg = default_registry()
+    m = reg.get(model)
+    v = m.variant(variant) if variant != "auto" else m.default_variant()
+    return reg.verified_path(v), m
+
+
+class Denoise(Node):
+    """Speech denoiser node. ``atten_limit_db`` bounds how far any bin is turned down
+    (30 dB keeps a little natural background; 100 removes all it can); ``strength`` in
+    0..1 blends the model's gains with unity."""
+
+    def __init__(self, model: str = "denoise", variant: str = "auto", atten_limit_db: float = 100.0,
+                 strength: float = 1.0, threads: int = 1, backend: str = "auto", name: str | None = None):
+        super().__init__(name or "denoise")
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"strength={strength} is outside 0..1")
+        if not 0.0 < atten_limit_db <= 200.0:
+            raise ValueError(f"atten_limit_db={atten_limit_db} is outside 0..200 dB")
+        self.model, self.variant, self.threads = model, variant, int(threads)
+        self.backend = None if backend == "auto" else backend
+        self.atten_limit_db, self.strength = float(atten_limit_db), float(strength)
+        self.session = None
+
+    def prepare(self, sample_rate: int, block_size: int, channels: int) -> None:
+        super().prepare(sample_rate, block_size, channels)
+        if sample_rate not in RATES:
+            raise ValueError(f"denoise runs at {' or '.join(map(str, RATES))} Hz, not {sample_rate} "
+                             "(set the pipeline's sample_rate; inputs are resampled at the edge)")
+        frame, hop = RATES[sample_rate]
+        if block_size % hop:
+            raise ValueError(f"denoise at {sample_rate} Hz needs block_size a multiple of {hop}, got {block_size}")
+        from ..backends import load_session
+
+        path, _ = resolve_model(self.model, self.variant)
+        self.session = load_session(path, backend=self.backend, threads=self.threads)
+        names = {s.name: s for s in self.session.inputs}
+        if set(names) != {"re", "im", "state"} or {s.name for s in self.session.outputs} != {"gain", "state_out"}:
+            raise ModelError(f"{path}: mismatched model: denoise expects inputs re, im, state and outputs "
+                             f"gain, state_out; it has {sorted(names)} -> "
+                             f"{sorted(s.name for s in self.session.outputs)}")
+        state_dim = int(names["state"].shape[-1])
+        self.frame, self.hop = frame, hop
+        self.scale = np.float32((320.0 / frame))  # amplitude scale to the 16 kHz frame's level
+        self.ana = stft_analyzer(frame, hop, "sqrt_hann", channels)
+        self.syn = stft_synthesizer(frame, hop, "sqrt_hann", channels)
+        self.latency_samples = frame - hop
+        self.re_in = np.zeros((channels, 1, MODEL_BINS), np.float32)
+        self.im_in = np.zeros((channels, 1, MODEL_BINS), np.float32)
+        self.gain = np.zeros((channels, 1, MODEL_BINS), np.float32)
+        # ping-pong recurrent state: call k reads state[k % 2] and writes state[1 - k % 2]
+        self.state = np.zeros((channels, 2, 1, state_dim), np.float32)
+        self.bindings = [[self.session.bind({"re": self.re_in[c], "im": self.im_in[c], "state": self.state[c, p]},
+                                            {"gain": self.gain[c], "state_out": self.state[c, 1 - p]})
+                          for p in (0, 1)] for c in range(channels)]
+        self.phase = 0
+        self.floor = np.float32(10 ** (-self.atten_limit_db / 20))
+        self.hi = slice(MODEL_BINS, frame // 2 + 1)
+        self.mid = slice(int(4000 / 50), MODEL_BINS)
+        self.hop_in = np.zeros((channels, hop), np.float32)
+        self.hop_out = np.zeros((channels, hop), np.float32)
+
+    def reset(self) -> None:
+        if self.session is not None:
+            self.state[...] = 0
+            self.ana.reset()
+            self.syn.reset()
+            self.phase = 0
+
+    def process(self, inp: np.ndarray, out: np.ndarray) -> None:
+        hop = self.hop
+        re, im = self.ana.re, self.ana.im
+        for k in range(0, self.block_size, hop):
+            np.copyto(self.hop_in, inp[:, k:k + hop])
+            self.ana.push(self.hop_in)
+            for c in range(self.channels):
+                np.multiply(re[c, :MODEL_BINS], self.scale, out=self.re_in[c, 0])
+                np.multiply(im[c, :MODEL_BINS], self.scale, out=self.im_in[c, 0])
+                self.bindings[c][self.phase]()
+                g = self.gain[c, 0]
+                if self.strength < 1.0:
+                    g *= self.strength
+                    g += 1.0 - self.strength
+                np.maximum(g, self.floor, out=g)
+                re[c, :MODEL_BINS] *= g
+                im[c, :MODEL_BINS] *= g
+                if self.hi.stop > MODEL_BINS:
+                    gh = g[self.mid].mean()
+                    re[c, self.hi] *= gh
+                    im[c, self.hi] *= gh
+            self.phase ^= 1
+            self.syn.pull(re, im, self.hop_out)
+            np.copyto(out[:, k:k + hop], self.hop_out)
