@@ -1,0 +1,134 @@
+"""A compact pool of TRAIN-split source audio for on-the-fly mixing (and for carrying to a
+training machine): clips resampled to 16 kHz, concatenated into a few Ogg Vorbis files per
+kind, with ``pool.json`` listing each clip's offset, length and speaker.
+
+    python firmware_tools/train/pool.py --data firmware_tools/work/denoise16k \
+        --out firmware_tools/work/pool16k [--speech-minutes 60 --noise-minutes 60]
+
+Only source ids that ``split.json`` (written by ``firmware_tools/data/build_denoise.py``)
+puts in the train split are packed; the test split never enters the pool.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+RATE = 16000
+RESERVED = ("fillets-ng-data-nl", "bucklespring")
+
+
+def _load_audio(path: str, rate: int) -> np.ndarray:
+    import soundfile as sf
+    import soxr
+
+    x, sr = sf.read(path, dtype="float32", always_2d=True)
+    x = x.mean(axis=1)
+    if sr != rate:
+        x = soxr.resample(x, sr, rate)
+    return x.astype(np.float32)
+
+
+def train_ids(split: dict) -> set[str]:
+    """Source ids in the train split, whatever the nesting of split.json."""
+    node = split.get("train", split)
+    ids: set[str] = set()
+
+    def walk(v):
+        if isinstance(v, str):
+            ids.add(v)
+        elif isinstance(v, dict):
+            for k, w in v.items():
+                if k in ("ids", "sources") or isinstance(w, (list, dict)):
+                    walk(w)
+        elif isinstance(v, list):
+            for w in v:
+                walk(w)
+    walk(node)
+    return ids
+
+
+def pack(catalogue: list[dict], ids: set[str], out: str, speech_minutes: float, noise_minutes: float,
+         seed: int = 0) -> dict:
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(out, exist_ok=True)
+    meta = {"rate": RATE, "speech": [], "noise": []}
+    for kind, minutes in (("speech", speech_minutes), ("noise", noise_minutes)):
+        items = [c for c in catalogue if c["id"] in ids and c.get("usable", True)
+                 and (c["kind"] == kind or (kind == "noise" and c["kind"] == "music"))]
+        for c in items:
+            if any(r in c.get("path", "") or r in c.get("origin", "") for r in RESERVED):
+                raise SystemExit(f"refusing reserved evaluation source {c['id']}")
+        order = rng.permutation(len(items))
+        budget = minutes * 60 * RATE
+        total = 0
+        chunks, clips = [], []
+        for i in order:
+            c = items[i]
+            x = _load_audio(c["path"], RATE)
+            if kind == "noise" and len(x) > 60 * RATE:  # long tracks: a random minute
+                s = int(rng.integers(0, len(x) - 60 * RATE))
+                x = x[s:s + 60 * RATE]
+            peak = np.max(np.abs(x)) if len(x) else 0
+            if len(x) < RATE // 10 or peak < 1e-4:
+                continue
+            x = x * (0.5 / peak)
+            clips.append({"id": c["id"], "offset": total, "length": len(x),
+                          "speaker": c.get("speaker") or c["id"], "origin": c.get("origin")})
+            chunks.append(x)
+            total += len(x)
+            if total >= budget:
+                break
+        fname = f"{kind}.ogg"
+        sf.write(os.path.join(out, fname), np.concatenate(chunks), RATE, format="OGG", subtype="VORBIS")
+        meta[kind] = {"file": fname, "clips": clips, "minutes": total / RATE / 60}
+        print(f"{kind}: {len(clips)} clips, {total / RATE / 60:.1f} min", flush=True)
+    with open(os.path.join(out, "pool.json"), "w") as f:
+        json.dump(meta, f)
+    return meta
+
+
+def load_pool(path: str) -> dict:
+    """-> {"speech": [arrays], "speaker": [ids], "noise": [arrays]}"""
+    import soundfile as sf
+
+    with open(os.path.join(path, "pool.json")) as f:
+        meta = json.load(f)
+    out = {"speech": [], "speaker": [], "noise": []}
+    for kind in ("speech", "noise"):
+        audio, sr = sf.read(os.path.join(path, meta[kind]["file"]), dtype="float32")
+        assert sr == meta["rate"]
+        for c in meta[kind]["clips"]:
+            out[kind].append(np.ascontiguousarray(audio[c["offset"]:c["offset"] + c["length"]]))
+            if kind == "speech":
+                out["speaker"].append(c["speaker"])
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="builder output dir with split.json")
+    ap.add_argument("--catalogue", default=None, help="catalogue.json (default: the builder's cache)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--speech-minutes", type=float, default=60)
+    ap.add_argument("--noise-minutes", type=float, default=60)
+    args = ap.parse_args(argv)
+    with open(os.path.join(args.data, "split.json")) as f:
+        split = json.load(f)
+    cat_path = args.catalogue or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "work",
+                                              "cache", "catalogue.json")
+    with open(cat_path) as f:
+        catalogue = json.load(f)
+    ids = train_ids(split)
+    print(f"{len(ids)} train source ids", flush=True)
+    pack(catalogue, ids, args.out, args.speech_minutes, args.noise_minutes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
