@@ -64,6 +64,12 @@ class build_py_with_configs(build_py):
                     if name.endswith(".toml"):
                         os.makedirs(os.path.join(dst, rel), exist_ok=True)
                         shutil.copyfile(os.path.join(root, name), os.path.join(dst, rel, name))
+        # the shipped models and their manifest, as edge_runtime/_models
+        src = os.path.join(HERE, "models_int8")
+        if os.path.isdir(src):
+            dst = os.path.join(self.build_lib, "edge_runtime", "_models")
+            shutil.copytree(src, dst, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("*.md", "*.json", "__pycache__"))
 
 
 _mirror_pxd()

@@ -198,6 +198,46 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_models(args) -> int:
+    from .models.manifest import Registry, describe, format_models, manifest_paths
+
+    paths = args.manifest or manifest_paths()
+    reg = Registry.from_paths(paths)
+    rows = describe(reg, check=not args.no_verify)
+    if args.json:
+        print(json.dumps({"manifests": [str(p) for p in paths], "models": rows}))
+    else:
+        print(format_models(rows, [str(p) for p in paths]))
+    return 0
+
+
+def _csv(text):
+    return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+
+def cmd_bench(args) -> int:
+    from .models.bench import bench_files, format_table, parse_shape_args
+
+    report = bench_files(args.models, backends=_csv(args.backends), threads=args.threads, runs=args.runs,
+                         warmup=args.warmup, shapes=parse_shape_args(args.shape), seed=args.seed,
+                         isolate=not args.in_process)
+    print(json.dumps(report) if args.json else format_table(report))
+    return 0
+
+
+def cmd_profile(args) -> int:
+    from .models.bench import parse_shape_args
+    from .models.profiler import format_report, run_profile
+
+    report = run_profile(args.pipeline, args.model or (), device=args.device, backends=_csv(args.backends),
+                         threads=args.threads, runs=args.runs, warmup=args.warmup,
+                         shapes=parse_shape_args(args.shape), budget_ms=args.budget_ms,
+                         max_quality_drop=args.max_quality_drop, write=not args.no_write,
+                         state_dir_=args.state_dir, service=args.service, isolate=not args.in_process)
+    print(json.dumps(report, default=str) if args.json else format_report(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-runtime",
                                 description="Real-time ML audio processing for edge devices.")
@@ -233,6 +273,47 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seconds", type=float, default=6.0)
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_demo)
+
+    m = sub.add_parser("models", help="list the models in the manifest(s), their variants and checksums")
+    m.add_argument("--manifest", action="append", help="read this manifest instead of the search path "
+                   "(repeatable; default: $EDGE_RUNTIME_MODELS, models_int8/, the package's copy)")
+    m.add_argument("--no-verify", action="store_true", help="do not hash the files (faster)")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_models)
+
+    b = sub.add_parser("bench", help="benchmark model files on every backend that reads them")
+    b.add_argument("models", nargs="+", metavar="MODEL", help=".onnx, .tflite or OpenVINO .xml files")
+    b.add_argument("--backends", help="comma-separated subset of onnxruntime,openvino,litert (default: all installed)")
+    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--runs", type=int, default=200)
+    b.add_argument("--warmup", type=int, default=20)
+    b.add_argument("--shape", action="append", metavar="NAME=DIMS",
+                   help="concrete shape for an input with dynamic dims, e.g. x=1x16000 (repeatable)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the random input")
+    b.add_argument("--in-process", action="store_true",
+                   help="measure in this process instead of a fresh one per backend (RSS less honest)")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench)
+
+    pr = sub.add_parser("profile", help="detect the device, benchmark model variants, choose per model")
+    pr.add_argument("pipeline", nargs="?", help="pipeline whose ML nodes to profile (default: all manifest models)")
+    pr.add_argument("--model", action="append", metavar="PATH", help="profile this model file (repeatable)")
+    pr.add_argument("--device", help="use this device profile instead of the detected one")
+    pr.add_argument("--backends", help="comma-separated subset of onnxruntime,openvino,litert")
+    pr.add_argument("--threads", type=int, help="default: the device profile's")
+    pr.add_argument("--runs", type=int)
+    pr.add_argument("--warmup", type=int)
+    pr.add_argument("--shape", action="append", metavar="NAME=DIMS")
+    pr.add_argument("--budget-ms", type=float, help="latency budget per model (default: the pipeline's block)")
+    pr.add_argument("--max-quality-drop", type=float,
+                    help="allowed drop of the primary metric vs FP32, in its units (default: the device profile's)")
+    pr.add_argument("--state-dir", help="where profiles/<device>.toml is written (default: $EDGE_RUNTIME_STATE, "
+                    "$XDG_STATE_HOME/edge_runtime)")
+    pr.add_argument("--service", action="store_true", help="write under /var/lib/edge_runtime")
+    pr.add_argument("--no-write", action="store_true", help="print only; write no profile")
+    pr.add_argument("--in-process", action="store_true")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_profile)
     return p
 
 

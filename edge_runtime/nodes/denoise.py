@@ -21,16 +21,28 @@ MODEL_BINS = 161
 RATES = {16000: (320, 160), 48000: (960, 480)}
 
 
-def resolve_model(model: str, variant: str):
-    """Return (path, manifest model or None) for a model name in the manifest or a file path."""
-    if model.endswith((".onnx", ".tflite", ".xml")):
-        return model, None
-    from ..models import default_registry
+def open_model_session(model: str, variant: str, backend: str | None, threads: int):
+    """A shared session for a model file path, or for a manifest model name and variant.
 
-    reg = default_registry()
-    m = reg.get(model)
-    v = m.variant(variant) if variant != "auto" else m.default_variant()
-    return reg.verified_path(v), m
+    ``variant``: ``auto`` (ONNX INT8 when shipped, else the first variant), a precision
+    (``int8``, ``fp32``...), or ``format:precision`` (``tflite:int8``).
+    """
+    if model.endswith((".onnx", ".tflite", ".xml")):
+        from ..backends import load_session
+
+        return load_session(model, backend=backend, threads=threads)
+    from ..models import default_registry, load
+
+    m = default_registry()[model]
+    if variant == "auto":
+        try:
+            v = m.variant(format="onnx", precision="int8")
+        except Exception:
+            v = m.variants[0]
+    else:
+        fmt, _, prec = variant.rpartition(":")
+        v = m.variant(format=fmt or None, precision=prec)
+    return load(v, backend=backend, threads=threads, model=m)
 
 
 class Denoise(Node):
@@ -58,10 +70,8 @@ class Denoise(Node):
         frame, hop = RATES[sample_rate]
         if block_size % hop:
             raise ValueError(f"denoise at {sample_rate} Hz needs block_size a multiple of {hop}, got {block_size}")
-        from ..backends import load_session
-
-        path, _ = resolve_model(self.model, self.variant)
-        self.session = load_session(path, backend=self.backend, threads=self.threads)
+        self.session = open_model_session(self.model, self.variant, self.backend, self.threads)
+        path = self.session.path
         names = {s.name: s for s in self.session.inputs}
         if set(names) != {"re", "im", "state"} or {s.name for s in self.session.outputs} != {"gain", "state_out"}:
             raise ModelError(f"{path}: mismatched model: denoise expects inputs re, im, state and outputs "

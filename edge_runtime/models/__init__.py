@@ -1,0 +1,22 @@
+"""Model layer: the manifest of shipped models and their variants, benchmarks, device profiles.
+
+    from edge_runtime.models import default_registry, load
+    reg = default_registry()                       # models_int8/manifest.toml and friends
+    v = reg["kws"].variant(format="onnx", precision="int8-static")
+    sess = load(v, threads=1)                      # sha256-verified, I/O checked, shared session
+
+* :mod:`.manifest`: load/validate manifests, :class:`Registry`, ``verify`` / ``load``,
+  ``manifest_entry`` / ``write_manifest`` for the quantization tooling.
+* :mod:`.bench`: ``edge-runtime bench`` on any ONNX/TFLite/IR file (imported on use).
+* :mod:`.profiler`: device detection, device defaults, ``profile_models`` and ``choose``
+  (imported on use).
+
+Importing this package imports no backend library.
+"""
+from .manifest import (FORMAT_BACKENDS, FORMATS, PRECISIONS, SCHEMA, IOSpec, Manifest, Model, Provenance,
+                       Registry, Variant, check_spec, default_registry, load, load_manifest, manifest_entry,
+                       manifest_paths, parse_manifest, sha256_file, upsert_model, verify, write_manifest)
+
+__all__ = ["FORMAT_BACKENDS", "FORMATS", "PRECISIONS", "SCHEMA", "IOSpec", "Manifest", "Model", "Provenance",
+           "Registry", "Variant", "check_spec", "default_registry", "load", "load_manifest", "manifest_entry",
+           "manifest_paths", "parse_manifest", "sha256_file", "upsert_model", "verify", "write_manifest"]
