@@ -59,6 +59,11 @@ def _print_summary(summary: dict, extra: dict | None = None) -> None:
         f"sanitized    {s['nonfinite_in']} non-finite input samples, {s['nonfinite_out']} at output",
         f"events       {s['events']}" + (f" ({s['events_dropped']} dropped)" if s["events_dropped"] else ""),
     ]
+    for n in s.get("nodes") or ():
+        if n.get("variant"):
+            steps = "".join(f"; stepped down {w['from']} -> {w['to']} ({w['reason']})" for w in n["switches"])
+            lines.append(f"model        {n['name']}: {n['variant']}  mean {n['mean_us']:.1f} us  "
+                         f"max {n['max_us']:.1f} us{steps}")
     for k, v in (extra or {}).items():
         lines.append(f"{k:<12} {v}")
     print("\n".join(lines))
@@ -87,6 +92,11 @@ def cmd_run(args) -> int:
     pipeline = cfg.build()
     source = open_source(args.input, sample_rate=args.rate, channels=args.channels,
                          raw_format=args.raw_format)
+    governor = None
+    if not args.no_governor:
+        from .governor import Governor
+
+        governor = Governor(pipeline)
     sink = None
     on_event, close_events = _event_writer(args.events)
     ok = False
@@ -96,7 +106,8 @@ def cmd_run(args) -> int:
                              raw_format=args.raw_format, subtype=args.subtype)
         show = (not args.quiet and sys.stderr.isatty() and source.frames is not None)
         progress = _Progress(os.path.basename(str(args.input)), show)
-        summary = run_stream(pipeline, source, sink, on_event=on_event, progress=progress)
+        summary = run_stream(pipeline, source, sink, on_event=on_event, progress=progress,
+                             governor=governor)
         progress.finish()
         ok = True
     finally:
@@ -256,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--subtype", help="output file subtype, e.g. PCM_16 (default), PCM_24, FLOAT")
     r.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
+    r.add_argument("--no-governor", action="store_true",
+                   help="never step an ML node down to a cheaper variant when blocks are late")
     r.set_defaults(func=cmd_run)
 
     ls = sub.add_parser("pipelines", help="list the pipelines found on the search path")

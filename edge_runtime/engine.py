@@ -250,7 +250,9 @@ class Pipeline:
                 {"name": node.name, "type": type(node).__name__,
                  "mean_us": float(tot[i]) / blocks / 1e3 if blocks else 0.0,
                  "max_us": float(mx[i]) / 1e3,
-                 "latency_samples": int(node.latency_samples)}
+                 "latency_samples": int(node.latency_samples),
+                 **({"variant": node.variant_label, "switches": list(node.switches)}
+                    if hasattr(node, "variant_label") else {})}
                 for i, node in enumerate(self.nodes)
             ],
         }

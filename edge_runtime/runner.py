@@ -84,13 +84,15 @@ def run_stream(pipeline: Pipeline, source: Source, sink: Sink | None, *,
                on_event: Callable[[Event], None] | None = None,
                progress: Callable[[int, int | None], None] | None = None,
                should_stop: Callable[[], bool] | None = None,
-               resample_quality: str = "HQ") -> RunSummary:
+               resample_quality: str = "HQ",
+               governor=None) -> RunSummary:
     """Run ``source`` through ``pipeline`` into ``sink`` until the source ends.
 
     ``progress(frames_done, frames_total)`` is called after each chunk; ``should_stop()``
     ends the stream early (the tail is still flushed, so nothing read is lost). The
     pipeline is prepared here for the source's channel count. The sink is written but not
-    closed: the caller commits or discards it.
+    closed: the caller commits or discards it. ``governor`` (an
+    :class:`~edge_runtime.governor.Governor` of this pipeline) is told of every block.
     """
     ch = int(source.channels)
     if pipeline.fixed_channels is not None and ch != pipeline.fixed_channels:
@@ -105,6 +107,8 @@ def run_stream(pipeline: Pipeline, source: Source, sink: Sink | None, *,
     else:
         pipeline.reset()
     pipeline.reset_stats()
+    if governor is not None:
+        governor.attach()
 
     sr_in, sr_pipe, bs = int(source.sample_rate), pipeline.sample_rate, pipeline.block_size
     resampled = sr_in != sr_pipe
@@ -154,6 +158,8 @@ def run_stream(pipeline: Pipeline, source: Source, sink: Sink | None, *,
         while ring.available >= bs:
             ring.read(chain_in, 0, bs)
             pipeline.process_block()
+            if governor is not None:
+                governor.after_block()
             np.copyto(out_frames_t, chain_out)
             emit_out(out_frames)
 

@@ -51,5 +51,6 @@ cdef class Chain:
     cdef long long[::1] node_max_ns
     cdef long long[::1] node_last_ns
     cdef long long[::1] recent_ns
+    cdef long long[::1] node_miss_n
     cdef object _stat_arrays
     cdef int run_block(self) except -1

@@ -160,7 +160,9 @@ cdef class Chain:
         mx = np.zeros(max(self.n, 1), dtype=np.int64)
         last = np.zeros(max(self.n, 1), dtype=np.int64)
         rec = np.zeros(RECENT, dtype=np.int64)
-        self._stat_arrays = (tot, mx, last, rec)
+        miss = np.zeros(max(self.n, 1), dtype=np.int64)
+        self._stat_arrays = (tot, mx, last, rec, miss)
+        self.node_miss_n = miss
         self.node_total_ns = tot
         self.node_max_ns = mx
         self.node_last_ns = last
@@ -182,7 +184,7 @@ cdef class Chain:
         return (<BlockBuffer>self.buffers[i]).array
 
     cdef int run_block(self) except -1:
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, worst
         cdef long long t_block, t0, t1, dt
         cdef BlockBuffer bin_, bout
         cdef object node
@@ -214,6 +216,13 @@ cdef class Chain:
             self.max_ns = dt
         if dt > self.budget_ns:
             self.deadline_misses += 1
+            # blame the slowest node of the block (what a governor steps down)
+            if self.n > 0:
+                worst = 0
+                for i in range(1, self.n):
+                    if self.node_last_ns[i] > self.node_last_ns[worst]:
+                        worst = i
+                self.node_miss_n[worst] += 1
         self.recent_ns[self.blocks & (RECENT - 1)] = dt
         self.blocks += 1
         self.frame += self.block_size
@@ -245,8 +254,20 @@ cdef class Chain:
 
     def node_times(self):
         """Per-node (total_ns, max_ns, last_ns) arrays (copies)."""
-        tot, mx, last, _ = self._stat_arrays
+        tot, mx, last = self._stat_arrays[:3]
         return tot[:self.n].copy(), mx[:self.n].copy(), last[:self.n].copy()
+
+    def node_misses(self, Py_ssize_t i):
+        """Deadline misses blamed on node ``i`` (the slowest node of each late block)."""
+        if not 0 <= i < self.n:
+            raise IndexError(f"node index {i} out of range 0..{self.n - 1}")
+        return self.node_miss_n[i]
+
+    def node_time_ns(self, Py_ssize_t i):
+        """Total time spent in node ``i`` since the statistics were reset, in ns."""
+        if not 0 <= i < self.n:
+            raise IndexError(f"node index {i} out of range 0..{self.n - 1}")
+        return self.node_total_ns[i]
 
     def recent_block_ns(self):
         """The most recent block times in ns (up to 4096), oldest first."""

@@ -393,6 +393,13 @@ def test_cli_models_bad_manifest(tmp_path, cli):
     assert r.stderr.decode().startswith(f"error: {p}: schema = 7; expected 1")
 
 
-def test_cli_models_empty(cli):
-    r = cli("models", "--manifest", ROOT / "models_int8" / "manifest.toml")
+def test_cli_models_empty(tmp_path, cli):
+    p = _write(tmp_path, "schema = 1\n")
+    r = cli("models", "--manifest", p)
     assert r.returncode == 0 and r.stdout.decode().startswith("no models in")
+
+
+def test_cli_models_lists_the_shipped_manifest(cli):
+    r = cli("models", "--manifest", ROOT / "models_int8" / "manifest.toml")
+    out = r.stdout.decode()
+    assert r.returncode == 0 and "denoise  [denoise]" in out and "SHA MISMATCH" not in out

@@ -13,54 +13,27 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine import Node
-from ..errors import ConfigError, ModelError
+from ..errors import ModelError
 from ..spectral import stft_analyzer, stft_synthesizer
+from .model import ModelNode
 
 MODEL_BINS = 161
 RATES = {16000: (320, 160), 48000: (960, 480)}
 
 
-def open_model_session(model: str, variant: str, backend: str | None, threads: int):
-    """A shared session for a model file path, or for a manifest model name and variant.
-
-    ``variant``: ``auto`` (ONNX INT8 when shipped, else the first variant), a precision
-    (``int8``, ``fp32``...), or ``format:precision`` (``tflite:int8``).
-    """
-    if model.endswith((".onnx", ".tflite", ".xml")):
-        from ..backends import load_session
-
-        return load_session(model, backend=backend, threads=threads)
-    from ..models import default_registry, load
-
-    m = default_registry()[model]
-    if variant == "auto":
-        try:
-            v = m.variant(format="onnx", precision="int8")
-        except Exception:
-            v = m.variants[0]
-    else:
-        fmt, _, prec = variant.rpartition(":")
-        v = m.variant(format=fmt or None, precision=prec)
-    return load(v, backend=backend, threads=threads, model=m)
-
-
-class Denoise(Node):
+class Denoise(ModelNode):
     """Speech denoiser node. ``atten_limit_db`` bounds how far any bin is turned down
     (30 dB keeps a little natural background; 100 removes all it can); ``strength`` in
     0..1 blends the model's gains with unity."""
 
     def __init__(self, model: str = "denoise", variant: str = "auto", atten_limit_db: float = 100.0,
                  strength: float = 1.0, threads: int = 1, backend: str = "auto", name: str | None = None):
-        super().__init__(name or "denoise")
+        super().__init__(model, variant, backend, threads, name or "denoise")
         if not 0.0 <= strength <= 1.0:
             raise ValueError(f"strength={strength} is outside 0..1")
         if not 0.0 < atten_limit_db <= 200.0:
             raise ValueError(f"atten_limit_db={atten_limit_db} is outside 0..200 dB")
-        self.model, self.variant, self.threads = model, variant, int(threads)
-        self.backend = None if backend == "auto" else backend
         self.atten_limit_db, self.strength = float(atten_limit_db), float(strength)
-        self.session = None
 
     def prepare(self, sample_rate: int, block_size: int, channels: int) -> None:
         super().prepare(sample_rate, block_size, channels)
@@ -70,14 +43,6 @@ class Denoise(Node):
         frame, hop = RATES[sample_rate]
         if block_size % hop:
             raise ValueError(f"denoise at {sample_rate} Hz needs block_size a multiple of {hop}, got {block_size}")
-        self.session = open_model_session(self.model, self.variant, self.backend, self.threads)
-        path = self.session.path
-        names = {s.name: s for s in self.session.inputs}
-        if set(names) != {"re", "im", "state"} or {s.name for s in self.session.outputs} != {"gain", "state_out"}:
-            raise ModelError(f"{path}: mismatched model: denoise expects inputs re, im, state and outputs "
-                             f"gain, state_out; it has {sorted(names)} -> "
-                             f"{sorted(s.name for s in self.session.outputs)}")
-        state_dim = int(names["state"].shape[-1])
         self.frame, self.hop = frame, hop
         self.scale = np.float32((320.0 / frame))  # amplitude scale to the 16 kHz frame's level
         self.ana = stft_analyzer(frame, hop, "sqrt_hann", channels)
@@ -86,17 +51,32 @@ class Denoise(Node):
         self.re_in = np.zeros((channels, 1, MODEL_BINS), np.float32)
         self.im_in = np.zeros((channels, 1, MODEL_BINS), np.float32)
         self.gain = np.zeros((channels, 1, MODEL_BINS), np.float32)
-        # ping-pong recurrent state: call k reads state[k % 2] and writes state[1 - k % 2]
-        self.state = np.zeros((channels, 2, 1, state_dim), np.float32)
-        self.bindings = [[self.session.bind({"re": self.re_in[c], "im": self.im_in[c], "state": self.state[c, p]},
-                                            {"gain": self.gain[c], "state_out": self.state[c, 1 - p]})
-                          for p in (0, 1)] for c in range(channels)]
+        self.state = None
+        self.prepare_model()
         self.phase = 0
         self.floor = np.float32(10 ** (-self.atten_limit_db / 20))
         self.hi = slice(MODEL_BINS, frame // 2 + 1)
         self.mid = slice(int(4000 / 50), MODEL_BINS)
         self.hop_in = np.zeros((channels, hop), np.float32)
         self.hop_out = np.zeros((channels, hop), np.float32)
+
+    def bind(self, session):
+        """Bound calls per channel and ping-pong phase: call k reads state[k % 2] and writes
+        state[1 - k % 2], so no state is copied between hops."""
+        path = session.path
+        names = {s.name: s for s in session.inputs}
+        if set(names) != {"re", "im", "state"} or {s.name for s in session.outputs} != {"gain", "state_out"}:
+            raise ModelError(f"{path}: mismatched model: denoise expects inputs re, im, state and outputs "
+                             f"gain, state_out; it has {sorted(names)} -> "
+                             f"{sorted(s.name for s in session.outputs)}")
+        state_dim = int(names["state"].shape[-1])
+        if self.state is None:
+            self.state = np.zeros((self.channels, 2, 1, state_dim), np.float32)
+        elif self.state.shape[-1] != state_dim:
+            raise ModelError(f"{path}: state is {state_dim} wide, the running variant's is {self.state.shape[-1]}")
+        return [[session.bind({"re": self.re_in[c], "im": self.im_in[c], "state": self.state[c, p]},
+                              {"gain": self.gain[c], "state_out": self.state[c, 1 - p]})
+                 for p in (0, 1)] for c in range(self.channels)]
 
     def reset(self) -> None:
         if self.session is not None:
@@ -106,6 +86,8 @@ class Denoise(Node):
             self.phase = 0
 
     def process(self, inp: np.ndarray, out: np.ndarray) -> None:
+        self.swap_pending()
+        calls = self.calls
         hop = self.hop
         re, im = self.ana.re, self.ana.im
         for k in range(0, self.block_size, hop):
@@ -114,7 +96,7 @@ class Denoise(Node):
             for c in range(self.channels):
                 np.multiply(re[c, :MODEL_BINS], self.scale, out=self.re_in[c, 0])
                 np.multiply(im[c, :MODEL_BINS], self.scale, out=self.im_in[c, 0])
-                self.bindings[c][self.phase]()
+                calls[c][self.phase].run()
                 g = self.gain[c, 0]
                 if self.strength < 1.0:
                     g *= self.strength

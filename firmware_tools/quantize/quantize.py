@@ -12,8 +12,8 @@ Variants written (suffix in the file name):
   fp32.onnx            the input, copied
   fp16.onnx            weights and activations in float16 (inputs/outputs kept float32)
   int8-dynamic.onnx    ONNX Runtime dynamic quantization (weights int8, activations at run time)
-  int8-static.onnx     ONNX Runtime static QDQ (weights per-channel int8, activations uint8/int8
-                       from calibration)
+  int8.onnx            ONNX Runtime static QDQ on MatMul/Gemm/Conv (weights per-channel int8,
+                       activations uint8 from calibration; shipped as precision int8-static)
   openvino fp32/fp16   OpenVINO IR (.xml + .bin)
 TFLite variants come from the recipe's own torch route (see firmware_tools/export).
 
@@ -80,7 +80,8 @@ def make_fp16(src: str, dst: str) -> None:
             node.input[:] = [inner if i == out.name else i for i in node.input]
         m.graph.node.append(onnx.helper.make_node("Identity", [inner], [out.name]))
     m = onnx.shape_inference.infer_shapes(m)
-    m16 = float16.convert_float_to_float16(m, keep_io_types=True)
+    # log/pow/div of raw spectra under- and overflow in float16: they stay float32
+    m16 = float16.convert_float_to_float16(m, keep_io_types=True, op_block_list=["Log", "Pow", "Div", "Sqrt"])
     onnx.save(m16, dst)
 
 
@@ -102,6 +103,9 @@ def make_int8_static(src: str, dst: str, calib: dict, calib_rows: int) -> None:
                         per_channel=True, weight_type=QuantType.QInt8,
                         activation_type=QuantType.QUInt8,
                         calibrate_method=CalibrationMethod.Percentile,
+                        # only the weight-bearing ops: front-ends on raw spectra or audio (log,
+                        # powers) span far more than 8 bits and stay float
+                        op_types_to_quantize=["MatMul", "Gemm", "Conv"],
                         extra_options={"CalibPercentile": 99.99})
     finally:
         if os.path.exists(pre):

@@ -22,19 +22,24 @@ RESERVED = ("fillets-ng-data-nl", "bucklespring")
 
 
 def _load_audio(path: str, rate: int) -> np.ndarray:
-    import soundfile as sf
+    """Mono float32 at ``rate`` through the data builder's loader (headerless .raw speech, and
+    the refusal of reserved evaluation data)."""
     import soxr
 
-    x, sr = sf.read(path, dtype="float32", always_2d=True)
-    x = x.mean(axis=1)
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data"))
+    from sources import load_audio
+
+    x, sr = load_audio(path)
     if sr != rate:
         x = soxr.resample(x, sr, rate)
     return x.astype(np.float32)
 
 
 def train_ids(split: dict) -> set[str]:
-    """Source ids in the train split, whatever the nesting of split.json."""
-    node = split.get("train", split)
+    """Source ids in the train split (split.json: {"sources": {id: "train" | "test"}})."""
+    if isinstance(split.get("sources"), dict):
+        return {k for k, v in split["sources"].items() if v == "train"}
+    node = split["train"]
     ids: set[str] = set()
 
     def walk(v):
@@ -85,7 +90,11 @@ def pack(catalogue: list[dict], ids: set[str], out: str, speech_minutes: float, 
             if total >= budget:
                 break
         fname = f"{kind}.ogg"
-        sf.write(os.path.join(out, fname), np.concatenate(chunks), RATE, format="OGG", subtype="VORBIS")
+        audio = np.clip(np.concatenate(chunks), -1.0, 1.0)
+        # libsndfile's Vorbis encoder crashes on very large single writes: write in pieces
+        with sf.SoundFile(os.path.join(out, fname), "w", RATE, 1, format="OGG", subtype="VORBIS") as f:
+            for i in range(0, len(audio), 1 << 14):
+                f.write(audio[i:i + (1 << 14)])
         meta[kind] = {"file": fname, "clips": clips, "minutes": total / RATE / 60}
         print(f"{kind}: {len(clips)} clips, {total / RATE / 60:.1f} min", flush=True)
     with open(os.path.join(out, "pool.json"), "w") as f:

@@ -1,0 +1,51 @@
+"""Cut the small noisy/clean fixtures of the denoise quality guard from the TEST split.
+
+    python firmware_tools/data/make_denoise_fixtures.py --data firmware_tools/work/denoise16k
+
+Writes tests/fixtures/audio/denoise_<snr>db_{noisy,clean}.flac (16 kHz, PCM_16, 3 s): one
+test clip at each of 0, 5 and 10 dB SNR whose speech is real (recorded) speech. The test
+split shares no speaker or noise group with training (split.json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import numpy as np
+import soundfile as sf
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "fixtures", "audio")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    args = ap.parse_args(argv)
+    rows = [json.loads(line) for line in open(os.path.join(args.data, "manifest.jsonl"))]
+    test = [r for r in rows if r["split"] == "test"]
+    noisy = np.concatenate([np.load(os.path.join(args.data, "test", f), allow_pickle=False)
+                            for f in sorted(os.listdir(os.path.join(args.data, "test"))) if f.startswith("noisy")])
+    clean = np.concatenate([np.load(os.path.join(args.data, "test", f), allow_pickle=False)
+                            for f in sorted(os.listdir(os.path.join(args.data, "test"))) if f.startswith("clean")])
+    os.makedirs(OUT, exist_ok=True)
+    n = int(args.seconds * 16000)
+    for snr in (0, 5, 10):
+        for i, r in enumerate(test):
+            real = not any(s.startswith(("espeak:", "festival:")) for s in r["speech"])
+            if round(r["snr_db"]) == snr and real and not r.get("rir") and np.abs(clean[i]).max() > 0.05:
+                c = clean[i].astype(np.float32)
+                # the 3 s window with the most speech energy
+                e = np.convolve(c ** 2, np.ones(n), "valid")[::160]
+                s = int(np.argmax(e)) * 160
+                sf.write(os.path.join(OUT, f"denoise_{snr}db_noisy.flac"), noisy[i, s:s + n].astype(np.float32),
+                         16000, subtype="PCM_16")
+                sf.write(os.path.join(OUT, f"denoise_{snr}db_clean.flac"), c[s:s + n], 16000, subtype="PCM_16")
+                print(snr, r["clip"], r["speech"], r["noise"])
+                break
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,152 @@
+"""From a trained denoiser checkpoint to shipped, verified variants and their manifest entry.
+
+    python firmware_tools/train/ship_denoise.py --checkpoint firmware_tools/work/denoise_run/checkpoint.npz \
+        --pool firmware_tools/work/pool16k [--eval firmware_tools/work/eval_denoise/results.json]
+
+1. exports the one-hop FP32 ONNX model;
+2. records calibration inputs (re, im, state) by streaming the FP32 model over mixtures drawn
+   from the TRAIN pool (held-out rows: other mixtures, other seed);
+3. runs firmware_tools/quantize/quantize.py (FP16, INT8 dynamic, INT8 static QDQ, OpenVINO IR);
+4. copies the variants into models_int8/denoise/ and writes the manifest entry (sha256, size,
+   provenance, and the metrics of --eval when given).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+sys.path.insert(0, ROOT)
+
+SHIP = [("onnx", "fp32", "denoise_fp32.onnx"), ("onnx", "fp16", "denoise_fp16.onnx"),
+        ("onnx", "int8-dynamic", "denoise_int8-dynamic.onnx"), ("onnx", "int8-static", "denoise_int8.onnx"),
+        ("openvino-ir", "fp16", "denoise_fp16.xml")]
+
+
+def record_calibration(onnx_path: str, pool_dir: str, clips: int, seed: int) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    from edge_runtime.spectral import stft_analyzer
+    from pool import load_pool
+    from train_denoise import Mixer
+
+    pool = load_pool(pool_dir)
+    mixer = Mixer(pool, 3.0, seed)
+    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    dim = sess.get_inputs()[2].shape[-1]
+    rows = {"re": [], "im": [], "state": []}
+    rng = np.random.default_rng(seed)
+    for _ in range(clips):
+        mix, _ = mixer.draw()
+        ana = stft_analyzer(320, 160, "sqrt_hann", 1)
+        state = np.zeros((1, dim), np.float32)
+        for t in range(len(mix) // 160):
+            ana.push(np.ascontiguousarray(mix[None, t * 160:(t + 1) * 160]))
+            re, im = ana.re[:, :161].copy(), ana.im[:, :161].copy()
+            if rng.random() < 0.1:
+                rows["re"].append(re)
+                rows["im"].append(im)
+                rows["state"].append(state.copy())
+            _, state = sess.run(None, {"re": re, "im": im, "state": state})
+    return {k: np.stack(v) for k, v in rows.items()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--pool", required=True)
+    ap.add_argument("--eval", help="results.json of firmware_tools/eval/eval_denoise.py")
+    ap.add_argument("--manifest", default=os.path.join(ROOT, "models_int8", "manifest.toml"))
+    args = ap.parse_args(argv)
+
+    from export_denoise import export_onnx, load_checkpoint
+
+    from edge_runtime.models.manifest import manifest_entry, upsert_model
+
+    model = load_checkpoint(args.checkpoint)
+    meta = dict(np.load(args.checkpoint, allow_pickle=False))
+    out_dir = os.path.join(os.path.dirname(args.manifest), "denoise")
+    os.makedirs(out_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = os.path.join(tmp, "denoise_fp32.onnx")
+        export_onnx(model, fp32)
+        calib = record_calibration(fp32, args.pool, clips=40, seed=101)
+        held = record_calibration(fp32, args.pool, clips=10, seed=202)
+        np.savez(os.path.join(tmp, "calib.npz"), **calib)
+        np.savez(os.path.join(tmp, "held.npz"), **held)
+        qdir = os.path.join(tmp, "q")
+        subprocess.run([sys.executable, os.path.join(ROOT, "firmware_tools", "quantize", "quantize.py"), fp32,
+                        "--calib", os.path.join(tmp, "calib.npz"), "--heldout", os.path.join(tmp, "held.npz"),
+                        "--out-dir", qdir, "--name", "denoise"], check=True)
+        report = json.load(open(os.path.join(qdir, "quantize_report.json")))
+        for _, _, name in SHIP:
+            shutil.copyfile(os.path.join(qdir, name), os.path.join(out_dir, name))
+            if name.endswith(".xml"):
+                shutil.copyfile(os.path.join(qdir, name[:-4] + ".bin"), os.path.join(out_dir, name[:-4] + ".bin"))
+    results = json.load(open(args.eval)) if args.eval else None
+    snr = {(v["format"], v["precision"].replace("int8", "int8-static") if v["precision"] == "int8" else v["precision"]):
+           v["snr_vs_fp32_db"] for v in report["variants"]}
+
+    def metrics_for(key):
+        m = {}
+        if results and key in results.get("summary", {}):
+            m.update({k: float(v) for k, v in results["summary"][key].items() if isinstance(v, (int, float))})
+        return m
+
+    hidden = int(meta["hidden"])
+    variants = []
+    for fmt, prec, name in SHIP:
+        key = {"fp32": "ours_fp32", "int8-static": "ours_int8"}.get(prec) if fmt == "onnx" else None
+        m = metrics_for(key) if key else {}
+        s = snr.get((fmt, prec))
+        if s:
+            m["gain_snr_vs_fp32_db"] = float(s["gain"])
+        variants.append(manifest_entry(os.path.join(out_dir, name), os.path.dirname(args.manifest),
+                                       precision=prec, format=fmt, metrics=m or None))
+    today = datetime.date.today().isoformat()
+    entry = {
+        "name": "denoise",
+        "task": "denoise",
+        "description": (f"causal GRU gain estimator ({hidden} hidden x 2 layers) over a 20 ms sqrt-Hann "
+                        "STFT, 10 ms hop, 161 bins; one call per hop with explicit recurrent state"),
+        "sample_rate": 16000, "frame": 320, "hop": 160,
+        "inputs": [{"name": "re", "shape": [1, 161], "dtype": "float32"},
+                   {"name": "im", "shape": [1, 161], "dtype": "float32"},
+                   {"name": "state", "shape": [1, 2 * hidden], "dtype": "float32"}],
+        "outputs": [{"name": "gain", "shape": [1, 161], "dtype": "float32"},
+                    {"name": "state_out", "shape": [1, 2 * hidden], "dtype": "float32"}],
+        "metrics": metrics_for("ours_fp32") or {},
+        "primary_metric": "pesq_wb",
+        "provenance": {
+            "recipe": "firmware_tools/train/train_denoise.py (data: firmware_tools/data/build_denoise.py, "
+                      "pool: firmware_tools/train/pool.py, ship: firmware_tools/train/ship_denoise.py)",
+            "data": ("TRAIN split of firmware_tools/data/build_denoise.py (speaker/noise-group disjoint from "
+                     "TEST, see split.json): real speech (fillets-ng-data-cs, ktuberling-data, "
+                     "pocketsphinx-testdata) and espeak-ng/festival voices; noise from sonic-pi-samples, "
+                     "fillets-ng-data, sound-theme-freedesktop, arcade, fluidsynth renders, synthetic noise; "
+                     "mixed on the fly at -5..20 dB SNR with synthetic rooms"),
+            "trained_on": today,
+            "evaluated_on": (f"{today}: TEST split of build_denoise.py (270 clips, SNR -5/0/5/10/20 dB) by "
+                             "firmware_tools/eval/eval_denoise.py") if results else "not yet evaluated",
+        },
+    }
+    if not entry["metrics"]:
+        del entry["metrics"]
+    entry["variants"] = variants
+    upsert_model(args.manifest, entry)
+    print(f"shipped {len(variants)} variants to {out_dir}; manifest {args.manifest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
