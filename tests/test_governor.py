@@ -156,3 +156,19 @@ def test_step_down_mid_stream_is_click_free(state):
     around = step[k - 320:k + 640].max()
     elsewhere = np.concatenate([step[1600:k - 640], step[k + 1280:]]).max()
     assert around <= 1.1 * elsewhere, (around, elsewhere)
+
+
+def test_cli_run_uses_the_profile_that_profile_wrote(cli, tmp_path):
+    env = {"EDGE_RUNTIME_STATE": str(tmp_path / "state")}
+    r = cli("profile", "denoise", "--backends", "onnxruntime", "--runs", 20, "--warmup", 2, "--in-process",
+            "--json", env=env)
+    assert r.returncode == 0, r.stderr.decode()
+    rep = __import__("json").loads(r.stdout)
+    chosen = rep["choices"]["denoise"]["chosen"]
+    assert chosen.startswith("onnx/") and chosen.endswith("@onnxruntime")
+    r = cli("run", "denoise", "-i", ROOT / "tests" / "fixtures" / "audio" / "denoise_5db_noisy.flac",
+            "-o", tmp_path / "out.wav", "--json", env=env)
+    assert r.returncode == 0, r.stderr.decode()
+    s = __import__("json").loads(r.stdout)
+    (node,) = [n for n in s["nodes"] if n["name"] == "denoise"]
+    assert node["variant"] == chosen and node["switches"] == []

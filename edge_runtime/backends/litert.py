@@ -61,8 +61,9 @@ class LiteRTSession(Session):
         self._interp = interp
         self._lock = threading.Lock()
         ind, outd = interp.get_input_details(), interp.get_output_details()
-        self.inputs = [self._spec(d) for d in ind]
-        self.outputs = [self._spec(d) for d in outd]
+        names = self._signature_names(interp)
+        self.inputs = [self._spec(d, names) for d in ind]
+        self.outputs = [self._spec(d, names) for d in outd]
         self._in_idx = [d["index"] for d in ind]
         self._out_idx = [d["index"] for d in outd]
         self._out_fns = [interp.tensor(i) for i in self._out_idx]
@@ -70,12 +71,28 @@ class LiteRTSession(Session):
         self._cur_shapes = tuple(tuple(int(v) for v in d["shape"]) for d in ind)
 
     @staticmethod
-    def _spec(d) -> TensorSpec:
+    def _signature_names(interp) -> dict:
+        """Tensor index -> name in the model's only signature (converters name tensors
+        ``serving_default_re`` / ``StatefulPartitionedCall:0``; the signature keeps the source
+        model's ``re`` / ``gain``). Empty with no or several signatures: tensor names are used."""
+        try:
+            sigs = interp.get_signature_list()
+            if len(sigs) != 1:
+                return {}
+            runner = interp.get_signature_runner(next(iter(sigs)))
+            named = {**runner.get_input_details(), **runner.get_output_details()}
+            return {int(d["index"]): str(k) for k, d in named.items()}
+        except Exception:  # old interpreters without signature runners
+            return {}
+
+    @staticmethod
+    def _spec(d, names=None) -> TensorSpec:
         sig = d.get("shape_signature")
         shape = sig if sig is not None and len(sig) == len(d["shape"]) else d["shape"]
         scale, zero = d.get("quantization", (0.0, 0))
         quant = (float(scale), int(zero)) if scale else None
-        return TensorSpec(d["name"], tuple(int(v) for v in shape), np.dtype(d["dtype"]), quant)
+        name = (names or {}).get(int(d["index"]), d["name"])
+        return TensorSpec(name, tuple(int(v) for v in shape), np.dtype(d["dtype"]), quant)
 
     def _ensure_shapes(self, shapes: tuple) -> None:
         """Resize dynamic inputs to ``shapes`` and reallocate (caller holds the lock)."""

@@ -3,8 +3,10 @@
     python firmware_tools/data/make_denoise_fixtures.py --data firmware_tools/work/denoise16k
 
 Writes tests/fixtures/audio/denoise_<snr>db_{noisy,clean}.flac (16 kHz, PCM_16, 3 s): one
-test clip at each of 0, 5 and 10 dB SNR whose speech is real (recorded) speech. The test
-split shares no speaker or noise group with training (split.json).
+test clip at each of 0, 5 and 10 dB SNR whose speech is real (recorded) speech, without a
+synthetic room, and speech-like (the 3 s window has pauses: its 5th-percentile 20 ms frame
+energy is at least 20 dB under the median; game dialog lines over a music bed are not). The
+test split shares no speaker or noise group with training (split.json).
 """
 from __future__ import annotations
 
@@ -39,6 +41,12 @@ def main(argv=None) -> int:
                 # the 3 s window with the most speech energy
                 e = np.convolve(c ** 2, np.ones(n), "valid")[::160]
                 s = int(np.argmax(e)) * 160
+                # speech has pauses between words: a window whose 20 ms frame energies stay
+                # within 20 dB of their median is a music bed or a continuous effect, not speech
+                fr = c[s:s + n].reshape(-1, 320)
+                fe = 10 * np.log10(np.mean(fr ** 2, axis=1) + 1e-12)
+                if np.percentile(fe, 50) - np.percentile(fe, 5) < 20.0:
+                    continue
                 sf.write(os.path.join(OUT, f"denoise_{snr}db_noisy.flac"), noisy[i, s:s + n].astype(np.float32),
                          16000, subtype="PCM_16")
                 sf.write(os.path.join(OUT, f"denoise_{snr}db_clean.flac"), c[s:s + n], 16000, subtype="PCM_16")

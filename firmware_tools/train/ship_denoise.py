@@ -7,7 +7,9 @@
 2. records calibration inputs (re, im, state) by streaming the FP32 model over mixtures drawn
    from the TRAIN pool (held-out rows: other mixtures, other seed);
 3. runs firmware_tools/quantize/quantize.py (FP16, INT8 dynamic, INT8 static QDQ, OpenVINO IR);
-4. copies the variants into models_int8/denoise/ and writes the manifest entry (sha256, size,
+4. makes FP32 and dynamic-INT8 TFLite (firmware_tools/export/tflite.py) and checks them against the
+   FP32 ONNX on the held-out rows;
+5. copies the variants into models_int8/denoise/ and writes the manifest entry (sha256, size,
    provenance, and the metrics of --eval when given).
 """
 from __future__ import annotations
@@ -30,7 +32,45 @@ sys.path.insert(0, ROOT)
 
 SHIP = [("onnx", "fp32", "denoise_fp32.onnx"), ("onnx", "fp16", "denoise_fp16.onnx"),
         ("onnx", "int8-dynamic", "denoise_int8-dynamic.onnx"), ("onnx", "int8-static", "denoise_int8.onnx"),
-        ("openvino-ir", "fp16", "denoise_fp16.xml")]
+        ("openvino-ir", "fp16", "denoise_fp16.xml"),
+        ("tflite", "fp32", "denoise_fp32.tflite"), ("tflite", "int8-dynamic", "denoise_int8-dynamic.tflite")]
+TFLITE = {"denoise_fp32.tflite", "denoise_int8-dynamic.tflite"}
+
+
+def make_tflite(model, tmp: str, calib: dict, held: dict) -> dict[str, float]:
+    """FP32 and dynamic-INT8 TFLite (litert-torch + ai-edge-quantizer); returns each file's gain
+    SNR vs the FP32 ONNX on the held-out rows. (Static INT8 through ai-edge-quantizer loses too
+    much on this GRU: see firmware_tools/export/tflite.py.)"""
+    import onnxruntime as ort
+    import torch
+
+    from denoise_model import BINS, DenoiseStep
+
+    sys.path.insert(0, os.path.join(ROOT, "firmware_tools"))
+    from export.tflite import export_tflite, quantize_tflite_dynamic
+
+    from edge_runtime.backends import load_session
+
+    step = DenoiseStep(model.cpu().eval()).eval()
+    dim = 2 * model.hidden
+    fp32 = export_tflite(step, {"re": np.zeros((1, BINS)), "im": np.zeros((1, BINS)), "state": np.zeros((1, dim))},
+                         ["gain", "state_out"], os.path.join(tmp, "q", "denoise_fp32.tflite"))
+    int8 = quantize_tflite_dynamic(fp32, os.path.join(tmp, "q", "denoise_int8-dynamic.tflite"))
+    ref = ort.InferenceSession(os.path.join(tmp, "denoise_fp32.onnx"), providers=["CPUExecutionProvider"])
+    snr = {}
+    with torch.no_grad():
+        for name, path in (("denoise_fp32.tflite", fp32), ("denoise_int8-dynamic.tflite", int8)):
+            s = load_session(path, backend="litert", threads=1)
+            err = sig = 0.0
+            for i in range(len(held["re"])):
+                feed = {k: held[k][i] for k in ("re", "im", "state")}
+                want = ref.run(["gain"], feed)[0]
+                got = s.run(feed)["gain"]
+                sig += float(np.sum(want.astype(np.float64) ** 2))
+                err += float(np.sum((got.astype(np.float64) - want) ** 2))
+            snr[name] = 10 * np.log10(sig / max(err, 1e-30))
+            print(f"{name}: gain SNR vs FP32 ONNX {snr[name]:.1f} dB on {len(held['re'])} held-out hops")
+    return snr
 
 
 def record_calibration(onnx_path: str, pool_dir: str, clips: int, seed: int) -> dict[str, np.ndarray]:
@@ -89,6 +129,7 @@ def main(argv=None) -> int:
                         "--calib", os.path.join(tmp, "calib.npz"), "--heldout", os.path.join(tmp, "held.npz"),
                         "--out-dir", qdir, "--name", "denoise"], check=True)
         report = json.load(open(os.path.join(qdir, "quantize_report.json")))
+        tfl_snr = make_tflite(model, tmp, calib, held)
         for _, _, name in SHIP:
             shutil.copyfile(os.path.join(qdir, name), os.path.join(out_dir, name))
             if name.endswith(".xml"):
@@ -109,11 +150,14 @@ def main(argv=None) -> int:
         key = {"fp32": "ours_fp32", "int8-static": "ours_int8"}.get(prec) if fmt == "onnx" else None
         m = metrics_for(key) if key else {}
         s = snr.get((fmt, prec))
-        if s:
+        if name in TFLITE:
+            m["gain_snr_vs_fp32_db"] = round(float(tfl_snr[name]), 2)
+        elif s:
             m["gain_snr_vs_fp32_db"] = float(s["gain"])
         variants.append(manifest_entry(os.path.join(out_dir, name), os.path.dirname(args.manifest),
                                        precision=prec, format=fmt, metrics=m or None))
     today = datetime.date.today().isoformat()
+    trained = datetime.date.fromtimestamp(os.path.getmtime(args.checkpoint)).isoformat()
     entry = {
         "name": "denoise",
         "task": "denoise",
@@ -135,7 +179,7 @@ def main(argv=None) -> int:
                      "pocketsphinx-testdata) and espeak-ng/festival voices; noise from sonic-pi-samples, "
                      "fillets-ng-data, sound-theme-freedesktop, arcade, fluidsynth renders, synthetic noise; "
                      "mixed on the fly at -5..20 dB SNR with synthetic rooms"),
-            "trained_on": today,
+            "trained_on": trained,
             "evaluated_on": (f"{today}: TEST split of build_denoise.py (270 clips, SNR -5/0/5/10/20 dB) by "
                              "firmware_tools/eval/eval_denoise.py") if results else "not yet evaluated",
         },
