@@ -406,6 +406,21 @@ def discover_files() -> list[Source]:
     return out
 
 
+# Fish Fillets names its sounds <level>-<who>-<what>: "x" is an effect, "t"/"chob"/"klavir"/"room"
+# are objects and places; every other code is a character talking, singing or shouting (the
+# German/Russian soldiers of "elk", the Warcraft units, the singing and drunk vikings ...).
+# Those are voices: as noise they would teach the denoiser to remove speech.
+FILLETS_OBJECT_CODES = frozenset({"x", "t", "chob", "klavir", "room"})
+
+
+def fillets_voice_code(stem: str) -> str | None:
+    """The speaker code of a Fish Fillets sound that is a character's voice, else None."""
+    parts = stem.split("-")
+    if len(parts) < 3 or parts[1] in FILLETS_OBJECT_CODES:
+        return None
+    return parts[1]
+
+
 def vad_check(sources: list[Source], jobs: int = 2) -> None:
     """Mark speech files that do not look like speech (and effects that do) as unusable."""
     todo = [s for s in sources if s.usable and s.path and (s.kind == "speech" or s.origin == "deb:fillets-ng-data")]
@@ -427,8 +442,10 @@ def vad_check(sources: list[Source], jobs: int = 2) -> None:
             s.note = (s.note + "; " if s.note else "") + vs + ("" if ok else f"; rejected: {why}")
         else:  # effect: drop the speech-like ones (laughs, vocal effects) from the noise pool
             speechy = ok and st["voiced"] > 0.5 and st["syll"] > 0.25
-            s.usable = not speechy
-            s.note = vs + ("; rejected: speech-like effect" if speechy else "")
+            voice = fillets_voice_code(Path(s.path).stem)
+            s.usable = not (speechy or voice)
+            s.note = vs + ("; rejected: speech-like effect" if speechy else "") + (
+                f"; rejected: character voice (dialog speaker code {voice!r})" if voice else "")
 
 
 # ----------------------------------------------------------------------------- rendered speech
@@ -634,6 +651,11 @@ def build_catalogue(cache: Path, jobs: int = 2, log=print, **render_kw) -> list[
             todo.append(s)
     vad_check(todo, jobs)
     log(f"VAD-checked {len(todo)} files ({len(files) - len(todo)} from cache)")
+    for s in files:  # the naming rule also applies to decisions cached before it existed
+        voice = fillets_voice_code(Path(s.path).stem) if s.origin == "deb:fillets-ng-data" and s.kind == "noise" else None
+        if voice and "character voice" not in s.note:
+            s.usable = False
+            s.note += f"; rejected: character voice (dialog speaker code {voice!r})"
     specs = speech_render_specs(**{k: v for k, v in render_kw.items() if k.startswith("n_")}) + noise_render_specs()
     render_all(specs, cache, jobs)
     log(f"rendered {sum(s.usable for s in specs)}/{len(specs)} synthesized sources")

@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from denoise_model import SAMPLE_RATE, Denoiser, count_params, stft  # noqa: E402
-from export_denoise import export_onnx, save_checkpoint  # noqa: E402
+from export_denoise import export_onnx, load_checkpoint, save_checkpoint  # noqa: E402
 from pool import load_pool  # noqa: E402
 
 
@@ -167,6 +167,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (more than the free cores makes CPU training crawl)")
     ap.add_argument("--save-every", type=float, default=10.0, help="minutes between checkpoints")
+    ap.add_argument("--init", help="start from this checkpoint.npz (its weights, hidden size and feature "
+                                   "normalization) instead of from scratch")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -185,17 +187,21 @@ def main(argv=None) -> int:
                                          num_workers=args.workers, persistent_workers=args.workers > 0,
                                          prefetch_factor=4 if args.workers else None)
     it = iter(loader)
-    model = Denoiser(args.hidden).to(dev)
-    # feature normalization from the training distribution
-    with torch.no_grad():
-        feats = []
-        for _ in range(8):
-            mix, _ = next(it)
-            spec = stft(mix.to(dev))
-            feats.append(torch.log10(spec.real ** 2 + spec.imag ** 2 + 1e-10).reshape(-1, spec.shape[-1]))
-        f = torch.cat(feats)
-        model.feat_mean.copy_(f.mean(0))
-        model.feat_std.copy_(f.std(0).clamp_min(1e-3))
+    if args.init:
+        model = load_checkpoint(args.init).to(dev).train()
+        print(f"init from {args.init} (hidden {model.hidden})", flush=True)
+    else:
+        model = Denoiser(args.hidden).to(dev)
+        # feature normalization from the training distribution
+        with torch.no_grad():
+            feats = []
+            for _ in range(8):
+                mix, _ = next(it)
+                spec = stft(mix.to(dev))
+                feats.append(torch.log10(spec.real ** 2 + spec.imag ** 2 + 1e-10).reshape(-1, spec.shape[-1]))
+            f = torch.cat(feats)
+            model.feat_mean.copy_(f.mean(0))
+            model.feat_std.copy_(f.std(0).clamp_min(1e-3))
     print(f"model: {count_params(model)} parameters", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     budget = args.minutes * 60
