@@ -126,7 +126,7 @@ def test_step_down_mid_stream_is_click_free(state):
     write_choice(FP32, [INT8])
     import soundfile as sf
 
-    x, _ = sf.read(ROOT / "tests" / "fixtures" / "audio" / "denoise_5db_noisy.flac", dtype="float32")
+    x, _ = sf.read(ROOT / "tests" / "fixtures" / "audio" / "denoise_5db_0_noisy.flac", dtype="float32")
     x = x[:x.size // 160 * 160]
     def run(switch_block):
         node = Denoise()
@@ -166,7 +166,7 @@ def test_cli_run_uses_the_profile_that_profile_wrote(cli, tmp_path):
     rep = __import__("json").loads(r.stdout)
     chosen = rep["choices"]["denoise"]["chosen"]
     assert chosen.startswith("onnx/") and chosen.endswith("@onnxruntime")
-    r = cli("run", "denoise", "-i", ROOT / "tests" / "fixtures" / "audio" / "denoise_5db_noisy.flac",
+    r = cli("run", "denoise", "-i", ROOT / "tests" / "fixtures" / "audio" / "denoise_5db_0_noisy.flac",
             "-o", tmp_path / "out.wav", "--json", env=env)
     assert r.returncode == 0, r.stderr.decode()
     s = __import__("json").loads(r.stdout)

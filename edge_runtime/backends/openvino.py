@@ -89,18 +89,21 @@ def _fast_infer(req):
 
 
 class OpenVINOSession(Session):
-    def __init__(self, path: str, compiled, device: str):
+    def __init__(self, path: str, compiled, device: str, names=None):
         super().__init__(path, "openvino")
         self.device = device
         self._compiled = compiled
         self._in_ports = list(compiled.inputs)
         self._out_ports = list(compiled.outputs)
-        self.inputs = [self._spec(p, i, "input") for i, p in enumerate(self._in_ports)]
-        self.outputs = [self._spec(p, i, "output") for i, p in enumerate(self._out_ports)]
+        # the source model's port names: a compiled port can carry several tensor names (an FP16
+        # ONNX's "gain" is also "_cast_to_gain" after its Cast is fused) and get_any_name picks any
+        src_in, src_out = names or ((), ())
+        self.inputs = [self._spec(p, i, "input", src_in) for i, p in enumerate(self._in_ports)]
+        self.outputs = [self._spec(p, i, "output", src_out) for i, p in enumerate(self._out_ports)]
         self._req = compiled.create_infer_request()  # for run(); guarded by the lock
         self._lock = threading.Lock()
 
-    def _spec(self, port, i, kind) -> TensorSpec:
+    def _spec(self, port, i, kind, source_names=()) -> TensorSpec:
         shape = _dims(port.get_partial_shape())
         if shape is None:
             raise ModelError(f"model {self.path}: {kind} {_port_name(port, i, kind)!r} has a dynamic rank; "
@@ -110,7 +113,14 @@ class OpenVINOSession(Session):
         except Exception as exc:
             raise ModelError(f"model {self.path}: {kind} {_port_name(port, i, kind)!r} has element type "
                              f"{port.get_element_type()}, which has no numpy dtype") from exc
-        return TensorSpec(_port_name(port, i, kind), shape, dtype)
+        name = _port_name(port, i, kind)
+        if i < len(source_names):
+            try:
+                if source_names[i] in port.get_names():
+                    name = source_names[i]
+            except Exception:
+                pass
+        return TensorSpec(name, shape, dtype)
 
     def _run(self, feeds, outputs):
         ov = _ov()
@@ -276,7 +286,9 @@ class OpenVINOBackend(Backend):
             compiled = c.compile_model(model, dev, config)
         except Exception as exc:
             raise ModelError(f"model {path}: openvino cannot compile it for {dev} ({short_error(exc)})") from exc
-        return OpenVINOSession(path, compiled, dev)
+        names = ([_port_name(p, i, "input") for i, p in enumerate(model.inputs)],
+                 [_port_name(p, i, "output") for i, p in enumerate(model.outputs)])
+        return OpenVINOSession(path, compiled, dev, names)
 
 
 BACKEND = OpenVINOBackend()

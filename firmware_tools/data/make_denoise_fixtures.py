@@ -2,8 +2,8 @@
 
     python firmware_tools/data/make_denoise_fixtures.py --data firmware_tools/work/denoise16k
 
-Writes tests/fixtures/audio/denoise_<snr>db_{noisy,clean}.flac (16 kHz, PCM_16, 3 s): one
-test clip at each of 0, 5 and 10 dB SNR whose speech is real (recorded) speech, without a
+Writes tests/fixtures/audio/denoise_<snr>db_<k>_{noisy,clean}.flac (16 kHz, PCM_16, 3 s): the
+first ``--per-snr`` test clips (k = 0, 1, ...) at each of 0, 5 and 10 dB SNR whose speech is real (recorded) speech, without a
 synthetic room, and speech-like (the 3 s window has pauses: its 5th-percentile 20 ms frame
 energy is at least 20 dB under the median; game dialog lines over a music bed are not). The
 test split shares no speaker or noise group with training (split.json).
@@ -24,6 +24,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--per-snr", type=int, default=2)
     args = ap.parse_args(argv)
     rows = [json.loads(line) for line in open(os.path.join(args.data, "manifest.jsonl"))]
     test = [r for r in rows if r["split"] == "test"]
@@ -34,7 +35,10 @@ def main(argv=None) -> int:
     os.makedirs(OUT, exist_ok=True)
     n = int(args.seconds * 16000)
     for snr in (0, 5, 10):
+        k = 0
         for i, r in enumerate(test):
+            if k >= args.per_snr:
+                break
             real = not any(s.startswith(("espeak:", "festival:")) for s in r["speech"])
             if round(r["snr_db"]) == snr and real and not r.get("rir") and np.abs(clean[i]).max() > 0.05:
                 c = clean[i].astype(np.float32)
@@ -47,11 +51,11 @@ def main(argv=None) -> int:
                 fe = 10 * np.log10(np.mean(fr ** 2, axis=1) + 1e-12)
                 if np.percentile(fe, 50) - np.percentile(fe, 5) < 20.0:
                     continue
-                sf.write(os.path.join(OUT, f"denoise_{snr}db_noisy.flac"), noisy[i, s:s + n].astype(np.float32),
-                         16000, subtype="PCM_16")
-                sf.write(os.path.join(OUT, f"denoise_{snr}db_clean.flac"), c[s:s + n], 16000, subtype="PCM_16")
-                print(snr, r["clip"], r["speech"], r["noise"])
-                break
+                sf.write(os.path.join(OUT, f"denoise_{snr}db_{k}_noisy.flac"),
+                         noisy[i, s:s + n].astype(np.float32), 16000, subtype="PCM_16")
+                sf.write(os.path.join(OUT, f"denoise_{snr}db_{k}_clean.flac"), c[s:s + n], 16000, subtype="PCM_16")
+                print(snr, k, r["clip"], r["speech"], r["noise"])
+                k += 1
     return 0
 
 

