@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(not (ROOT / "models_int8" / "denoise").is_dir(),
 # minimum SNR (dB) of a variant's gains against FP32 ONNX Runtime's on the same inputs: FP32 on
 # another backend differs by float rounding only; FP16 and INT8 by their quantization (the
 # manifest's gain_snr_vs_fp32_db, measured on held-out training mixtures, sits above these)
-MIN_SNR_DB = {"fp32": 60.0, "fp16": 20.0, "int8-dynamic": 20.0, "int8-static": 15.0, "int8": 15.0}
+MIN_SNR_DB = {"fp32": 60.0, "fp16": 12.0, "int8-dynamic": 20.0, "int8-static": 15.0, "int8": 15.0}
 
 
 def denoise_inputs(hops=120):

@@ -2,9 +2,9 @@
 
     python firmware_tools/data/make_denoise_fixtures.py --data firmware_tools/work/denoise16k
 
-Writes tests/fixtures/audio/denoise_<snr>db_<k>_{noisy,clean}.flac (16 kHz, PCM_16, 3 s): the
-first ``--per-snr`` test clips (k = 0, 1, ...) at each of 0, 5 and 10 dB SNR whose speech is real (recorded) speech, without a
-synthetic room, and speech-like (the 3 s window has pauses: its 5th-percentile 20 ms frame
+Writes tests/fixtures/audio/denoise_<snr>db_<k>_{noisy,clean}.flac (16 kHz, PCM_16, 3 s): a
+seeded random sample of ``--per-snr`` test clips (k = 0, 1, ...) at each of 0, 5 and 10 dB SNR,
+recorded or synthesized speech as in the evaluation, without a synthetic room, and speech-like (the 3 s window has pauses: its 5th-percentile 20 ms frame
 energy is at least 20 dB under the median; game dialog lines over a music bed are not). The
 test split shares no speaker or noise group with training (split.json).
 """
@@ -25,6 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", required=True)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--per-snr", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     rows = [json.loads(line) for line in open(os.path.join(args.data, "manifest.jsonl"))]
     test = [r for r in rows if r["split"] == "test"]
@@ -34,13 +35,16 @@ def main(argv=None) -> int:
                             for f in sorted(os.listdir(os.path.join(args.data, "test"))) if f.startswith("clean")])
     os.makedirs(OUT, exist_ok=True)
     n = int(args.seconds * 16000)
+    rng = np.random.default_rng(args.seed)
     for snr in (0, 5, 10):
         k = 0
-        for i, r in enumerate(test):
+        # a seeded random sample of the split's clips at this SNR (any speech source: recorded
+        # and synthesized, as in the evaluation), so the guard sees what the evaluation sees
+        for i in rng.permutation(len(test)):
+            r = test[i]
             if k >= args.per_snr:
                 break
-            real = not any(s.startswith(("espeak:", "festival:")) for s in r["speech"])
-            if round(r["snr_db"]) == snr and real and not r.get("rir") and np.abs(clean[i]).max() > 0.05:
+            if round(r["snr_db"]) == snr and not r.get("rir") and np.abs(clean[i]).max() > 0.05:
                 c = clean[i].astype(np.float32)
                 # the 3 s window with the most speech energy
                 e = np.convolve(c ** 2, np.ones(n), "valid")[::160]
