@@ -11,7 +11,8 @@ per shipped variant, INT8 vs FP32 latency.
    on shared tensors; LiteRT: ``set_tensor`` / ``invoke`` / ``get_tensor``). Models: a trivial one
    (``tests/fixtures/models/add_mul.onnx``, ``fc_relu_float.tflite``) and a ~1 ms one made here
    (eight 1024x1024 MatMul+Relu, written with ``onnx.helper``). Calls are interleaved in
-   ``--rounds`` rounds of ``--calls`` calls; the median of the round medians is reported.
+   ``--rounds`` rounds of ``--calls`` calls, in alternating order; the median of the round medians
+   is reported.
 2. **Cold load and RSS** of every shipped variant, each in a fresh process
    (``edge_runtime.models.bench.measure``, one thread): load time, RSS added while it runs.
 3. **INT8 vs FP32**: the median/p99 latency of each shipped variant from the same runs.
@@ -77,9 +78,11 @@ def interleaved(fns: dict, rounds: int, calls: int) -> dict:
         for _ in range(200):
             fn()
     res = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            res[k].append(_time_calls(fn, calls))
+    order = list(fns)
+    for r in range(rounds):
+        # alternate the order: whoever runs first after a switch pays for the cold caches
+        for k in (order if r % 2 == 0 else order[::-1]):
+            res[k].append(_time_calls(fns[k], calls))
     return {k: float(np.median(v)) for k, v in res.items()}
 
 
