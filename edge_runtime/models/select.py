@@ -58,16 +58,21 @@ def _first_backend(variant, order=None) -> str | None:
     return next((b for b in names if _available(b)), None)
 
 
+def _pick_backend(variant, forced: str | None, order=None) -> str | None:
+    """``forced`` when it is installed and reads the variant; else the first installed backend
+    for it in ``order`` (then the format's own order); None when nothing fits."""
+    if forced is not None:
+        return forced if forced in variant.backends and _available(forced) else None
+    return _first_backend(variant, order)
+
+
 def _lookup(model, label: str, source: str) -> VariantChoice | None:
     fmt, prec, backend = parse_variant(label)
     try:
         v = model.variant(format=fmt, precision=prec)
     except ModelError:
         return None
-    b = backend if backend and backend in v.backends and _available(backend) else None
-    if backend and b is None:
-        return None
-    b = b or _first_backend(v)
+    b = _pick_backend(v, backend)
     return VariantChoice(v, b, source) if b else None
 
 
@@ -120,19 +125,15 @@ def resolve_variants(model, variant: str = "auto", backend: str | None = None, *
         defaults = load_device_defaults(dev)
     except Exception:
         defaults = None
-    order_b = [backend] if backend else list((defaults or {}).get("backends") or [])
     if defaults:
+        order = list(defaults.get("backends") or [])
         for prec in defaults.get("precisions") or ():
             for v in model.variants:
-                if v.precision != prec:
-                    continue
-                b = _first_backend(v, order_b) if backend is None else (backend if backend in v.backends
-                                                                        and _available(backend) else None)
+                b = _pick_backend(v, backend, order) if v.precision == prec else None
                 if b:
                     return [VariantChoice(v, b, f"defaults {defaults.get('path')}")]
     for v in model.variants:
-        b = _first_backend(v) if backend is None else (backend if backend in v.backends and _available(backend)
-                                                       else None)
+        b = _pick_backend(v, backend)
         if b:
             return [VariantChoice(v, b, "manifest")]
     have = ", ".join(f"{v.format}/{v.precision}" for v in model.variants) or "none"

@@ -76,13 +76,7 @@ def quantize_tflite_int8(fp32_path: str, calibration: Iterable[Mapping[str, np.n
     if not rows:
         raise ValueError("static INT8 needs calibration rows")
     cal = q.calibrate({signature: rows}, num_threads=1)
-    res = q.quantize(cal)
-    tmp = out + ".tmp"
-    if os.path.exists(tmp):
-        os.remove(tmp)
-    res.export_model(tmp)
-    os.replace(tmp, out)
-    return out
+    return _export(q.quantize(cal), out)
 
 
 def quantize_tflite_dynamic(fp32_path: str, out: str) -> str:
@@ -92,10 +86,14 @@ def quantize_tflite_dynamic(fp32_path: str, out: str) -> str:
 
     q = quantizer.Quantizer(fp32_path)
     q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
-    res = q.quantize()
+    return _export(q.quantize(), out)
+
+
+def _export(result, out: str) -> str:
+    """Write a quantizer result to ``out`` through a temporary file (no half-written model)."""
     tmp = out + ".tmp"
     if os.path.exists(tmp):
         os.remove(tmp)
-    res.export_model(tmp)
+    result.export_model(tmp)
     os.replace(tmp, out)
     return out
