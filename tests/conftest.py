@@ -1,5 +1,6 @@
 import os
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -7,6 +8,10 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Hermetic model choices: a device profile measured on this machine (`edge-runtime profile`, in
+# the user's state folder) would change which variant "auto" picks; tests that want one write it.
+os.environ["EDGE_RUNTIME_STATE"] = tempfile.mkdtemp(prefix="edge_runtime_test_state_")
 
 
 def run_cli(*args, env=None, input_bytes=None, cwd=None):
