@@ -45,6 +45,7 @@ class ModelNode(Node):
         self.switches: list[dict] = []
         self._pending = None
         self._loading = False
+        self._generation = 0         # bumped by prepare: a step-down loaded for older arrays is dropped
         self._lock = threading.Lock()
 
     # ---- loading -------------------------------------------------------------------------
@@ -80,6 +81,8 @@ class ModelNode(Node):
         """Load and bind the first variant (call from ``prepare`` after allocating arrays)."""
         with self._lock:
             self._pending = None
+            self._loading = False
+            self._generation += 1
         session = self.load_first()
         self.calls = self.bind(session)
         self.session = session
@@ -101,24 +104,27 @@ class ModelNode(Node):
                 return None
             nxt = self.ladder.pop(0)
             self._loading = True
-        t = threading.Thread(target=self._load_next, args=(nxt, reason), daemon=True,
+            gen = self._generation
+        t = threading.Thread(target=self._load_next, args=(nxt, reason, gen), daemon=True,
                              name=f"edge_runtime-stepdown-{self.name}")
         t.start()
         if wait:
             t.join()
         return nxt.label
 
-    def _load_next(self, nxt, reason: str) -> None:
+    def _load_next(self, nxt, reason: str, gen: int) -> None:
         try:
             session = self.open_session(nxt)
             calls = self.bind(session)
         except (ModelError, OSError, ValueError, RuntimeError) as exc:
             log.warning("%s: cannot step down to %s (%s)", self.name, nxt.label, exc)
             with self._lock:
-                self._loading = False
+                if gen == self._generation:
+                    self._loading = False
             return
         with self._lock:
-            self._pending = (nxt, session, calls, reason)
+            if gen == self._generation:  # not re-prepared meanwhile (its bindings use live arrays)
+                self._pending = (nxt, session, calls, reason)
 
     def swap_pending(self) -> None:
         """Between blocks: put a loaded cheaper variant in place (a no-op almost always)."""
