@@ -42,7 +42,9 @@ interval_ms = 250
 
 def write_pipe(tmp_path, name="passthru", gain_db=0.0):
     p = tmp_path / f"{name}.toml"
-    p.write_text(LIMITER_PIPE.format(name=name, gain_db=gain_db))
+    tmp = tmp_path / f".{name}.toml.tmp"
+    tmp.write_text(LIMITER_PIPE.format(name=name, gain_db=gain_db))
+    tmp.replace(p)                  # as an editor saves: the daemon never reads half a file
     return p
 
 
@@ -169,14 +171,15 @@ pace = true
         assert notify.wait_for("READY", timeout=30), d.raw
         assert d.wait_event("node_event", timeout=0) is None
         # a broken pipeline file: refused, the running one stays
-        pipe.write_text(LIMITER_PIPE.format(name="passthru", gain_db="'loud'"))
+        write_pipe(tmp_path, gain_db="'loud'")
         d.signal(signal.SIGHUP)
-        bad = d.wait_event("reload_failed", timeout=15)
-        assert bad is not None and "gain_db" in bad["msg"] and "wrong type" in bad["msg"]
+        bad = d.wait_event("reload_failed", timeout=30)
+        assert bad is not None, (d.proc.poll(), d.raw)
+        assert "gain_db" in bad["msg"] and "wrong type" in bad["msg"], bad
         # same shape, new gain: swapped in between blocks
-        pipe.write_text(LIMITER_PIPE.format(name="passthru", gain_db=-6.020599913279624))   # x 0.5
+        write_pipe(tmp_path, gain_db=-6.020599913279624)                                   # x 0.5
         d.signal(signal.SIGHUP)
-        assert d.wait_event("pipeline_swapped", timeout=15) is not None, d.raw
+        assert d.wait_event("pipeline_swapped", timeout=30) is not None, d.raw
         rel = d.wait_event("reloaded")
         assert rel["plan"] == {"mic": "swap"}
         assert notify.keys().count("READY") == 3 and notify.keys().count("RELOADING") == 2

@@ -696,9 +696,10 @@ class Daemon:
             plan, built = [], {}
             for name, spec in new_specs.items():
                 built[name] = self._build_pipeline(spec)
-        except EdgeRuntimeError as e:
+        except Exception as e:  # a reload never takes the running pipelines down
             self.reload_failed += 1
-            self.log.error("reload_failed", f"reload refused, the running config stays: {e}")
+            why = str(e) if isinstance(e, EdgeRuntimeError) else f"{type(e).__name__}: {e}"
+            self.log.error("reload_failed", f"reload refused, the running config stays: {why}")
             self.notifier.ready(self._status_text())
             return
         self.config = ServiceConfig(path=cfg.path, metrics=self.config.metrics, log_level=cfg.log_level,
