@@ -65,7 +65,7 @@ def test_ready_watchdog_then_sigterm_loses_and_duplicates_no_frame(tmp_path, not
     data = sawtooth(SR * 6, channels=2)
     (tmp_path / "in.raw").write_bytes(data.tobytes())
     write_pipe(tmp_path)
-    cfg = write_service(tmp_path, f"""[[pipelines]]
+    cfg = write_service(tmp_path, """[[pipelines]]
 name = "mic"
 pipeline = "passthru.toml"
 input = "in.raw"
@@ -156,7 +156,7 @@ def test_bad_config_is_refused_before_ready(tmp_path, notify, body, expect):
 def test_sighup_swaps_same_shape_pipeline_without_a_gap(tmp_path, notify):
     data = sawtooth(SR * 6)
     (tmp_path / "in.raw").write_bytes(data.tobytes())
-    pipe = write_pipe(tmp_path, gain_db=0.0)
+    write_pipe(tmp_path, gain_db=0.0)
     cfg = write_service(tmp_path, """[[pipelines]]
 name = "mic"
 pipeline = "passthru.toml"

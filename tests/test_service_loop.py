@@ -126,3 +126,65 @@ def test_lost_device_is_reopened_and_the_stream_goes_on(monkeypatch):
     inst._run()
     assert first.closed and inst.reopens == 1
     assert inst.frames_in == 16000 and inst.frames_out == 16000
+
+
+class _FakeInstance:
+    """Stands in for an audio loop whose heartbeat the test controls."""
+
+    def __init__(self, name):
+        self.name, self.beat, self.state, self.stopped = name, 0.0, "running", False
+
+    @property
+    def alive(self):
+        return not self.stopped
+
+    def request_stop(self):
+        self.stopped = True
+
+    def join(self, timeout=None):
+        return True
+
+    def snapshot(self):
+        return {"frames_in": 0, "frames_out": 0, "blocks": 0, "deadline_misses": 0, "xruns": {},
+                "realtime_factor": 0.0, "state": self.state}
+
+
+def test_watchdog_is_withheld_while_an_audio_loop_is_stuck(tmp_path):
+    import threading
+    import time
+
+    from service_helpers import NotifyListener
+
+    from edge_runtime.service.daemon import Daemon
+
+    listener = NotifyListener(tmp_path, abstract=True)
+    try:
+        d = Daemon("s.toml", environ={"NOTIFY_SOCKET": listener.env_value, "WATCHDOG_USEC": "200000"})
+        d.log = JsonLog(_Quiet())
+        d.config = parse_service_config({"pipelines": [{"pipeline": "default", "input": "x.raw"}]}, "s.toml")
+        live, stuck = _FakeInstance("live"), _FakeInstance("stuck")
+        d.instances = {"live": live, "stuck": stuck}
+        done = threading.Event()
+
+        def beat():                          # only 'live' keeps running
+            while not done.is_set():
+                live.beat = time.monotonic()
+                time.sleep(0.01)
+
+        threading.Thread(target=beat, daemon=True).start()
+        stuck.beat = time.monotonic()
+        t = threading.Thread(target=d._loop, daemon=True)
+        t.start()
+        time.sleep(0.6)                      # 'stuck' stops beating after its first 0.1 s
+        pings_while_stuck = listener.keys().count("WATCHDOG")
+        d.instances.pop("stuck")             # (as if systemd had restarted it: the rest is healthy)
+        time.sleep(0.5)
+        pings_after = listener.keys().count("WATCHDOG")
+        d._stop_sig = 15
+        d._wake.set()
+        t.join(5)
+        done.set()
+    finally:
+        listener.close()
+    assert pings_while_stuck <= 1            # at most the one before it went stale
+    assert pings_after - pings_while_stuck >= 3

@@ -155,7 +155,7 @@ def render_unit(o: UnitOptions) -> str:
         "WorkingDirectory=/var/lib/edge_runtime",
         *[f"Environment={k}={v}" for k, v in env.items()],
         f"Nice={o.nice}",
-        *([f"CPUSchedulingPolicy=fifo", f"CPUSchedulingPriority={o.rt_priority}"] if o.rt_priority else []),
+        *(["CPUSchedulingPolicy=fifo", f"CPUSchedulingPriority={o.rt_priority}"] if o.rt_priority else []),
         "# hardening",
         "ProtectSystem=strict",
         "ProtectHome=yes",
