@@ -188,3 +188,48 @@ def test_watchdog_is_withheld_while_an_audio_loop_is_stuck(tmp_path):
         listener.close()
     assert pings_while_stuck <= 1            # at most the one before it went stale
     assert pings_after - pings_while_stuck >= 3
+
+
+def test_late_blocks_in_the_service_feed_the_governor():
+    import time
+
+    from edge_runtime.engine import Node, Pipeline
+
+    class SlowModel(Node):
+        """A model node that makes every block late until stepped down to a 'cheap' variant."""
+
+        def __init__(self):
+            super().__init__("model")
+            self.slow, self.switches = True, []
+
+        @property
+        def variant_label(self):
+            return "onnx/fp32@slow" if self.slow else "onnx/int8@fast"
+
+        def can_step_down(self):
+            return self.slow
+
+        def step_down(self, reason=""):
+            self.switches.append({"from": self.variant_label, "to": "onnx/int8@fast", "reason": reason})
+            self.slow = False
+            return "onnx/int8@fast"
+
+        def process(self, inp, out):
+            if self.slow:
+                time.sleep(0.002)             # > the 1 ms budget of a 16-frame block at 16 kHz
+            out[...] = inp
+
+    node = SlowModel()
+    pipe = Pipeline([node], sample_rate=16000, block_size=16, name="slow")
+    spec = parse_service_config({"pipelines": [{"name": "t", "pipeline": "default", "input": "x.raw",
+                                                "max_frames": 16 * 400}]}, "s.toml").pipelines[0]
+    inst = Instance(spec, pipe, JsonLog(_Quiet()))
+    inst.channels = 1
+    pipe.prepare(1)
+    inst.source = MemorySource(np.zeros((16 * 400, 1), np.float32))
+    inst.sink = MemorySink(16 * 400, 1)
+    inst._run()
+    assert inst.governor.steps and inst.governor.steps[0]["from"] == "onnx/fp32@slow"
+    snap = inst.snapshot()
+    assert snap["models"] == [{"node": "model", "variant": "onnx/int8@fast", "step_downs": 1}]
+    assert snap["deadline_misses"] >= 100                  # every block of the first window was late
