@@ -260,6 +260,15 @@ pace = true
     assert samples['edge_runtime_events_total{pipeline="mic",node="meter",event="peak_dbfs"}'] >= 2
     variant = [k for k in samples if k.startswith('edge_runtime_model_variant_info{pipeline="voice",node="denoise"')]
     assert len(variant) == 1 and 'variant="' in variant[0]
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+    except ImportError:
+        pass
+    else:  # the reference parser reads it: names, types, labels and values are well formed
+        fams = {f.name: f for f in text_string_to_metric_families(body)}
+        assert fams["edge_runtime_deadline_misses"].type == "counter"
+        assert fams["edge_runtime_block_seconds"].type == "summary"
+        assert {s.labels["pipeline"] for s in fams["edge_runtime_realtime_factor"].samples} == {"mic", "voice"}
     assert st.returncode == 0, st.stderr
     text = st.stdout.decode()
     assert "mic" in text and "voice" in text and "model denoise:" in text and "RTF" in text
@@ -313,3 +322,35 @@ def test_service_config_errors_name_key_and_value(tmp_path):
         with pytest.raises(ConfigError, match=None) as ei:
             parse_service_config(data, "s.toml")
         assert str(ei.value).startswith("s.toml: ") and msg in str(ei.value), str(ei.value)
+
+
+def test_sighup_with_a_new_shape_restarts_that_pipeline(tmp_path, notify):
+    (tmp_path / "in.raw").write_bytes(sawtooth(SR * 6).tobytes())
+    write_pipe(tmp_path)
+    cfg = write_service(tmp_path, """[[pipelines]]
+name = "mic"
+pipeline = "passthru.toml"
+input = "in.raw"
+output = "out.raw"
+sample_rate = 16000
+channels = 1
+pace = true
+""")
+    d = ServeProcess(cfg, notify)
+    try:
+        assert notify.wait_for("READY", timeout=30), d.raw
+        p = tmp_path / "passthru.toml"
+        tmp = tmp_path / ".p.tmp"
+        tmp.write_text(p.read_text().replace("block_size = 160", "block_size = 320"))
+        tmp.replace(p)
+        d.signal(signal.SIGHUP)
+        rel = d.wait_event("reloaded", timeout=30)
+        assert rel is not None and rel["plan"] == {"mic": "restart"}, d.raw
+        assert d.wait_event("pipeline_end", timeout=10)["frames_in"] > 0       # the old one drained
+        d.signal(signal.SIGTERM)
+        rc = d.wait()
+    finally:
+        d.kill()
+    assert rc == 0, d.stderr
+    ends = d.events("pipeline_end")
+    assert len(ends) == 2 and all(e["frames_in"] == e["frames_out"] for e in ends)

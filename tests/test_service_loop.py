@@ -233,3 +233,28 @@ def test_late_blocks_in_the_service_feed_the_governor():
     snap = inst.snapshot()
     assert snap["models"] == [{"node": "model", "variant": "onnx/int8@fast", "step_downs": 1}]
     assert snap["deadline_misses"] >= 100                  # every block of the first window was late
+
+
+def test_xruns_reported_by_the_device_are_counted_and_logged():
+    import io as _io
+    import json
+
+    class XrunSource(MemorySource):
+        def read_into(self, out):
+            n = super().read_into(out)
+            if self.reads in (5, 9, 10):
+                self.xruns += 1               # what AlsaSource does after snd_pcm_recover
+            return n
+
+    data = np.zeros((160 * 20, 1), np.float32)
+    inst = _instance(max_frames=160 * 20)
+    buf = _io.StringIO()
+    inst.log = JsonLog(buf)
+    inst.source = XrunSource(data)
+    inst.sink = MemorySink(160 * 20, 1)
+    inst._run()
+    lines = [json.loads(x) for x in buf.getvalue().splitlines()]
+    xr = [x for x in lines if x["event"] == "xrun"]
+    assert [x["total"] for x in xr] == [1, 2, 3] and all(x["direction"] == "capture" for x in xr)
+    assert inst.snapshot()["xruns"] == {"capture": 3, "playback": 0}
+    assert inst.frames_out == 160 * 20
