@@ -12,7 +12,9 @@ the pipeline's events; the main thread only waits for signals, pings the watchdo
   each attempt, never a crash loop.
 * **Xruns**: the ALSA layer recovers over/underruns (``snd_pcm_recover``) and keeps filling the
   same block from the recovered stream, so a block never carries stale or junk samples; each one is
-  counted and logged here (``xrun`` lines, ``edge_runtime_xruns_total``).
+  counted and logged here (``xrun`` lines, ``edge_runtime_xruns_total``). The nodes are not reset
+  after one: a reset would also throw away the look-ahead in flight and the recurrent state, turning
+  a gap of a few ms into a longer dropout while filters and models settle again.
 * **Watchdog**: each audio loop stamps a heartbeat per block (and while it waits for a device);
   the main thread sends ``WATCHDOG=1`` at half of ``WatchdogSec=`` only while every running loop
   stamped within that half, so a stuck audio thread lets systemd restart the service.
