@@ -163,3 +163,30 @@ def test_overrun_is_recovered_counted_and_never_passed_on_as_audio(tmp_path):
     got = np.load(tmp_path / "cap.npy")[:, 0]
     # every sample handed on is a captured one, in order: no junk, no zeros, no repeats
     np.testing.assert_array_equal(got, data[:, 0].astype(np.float32) / 32768.0)
+
+
+def test_alsa_device_at_48k_through_a_16k_pipeline(tmp_path):
+    n = 48000 + 311
+    t = np.arange(n) / 48000
+    x = np.round(0.3 * 32767 * np.sin(2 * np.pi * 1000 * t)).astype("<i2")
+    data = np.stack([x, -x], axis=1)
+    (tmp_path / "in.raw").write_bytes(data.tobytes())
+    conf = alsa_conf(tmp_path, tmp_path / "in.raw", tmp_path / "out.raw")
+    write_pipe(tmp_path)
+    cfg = write_service(tmp_path, f"""[[pipelines]]
+pipeline = "passthru.toml"
+input = "alsa:default"
+output = "alsa:default"
+sample_rate = 48000
+channels = 2
+period_frames = 480
+max_frames = {n}
+""")
+    d = ServeProcess(cfg, env={"ALSA_CONFIG_PATH": str(conf)})
+    rc = d.wait(60)
+    assert rc == 0, d.stderr + "\n".join(d.raw)
+    out = np.frombuffer((tmp_path / "out.raw").read_bytes(), "<i2").reshape(-1, 2)
+    assert out.shape == data.shape                            # frames out == frames in, at the device rate
+    mid = slice(12000, 36000)
+    # 48 -> 16 -> 48 kHz with every delay compensated: a 1 kHz tone comes back in place (33 LSB = 1e-3)
+    assert np.max(np.abs(out[mid].astype(int) - data[mid].astype(int))) < 33

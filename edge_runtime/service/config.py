@@ -13,7 +13,7 @@ pipeline = "speech16k"       # a pipeline name or a .toml path (relative to this
 input = "alsa:hw:1,0"        # alsa:DEVICE, a file, a .raw/.pcm file, or "-" (raw PCM on stdin)
 output = "alsa:default"      # optional: alsa:DEVICE, a file (written atomically), "-"
 events = "/var/lib/edge_runtime/events.jsonl"   # optional: JSON lines appended; "log" = log lines
-sample_rate = 16000          # of ALSA/raw input (default: the pipeline's)
+sample_rate = 16000          # of ALSA/raw input (default: the pipeline's; else soxr converts)
 channels = 1                 # of ALSA/raw input (default: the pipeline's, else 1)
 format = "S16_LE"            # ALSA S16_LE/S32_LE/FLOAT_LE, raw s16le/s32le/f32le
 period_frames = 160          # ALSA period (default: the device profile's, scaled to the rate)

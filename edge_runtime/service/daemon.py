@@ -100,7 +100,8 @@ class Instance:
         self._thread = None
         self.governor = None
         self._xf = None
-        self.sample_rate = pipeline.sample_rate
+        self.sample_rate = pipeline.sample_rate     # of the input and outputs (set by open_static)
+        self.resampled = False
         self.channels = None
         self._seen_xruns = [0, 0]
 
@@ -117,10 +118,9 @@ class Instance:
             self.source = open_source(s.input, sample_rate=s.sample_rate or p.sample_rate,
                                       channels=s.channels or p.fixed_channels or 1, raw_format=s.raw_format)
             self.channels, rate = int(self.source.channels), int(self.source.sample_rate)
-        if rate != p.sample_rate:
-            raise ConfigError(f"{s.input}: {rate} Hz, but pipeline {p.name!r} ({getattr(p, 'config_path', '')}) "
-                              f"runs at {p.sample_rate} Hz; the service does not resample: use a pipeline at "
-                              f"{rate} Hz, or an ALSA 'plug' device (e.g. plughw:1) opened at {p.sample_rate} Hz")
+        # another rate than the pipeline's: converted with soxr at the edge, output at the input rate
+        self.sample_rate = int(rate)
+        self.resampled = self.sample_rate != p.sample_rate
         if p.fixed_channels is not None and self.channels != p.fixed_channels:
             raise ConfigError(f"{s.input}: {self.channels} channel(s), but pipeline {p.name!r} expects "
                               f"{p.fixed_channels}")
@@ -139,7 +139,7 @@ class Instance:
             except OSError as e:
                 raise ConfigError(f"{s.events}: cannot open the events file: {e.strerror}") from None
         if s.live or (s.output or "").startswith("alsa:"):
-            per, periods = _default_alsa(p.sample_rate)
+            per, periods = _default_alsa(self.sample_rate)
             self.period_frames = s.period_frames or per
             self.periods = s.periods or periods
 
@@ -290,6 +290,8 @@ class Instance:
         self._out_t = self._out.T
         self._skip = p.latency_samples
         self._t0 = time.monotonic()
+        if self.resampled:
+            self._setup_resampling()
         ended = False
         while not self._stop.is_set() and not ended:
             if self.source is None:
@@ -300,7 +302,7 @@ class Instance:
                     break
             self.state = "running"
             try:
-                ended = self._stream()
+                ended = self._stream_resampled() if self.resampled else self._stream()
             except _SourceLost as e:
                 self.reopens += 1
                 self.log.warning("device_lost", f"{self.name}: capture failed: {e}; reopening", pipeline=self.name)
@@ -312,7 +314,10 @@ class Instance:
                 self._close_sink(commit=False)
                 self._wait(s.retry_initial_s)
         self.state = "draining"
-        self._flush()
+        if self.resampled:
+            self._flush_resampled()
+        else:
+            self._flush()
         self.log.info("pipeline_end", f"{self.name}: {'input ended' if ended else 'stopped'} after "
                       f"{self.frames_in} frames in, {self.frames_out} out", pipeline=self.name,
                       frames_in=self.frames_in, frames_out=self.frames_out, ended=ended)
@@ -424,6 +429,115 @@ class Instance:
         if self._xf is not None:
             self._finish_swap(self._xf[0])
 
+    # ---- another input rate: soxr at the edge, a ring to exact blocks (as edge_runtime.runner) ----
+    def _setup_resampling(self) -> None:
+        from .._kernels import RingBuffer
+        from ..runner import _Resampler
+
+        p, ch = self.pipeline, self.channels
+        sr_in, sr_p, bs = self.sample_rate, p.sample_rate, p.block_size
+        self._chunk = np.zeros((max(1, -(-bs * sr_in // sr_p)), ch), dtype=np.float32)
+        self._up = _Resampler(sr_in, sr_p, ch)
+        self._down = _Resampler(sr_p, sr_in, ch)
+        cap = int(np.ceil(self._chunk.shape[0] * sr_p / sr_in)) + 64 + 2 * bs
+        self._ring = RingBuffer(cap, ch)
+        self._stage = np.zeros((ch, cap), dtype=np.float32)
+        self._blk = np.zeros((ch, bs), dtype=np.float32)
+
+    def _push(self, frames: np.ndarray) -> None:
+        """Pipeline-rate frames (n, ch) into the ring; run every whole block."""
+        n = frames.shape[0]
+        pos = 0
+        ring, bs = self._ring, self._blk.shape[1]
+        while pos < n:
+            k = min(n - pos, ring.space)
+            np.copyto(self._stage[:, :k], frames[pos:pos + k].T)
+            ring.write(self._stage, 0, k)
+            pos += k
+            while ring.available >= bs:
+                ring.read(self._blk, 0, bs)
+                self._process(self._blk)
+                self._emit_resampled()
+
+    def _emit_resampled(self) -> None:
+        out = self._out
+        start = 0
+        if self._skip:
+            start = min(self._skip, out.shape[0])
+            self._skip -= start
+            if start == out.shape[0]:
+                return
+        self._write_out(self._down(out[start:] if start else out))
+
+    def _write_out(self, y: np.ndarray) -> None:
+        n = min(y.shape[0], self.frames_in - self.frames_out)   # never more out than went in
+        if n <= 0:
+            return
+        if self.sink is not None:
+            try:
+                self.sink.write(y[:n] if n < y.shape[0] else y)
+            except AudioDeviceError as e:
+                raise _SinkLost(str(e)) from None
+            if getattr(self.sink, "xruns", 0) > self._seen_xruns[1]:
+                self._count_xruns(None, self.sink)
+        self.frames_out += n
+
+    def _stream_resampled(self) -> bool:
+        from .._kernels import sanitize
+
+        s, src, chunk = self.spec, self.source, self._chunk
+        cf = chunk.shape[0]
+        while not self._stop.is_set():
+            if self._offer is not None:
+                self._begin_swap()
+            want = cf if not s.max_frames else min(cf, s.max_frames - self.frames_in)
+            if want <= 0:
+                return True
+            part = chunk if want == cf else chunk[:want]
+            try:
+                n = src.read_into(part)
+            except AudioDeviceError as e:
+                raise _SourceLost(str(e)) from None
+            if getattr(src, "xruns", 0) > self._seen_xruns[0]:
+                self._count_xruns(src, None)
+            if n <= 0:
+                return True
+            self.frames_in += n
+            got = part if n == want else chunk[:n]
+            sanitize(got)                  # no NaN/Inf into the resampler (the chain counts its own)
+            self._push(self._up(got))
+            self.beat = time.monotonic()
+            if s.pace:
+                ahead = self._t0 + self.frames_in / self.sample_rate - self.beat
+                if ahead > 0:
+                    self._stop.wait(ahead)
+            if n < want:
+                return True
+        return False
+
+    def _flush_resampled(self) -> None:
+        if self.frames_in == 0 or (self.spec.output is not None and self.sink is None):
+            return
+        ch, bs = self.channels, self._blk.shape[1]
+        self._offer = None
+        try:
+            self._push(self._up(np.zeros((0, ch), np.float32), last=True))
+            zeros = np.zeros((bs, ch), np.float32)
+            left = self.pipeline.latency_samples
+            while left > 0:
+                k = min(left, bs)
+                self._push(zeros[:k])
+                left -= k
+            if self._ring.available:
+                self._push(zeros[:bs - self._ring.available])
+            self._write_out(self._down(np.zeros((0, ch), np.float32), last=True))
+            if self.frames_out < self.frames_in:   # a resampler may come out a frame or two short
+                self._write_out(np.zeros((self.frames_in - self.frames_out, ch), np.float32))
+        except (_SinkLost, AudioDeviceError) as e:
+            self.log.warning("device_lost", f"{self.name}: playback failed while draining: {e}", pipeline=self.name)
+        if self._xf is not None:
+            self._finish_swap(self._xf[0])
+
     # ---- reload: swap a same-shape pipeline between blocks --------------------------------------
     def _begin_swap(self) -> None:
         new, self._offer = self._offer, None
@@ -500,7 +614,8 @@ class Instance:
         return {
             "name": self.name, "pipeline": p.name, "state": self.state, "error": self.error,
             "input": self.spec.input, "output": self.spec.output,
-            "sample_rate": p.sample_rate, "block_size": p.block_size, "channels": self.channels,
+            "sample_rate": p.sample_rate, "input_sample_rate": self.sample_rate, "block_size": p.block_size,
+            "channels": self.channels,
             "budget_ms": p.budget_ms, "latency_ms": p.latency_ms,
             "frames_in": self.frames_in, "frames_out": self.frames_out,
             "blocks": blocks,
@@ -612,7 +727,8 @@ class Daemon:
             if self.metrics is not None:
                 self.metrics.start()
             fields = {"pipelines": {n: {"pipeline": i.pipeline.name, "input": i.spec.input, "output": i.spec.output,
-                                        "sample_rate": i.pipeline.sample_rate, "block_size": i.pipeline.block_size,
+                                        "sample_rate": i.pipeline.sample_rate, "input_sample_rate": i.sample_rate,
+                                        "block_size": i.pipeline.block_size,
                                         "channels": i.channels, "latency_ms": round(i.pipeline.latency_ms, 3)}
                                     for n, i in self.instances.items()},
                       "watchdog_s": self.notifier.watchdog_s}
