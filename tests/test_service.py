@@ -377,3 +377,22 @@ output = "out.wav"
     mid = slice(sr // 4, sr + sr // 4)
     # the look-ahead and both resamplers' delays are compensated: aligned to well under a sample
     assert np.max(np.abs(y[mid, 0] - x[mid])) < 1e-3 and np.max(np.abs(y[mid, 1] + x[mid])) < 1e-3
+
+
+def test_check_validates_like_startup_and_starts_nothing(tmp_path, cli):
+    (tmp_path / "in.raw").write_bytes(sawtooth(1600).tobytes())
+    write_pipe(tmp_path)
+    cfg = write_service(tmp_path, """[[pipelines]]
+pipeline = "passthru.toml"
+input = "in.raw"
+output = "out.raw"
+sample_rate = 16000
+channels = 1
+""")
+    r = cli("serve", "--config", cfg, "--check")
+    assert r.returncode == 0, r.stderr.decode()
+    assert any(json.loads(x)["event"] == "config_ok" for x in r.stdout.decode().splitlines())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.raw", "passthru.toml", "service.toml"]
+    (tmp_path / "passthru.toml").write_text("sample_rate = 16000\nblock_size = 160\n[[nodes]]\ntype = \"nope\"\n")
+    r = cli("serve", "--config", cfg, "--check")
+    assert r.returncode == 2 and "nodes[0].type = 'nope' is not a known node type" in r.stderr.decode()

@@ -13,7 +13,7 @@ __all__ = ["add_parsers"]
 def cmd_serve(args) -> int:
     from .daemon import Daemon
 
-    return Daemon(args.config).run()
+    return Daemon(args.config, check_only=args.check).run()
 
 
 def _status_url(args) -> str:
@@ -86,6 +86,8 @@ def add_parsers(sub) -> None:
                        "playback, files and event sinks) until SIGTERM. SIGHUP reloads the config. Logs are JSON "
                        "lines on stdout; metrics on the [service] metrics address.")
     s.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"service config TOML (default {DEFAULT_CONFIG})")
+    s.add_argument("--check", action="store_true", help="validate as start-up does (pipelines built, models "
+                   "loaded, files opened), then exit: 0 if it would start, 2 with the error otherwise")
     s.set_defaults(func=cmd_serve)
 
     st = sub.add_parser("status", help="ask the running service for its pipelines, RTF, xruns, models")

@@ -636,8 +636,9 @@ class Instance:
 class Daemon:
     """The service process: config, instances, signals, notify, metrics."""
 
-    def __init__(self, config_path: str, *, stream=None, environ=None):
+    def __init__(self, config_path: str, *, stream=None, environ=None, check_only: bool = False):
         self.config_path = config_path
+        self.check_only = check_only
         self.stream = stream
         self.notifier = Notifier(environ)
         self.instances: dict[str, Instance] = {}
@@ -718,6 +719,12 @@ class Daemon:
                 for inst in self.instances.values():
                     inst._close_all(commit=False)
                 raise
+            if self.check_only:               # `serve --check`: everything opened and prepared; stop here
+                for inst in self.instances.values():
+                    inst._close_all(commit=False)
+                self.log.info("config_ok", f"{cfg.path}: {len(self.instances)} pipeline(s) built, prepared and "
+                              "their files opened; not started (--check)")
+                return 0
             if self._stop_sig is not None:    # told to stop while loading: nothing started yet
                 for inst in self.instances.values():
                     inst._close_all(commit=False)
@@ -755,6 +762,7 @@ class Daemon:
         half = wd / 2 if wd else None
         tick = min(half, 1.0) if half else 1.0
         last_ping = 0.0
+        status = self._status_text()
         while True:
             self._wake.wait(tick)
             self._wake.clear()
@@ -766,6 +774,10 @@ class Daemon:
             if not any(i.alive for i in self.instances.values()):
                 self.log.info("all_ended", "every pipeline's input has ended")
                 break
+            text = self._status_text()
+            if text != status:                # e.g. "mic: waiting_for_device" in `systemctl status`
+                status = text
+                self.notifier.status(text)
             now = time.monotonic()
             if half and now - last_ping >= half * 0.9:
                 stale = [i.name for i in self.instances.values()
