@@ -396,3 +396,36 @@ channels = 1
     (tmp_path / "passthru.toml").write_text("sample_rate = 16000\nblock_size = 160\n[[nodes]]\ntype = \"nope\"\n")
     r = cli("serve", "--config", cfg, "--check")
     assert r.returncode == 2 and "nodes[0].type = 'nope' is not a known node type" in r.stderr.decode()
+
+
+def test_stdin_input_stops_on_sigterm_while_waiting_for_data(tmp_path, notify):
+    data = sawtooth(160 * 40)                                  # whole blocks of the 16 kHz pipeline
+    write_pipe(tmp_path)
+    cfg = write_service(tmp_path, """[[pipelines]]
+pipeline = "passthru.toml"
+input = "-"
+output = "out.raw"
+sample_rate = 16000
+channels = 1
+""")
+    cfg.write_text(cfg.read_text().replace("stop_timeout_s = 10", "stop_timeout_s = 3"))
+    import os
+    import time
+
+    e = dict(os.environ, PYTHONPATH=str(ROOT), NOTIFY_SOCKET=notify.env_value)
+    proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "serve", "--config", str(cfg)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
+    try:
+        assert notify.wait_for("READY", timeout=30)
+        proc.stdin.write(data.tobytes())
+        proc.stdin.flush()                                      # the pipe stays open: no EOF
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)                              # stdin still open: no EOF to end the read
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdin.close()
+    assert rc == 0, err.decode()                                # not a stop timeout (exit 1)
+    assert (tmp_path / "out.raw").read_bytes() == data.tobytes()

@@ -104,6 +104,7 @@ class Instance:
         self.resampled = False
         self.channels = None
         self._seen_xruns = [0, 0]
+        self._poll_fd = None              # stdin: wait for data with select(), checking for a stop
 
     # ---- set-up (main thread, before READY) ----------------------------------------------------
     def open_static(self) -> None:
@@ -114,6 +115,15 @@ class Instance:
         if s.live:
             self.channels = s.channels or p.fixed_channels or 1
             rate = s.sample_rate or p.sample_rate
+        elif s.input == "-":
+            from ..io.raw import RawSource
+
+            # stdin unbuffered, so select() tells whether a read would block: a stop is never stuck in it
+            self._poll_fd = os.dup(0)
+            self.source = RawSource(os.fdopen(self._poll_fd, "rb", buffering=0), s.sample_rate or p.sample_rate,
+                                    s.channels or p.fixed_channels or 1, s.raw_format)
+            self.source.name = "<stdin>"
+            self.channels, rate = int(self.source.channels), int(self.source.sample_rate)
         else:
             self.source = open_source(s.input, sample_rate=s.sample_rate or p.sample_rate,
                                       channels=s.channels or p.fixed_channels or 1, raw_format=s.raw_format)
@@ -200,6 +210,20 @@ class Instance:
             if self._stop.wait(min(left, 0.25)):
                 return True
 
+    def _readable(self) -> bool:
+        """Wait until stdin has data (or EOF); False if a stop was requested meanwhile."""
+        import select
+
+        while not self._stop.is_set():
+            self.beat = time.monotonic()
+            try:
+                r, _, _ = select.select([self._poll_fd], [], [], 0.25)
+            except (OSError, ValueError):
+                return True                # closed: the read reports the end
+            if r:
+                return True
+        return False
+
     def _open_with_retry(self, what: str) -> bool:
         """Open the ALSA source or sink, retrying with back-off; False if stopped meanwhile."""
         from ..io import open_sink, open_source
@@ -242,6 +266,8 @@ class Instance:
             self._count_xruns(src, None)
             try:
                 src.close()
+                if self._poll_fd is not None:     # our unbuffered stdin duplicate
+                    src._stream.close()
             except Exception:
                 pass
 
@@ -338,6 +364,8 @@ class Instance:
                 want = min(bs, s.max_frames - self.frames_in)
                 if want <= 0:
                     return True
+            if self._poll_fd is not None and not self._readable():
+                return False
             try:
                 n = src.read_into(buf if want == bs else buf[:want])
             except AudioDeviceError as e:
@@ -494,6 +522,8 @@ class Instance:
             if want <= 0:
                 return True
             part = chunk if want == cf else chunk[:want]
+            if self._poll_fd is not None and not self._readable():
+                return False
             try:
                 n = src.read_into(part)
             except AudioDeviceError as e:
