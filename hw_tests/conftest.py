@@ -45,6 +45,8 @@ def pytest_addoption(parser):
                 help="where the JSON and Markdown reports go (default hw_tests/reports)")
     g.addoption("--hw-runs", type=int, default=300, help="timed calls per model variant (default 300)")
     g.addoption("--hw-seconds", type=float, default=20.0, help="seconds of audio per pipeline run (default 20)")
+    g.addoption("--hw-live-seconds", type=float, default=3.0,
+                help="seconds of each pipeline run paced like a live device (default 3; 0 = skip)")
 
 
 class Report:
@@ -140,6 +142,16 @@ def _markdown(meta: dict, sections: dict) -> str:
                        f"{r['block_us_p50']:.1f} | {r['block_us_p99']:.1f} | {r['block_us_max']:.1f} | "
                        f"{r['deadline_misses']}/{r['blocks']} | {', '.join(r['models']) or '-'} |")
         out.append("")
+        live = [r for r in rows if "live_engine_rtf" in r]
+        if live:
+            out += ["Paced like a live device (one block per block duration, idle in between):", "",
+                    "| pipeline | ch | audio s | engine RTF | CPU share of one core | block p50 µs | p99 µs | "
+                    "deadline misses |", "|---|---|---|---|---|---|---|---|"]
+            for r in live:
+                out.append(f"| {r['pipeline']} | {r['channels']} | {r['live_audio_s']:.0f} | {r['live_engine_rtf']:.4f} | "
+                           f"{r['live_cpu_share'] * 100:.2f}% | {r['live_block_us_p50']:.1f} | {r['live_block_us_p99']:.1f} | "
+                           f"{r['live_deadline_misses']} |")
+            out.append("")
     rows = sections.get("int8_vs_fp32")
     if rows:
         out += ["## INT8 vs FP32 (same backend, same inputs)", "",
@@ -171,7 +183,8 @@ def pytest_sessionfinish(session, exitstatus):
     meta = {"device": dev, "python": _platform.python_version(), "numpy": np.__version__,
             "finished": now.isoformat(timespec="seconds"), "command": " ".join(["python -m pytest", *sys.argv[1:]]),
             "settings": {"runs": session.config.getoption("--hw-runs"),
-                         "seconds": session.config.getoption("--hw-seconds")}, **rep.meta}
+                         "seconds": session.config.getoption("--hw-seconds"),
+                         "live_seconds": session.config.getoption("--hw-live-seconds")}, **rep.meta}
     out_dir = Path(session.config.getoption("--hw-report-dir"))
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"hw-{'-'.join(rep.meta.get('platforms', ['none']))}-{dev['name']}-{now.strftime('%Y%m%d-%H%M%S')}"
