@@ -62,4 +62,17 @@ def test_dry_run_changes_nothing_and_root_install_writes_the_files(tmp_path):
     from edge_runtime.service.config import load_service_config
 
     cfg = load_service_config(root / "etc/edge_runtime/service.toml")     # the starting config is valid
-    assert cfg.pipelines[0].input == "alsa:default" and cfg.metrics == ("127.0.0.1", 9750)
+    # sysdefault: 'default' may route through a sound server the service has no session for
+    assert cfg.pipelines[0].input == "alsa:sysdefault" and cfg.metrics == ("127.0.0.1", 9750)
+
+
+def test_alsa_default_through_a_sound_server_is_noticed(tmp_path):
+    from edge_runtime.service.unit import alsa_default_via_sound_server
+
+    pw = tmp_path / "99-pipewire-default.conf"          # as pipewire-alsa ships it
+    pw.write_text('pcm.!default {\n    type pipewire\n    playback_node "-1"\n    capture_node "-1"\n'
+                  '    hint { show on description "Default ALSA Output (currently PipeWire Media Server)" }\n}\n')
+    plain = tmp_path / "50-card.conf"
+    plain.write_text('pcm.!default { type hw; card 1 }\nctl.!default { type hw; card 1 }\n')
+    assert alsa_default_via_sound_server([str(plain), str(pw)]) == str(pw)
+    assert alsa_default_via_sound_server([str(plain)]) is None

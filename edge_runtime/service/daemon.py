@@ -253,7 +253,11 @@ class Instance:
                 return True
             except AudioDeviceError as e:
                 self.state = "waiting_for_device"
-                self.log.warning("device_unavailable", f"{self.name}: {e}; retrying in {delay:g} s",
+                spec = s.input if what == "source" else s.output
+                hint = ("; note: in a system service 'default' may go through PulseAudio/PipeWire, which has no "
+                        "session there: use alsa:sysdefault or alsa:plughw:CARD=..." if spec == "alsa:default"
+                        and attempt == 1 else "")
+                self.log.warning("device_unavailable", f"{self.name}: {e}; retrying in {delay:g} s{hint}",
                                  pipeline=self.name, attempt=attempt, retry_s=delay)
                 if self._wait(delay):
                     return False

@@ -47,8 +47,10 @@ log_level = "info"
 [[pipelines]]
 name = "main"
 pipeline = "default"              # `edge-runtime pipelines` lists them; or a .toml path
-input = "alsa:default"            # e.g. alsa:hw:CARD=Device,DEV=0 or alsa:plughw:1 (arecord -L lists them)
-output = "alsa:default"
+# sysdefault, not default: where pipewire-alsa or pulseaudio-alsa is installed, "default" goes
+# through a sound server that a system service has no session for
+input = "alsa:sysdefault"         # or e.g. alsa:plughw:CARD=Device,DEV=0 (arecord -L lists them)
+output = "alsa:sysdefault"
 events = "/var/lib/edge_runtime/events.jsonl"
 sample_rate = 48000
 channels = 2
@@ -192,6 +194,25 @@ def render_sysusers(user: str = USER) -> str:
             f"m {user} audio\n")
 
 
+def alsa_default_via_sound_server(files=None) -> str | None:
+    """The ALSA config file that routes ``default`` to PulseAudio/PipeWire here, if one does."""
+    import glob
+    import re
+
+    if files is None:
+        files = sorted(glob.glob("/etc/alsa/conf.d/*.conf") + glob.glob("/usr/share/alsa/alsa.conf.d/*.conf")
+                       + ["/etc/asound.conf"])
+    for f in files:
+        try:
+            text = Path(f).read_text(errors="replace")
+        except OSError:
+            continue
+        if re.search(r"pcm\.!?default\s*\{[^}]*type\s+(pulse|pipewire)", text, re.S) or \
+                re.search(r"pcm\.!?default\s+(pulse|pipewire)\b", text):
+            return f
+    return None
+
+
 def _hidden_by_protect_home(paths) -> str | None:
     for p in paths:
         rp = os.path.realpath(p)
@@ -258,6 +279,10 @@ def install_service(args) -> int:
         steps += [f"create system user {args.user} (group audio)", "systemctl daemon-reload"]
         if args.enable:
             steps.append(f"systemctl enable --now {UNIT_NAME}")
+    via = alsa_default_via_sound_server()
+    if via:
+        sys.stderr.write(f"note: {via} routes ALSA 'default' through a sound server, which the service has no "
+                         "session for; its config should name alsa:sysdefault or alsa:plughw:CARD=... devices\n")
     if args.dry_run:
         print(unit, end="")
         print("# would: " + "; ".join(steps))
