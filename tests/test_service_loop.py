@@ -258,3 +258,25 @@ def test_xruns_reported_by_the_device_are_counted_and_logged():
     assert [x["total"] for x in xr] == [1, 2, 3] and all(x["direction"] == "capture" for x in xr)
     assert inst.snapshot()["xruns"] == {"capture": 3, "playback": 0}
     assert inst.frames_out == 160 * 20
+
+
+def test_events_file_is_rotated_at_its_size_limit(tmp_path):
+    import json
+
+    spec = parse_service_config({"pipelines": [{"name": "t", "pipeline": "speech16k", "input": "x.raw",
+                                                "events": str(tmp_path / "ev.jsonl"), "events_max_mb": 0.001,
+                                                "max_frames": 16000 * 30}]}, "s.toml").pipelines[0]
+    pipe = load_pipeline_config("speech16k").build()
+    pipe.prepare(1)
+    inst = Instance(spec, pipe, JsonLog(_Quiet()))
+    inst.channels = 1
+    inst._events_file = open(spec.events, "a")
+    inst.source = MemorySource((0.1 * np.ones((16000 * 30, 1))).astype(np.float32))
+    inst.sink = None
+    inst._run()
+    inst._close_all(commit=True)
+    cur, old = tmp_path / "ev.jsonl", tmp_path / "ev.jsonl.1"
+    assert old.stat().st_size >= 1000 and cur.stat().st_size < 1000 + 400
+    lines = [json.loads(x) for f in (old, cur) for x in f.read_text().splitlines()]
+    times = [x["time_s"] for x in lines if x["event"] == "peak_dbfs"]
+    assert times == sorted(times) and times[-1] >= 29        # the newest events are kept, in order

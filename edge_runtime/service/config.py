@@ -13,6 +13,7 @@ pipeline = "speech16k"       # a pipeline name or a .toml path (relative to this
 input = "alsa:hw:1,0"        # alsa:DEVICE, a file, a .raw/.pcm file, or "-" (raw PCM on stdin)
 output = "alsa:default"      # optional: alsa:DEVICE, a file (written atomically), "-"
 events = "/var/lib/edge_runtime/events.jsonl"   # optional: JSON lines appended; "log" = log lines
+events_max_mb = 64           # then events.jsonl is renamed events.jsonl.1 (one kept) and a new one begun
 sample_rate = 16000          # of ALSA/raw input (default: the pipeline's; else soxr converts)
 channels = 1                 # of ALSA/raw input (default: the pipeline's, else 1)
 format = "S16_LE"            # ALSA S16_LE/S32_LE/FLOAT_LE, raw s16le/s32le/f32le
@@ -50,7 +51,7 @@ DEFAULT_METRICS = "127.0.0.1:9750"
 SERVICE_KEYS = ("metrics", "log_level", "stop_timeout_s", "crossfade_ms")
 PIPELINE_KEYS = ("name", "pipeline", "input", "output", "events", "sample_rate", "channels", "format",
                  "period_frames", "periods", "governor", "pace", "max_frames", "retry_initial_s",
-                 "retry_max_s")
+                 "retry_max_s", "events_max_mb")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ALSA_FORMATS = {"S16_LE": "s16le", "S32_LE": "s32le", "FLOAT_LE": "f32le"}
 RAW_FORMATS = {v: k for k, v in ALSA_FORMATS.items()}
@@ -77,6 +78,7 @@ class InstanceSpec:
     max_frames: int
     retry_initial_s: float
     retry_max_s: float
+    events_max_mb: float = 64.0
 
     @property
     def live(self) -> bool:
@@ -219,13 +221,16 @@ def parse_service_config(data: dict, path="<config>") -> ServiceConfig:
             _fail(path, f"{where}max_frames = {maxf!r}; expected frames >= 0 (0 = until the input ends)")
         r0 = _typed(e, "retry_initial_s", (int, float), path, where, "seconds > 0", 0.5)
         r1 = _typed(e, "retry_max_s", (int, float), path, where, "seconds >= retry_initial_s", 30.0)
+        emax = _typed(e, "events_max_mb", (int, float), path, where, "megabytes >= 0 (0 = no limit)", 64.0)
+        if emax < 0:
+            _fail(path, f"{where}events_max_mb = {emax!r}; expected megabytes >= 0 (0 = no limit)")
         if r0 <= 0 or r1 < r0:
             _fail(path, f"{where}retry_initial_s = {r0!r}, retry_max_s = {r1!r}; expected 0 < initial <= max")
         specs.append(InstanceSpec(
             name=name, pipeline=_resolve_pipeline_ref(ref, base), input=rel(inp), output=rel(out),
             events=rel(events), sample_rate=sr, channels=ch, alsa_format=alsa_fmt, raw_format=raw_fmt,
             period_frames=per, periods=periods, governor=gov, pace=pace, max_frames=maxf,
-            retry_initial_s=float(r0), retry_max_s=float(r1)))
+            retry_initial_s=float(r0), retry_max_s=float(r1), events_max_mb=float(emax)))
     outs = [s.output for s in specs if s.output and not s.output.startswith("alsa:") and s.output != "-"]
     dup = {o for o in outs if outs.count(o) > 1}
     if dup:

@@ -625,6 +625,23 @@ class Instance:
                 self._events_file.write(json.dumps(rec, separators=(",", ":")) + "\n")
         if self._events_file is not None:
             self._events_file.flush()
+            limit = self.spec.events_max_mb
+            if limit and self._events_file.tell() >= limit * 1e6:
+                self._rotate_events()
+
+    def _rotate_events(self) -> None:
+        """events.jsonl -> events.jsonl.1 (the previous .1 goes), and a fresh file: the disk never fills."""
+        path = self.spec.events
+        try:
+            os.fsync(self._events_file.fileno())
+            self._events_file.close()
+            os.replace(path, path + ".1")
+            self._events_file = open(path, "a", buffering=1 << 16)
+            self.log.info("events_rotated", f"{self.name}: {path} -> {path}.1", pipeline=self.name)
+        except OSError as e:
+            self._events_file = None
+            self.log.error("events_failed", f"{self.name}: cannot rotate {path}: {e.strerror}; events stop",
+                           pipeline=self.name)
 
     # ---- observation (metrics thread) ----------------------------------------------------------
     def snapshot(self) -> dict:
