@@ -327,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--in-process", action="store_true")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_profile)
+
+    from .service.cli import add_parsers as add_service_parsers
+
+    add_service_parsers(sub)        # serve, status, install-service (edge_runtime/service)
     return p
 
 

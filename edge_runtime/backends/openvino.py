@@ -11,7 +11,7 @@
   ``options["shapes"]`` also works on the other devices.
 * Compiled blobs are cached in ``options["cache_dir"]`` (default
   ``$XDG_CACHE_HOME/edge_runtime/openvino``) for NPU, GPU and AUTO, whose first compile is slow
-  (CPU only when ``cache_dir`` is given).
+  (CPU only when ``cache_dir`` or ``$EDGE_RUNTIME_OPENVINO_CACHE`` is given).
 * Fast path: per binding its own InferRequest with ``ov.Tensor(arr, shared_memory=True)`` set as
   every input and output tensor once; each call is then one ``infer()`` with no inputs (the
   pybind-level ``InferRequest.infer`` with ``share_outputs=True``, which skips the Python
@@ -267,7 +267,8 @@ class OpenVINOBackend(Backend):
                            "INFERENCE_PRECISION_HINT": "f32"})
         elif base == "GPU":
             config["NUM_STREAMS"] = 1
-        cache_dir = opts.get("cache_dir")
+        # $EDGE_RUNTIME_OPENVINO_CACHE: cache for every device, CPU too (the systemd unit sets it)
+        cache_dir = opts.get("cache_dir") or os.environ.get("EDGE_RUNTIME_OPENVINO_CACHE") or None
         if cache_dir is None and base in ("NPU", "GPU", "AUTO"):
             cache_dir = default_cache_dir("openvino")
         if cache_dir is not None:
