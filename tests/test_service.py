@@ -154,7 +154,7 @@ def test_bad_config_is_refused_before_ready(tmp_path, notify, body, expect):
 
 
 def test_sighup_swaps_same_shape_pipeline_without_a_gap(tmp_path, notify):
-    data = sawtooth(SR * 6)
+    data = sawtooth(SR * 20)                                  # SIGTERM ends it long before
     (tmp_path / "in.raw").write_bytes(data.tobytes())
     write_pipe(tmp_path, gain_db=0.0)
     cfg = write_service(tmp_path, """[[pipelines]]
