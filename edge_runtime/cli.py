@@ -327,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--in-process", action="store_true")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_profile)
+
+    from .anomaly.cli import add_parser as add_anomaly_parser
+
+    add_anomaly_parser(sub)
     return p
 
 
