@@ -91,6 +91,11 @@ class LogMelStats:
         self.hist = np.zeros((W, M), np.float32)     # ring of log-mel frames
         self.dhist = np.zeros((W, M), np.float32)    # ring of |frame - previous frame|
         self.tmp = np.zeros((W, M), np.float32)
+        # means over the context as a (1, W) @ (W, M) product: a reduction along axis 0 would
+        # make NumPy allocate a buffer every frame; BLAS needs none
+        self.avg = np.full((1, W), 1.0 / W, np.float32)
+        self.mean2 = np.zeros((1, M), np.float32)
+        self.ones = np.ones((W, 1), np.float32)   # and the broadcast as an outer product (same reason)
         self.block = np.zeros((1, hop), np.float32)
         self.out = np.zeros(self.dim, np.float32)
         self.mean, self.std, self.dmean = self.out[:M], self.out[M:2 * M], self.out[2 * M:]
@@ -127,12 +132,17 @@ class LogMelStats:
             self.dhist[p] = 0.0
         if self.seen < W:
             return False
-        np.mean(self.hist, axis=0, out=self.mean)
-        np.subtract(self.hist, self.mean, out=self.tmp)
+        m2 = self.mean2
+        np.matmul(self.avg, self.hist, out=m2)
+        self.mean[...] = m2[0]
+        np.matmul(self.ones, m2, out=self.tmp)
+        np.subtract(self.hist, self.tmp, out=self.tmp)
         np.square(self.tmp, out=self.tmp)
-        np.mean(self.tmp, axis=0, out=self.std)
-        np.sqrt(self.std, out=self.std)
-        np.mean(self.dhist, axis=0, out=self.dmean)
+        np.matmul(self.avg, self.tmp, out=m2)
+        np.maximum(m2, 0.0, out=m2)
+        np.sqrt(m2[0], out=self.std)
+        np.matmul(self.avg, self.dhist, out=m2)
+        self.dmean[...] = m2[0]
         return True
 
 

@@ -206,8 +206,10 @@ class FrameScorer:
             self.means = a["means"].astype(np.float64)
             self.P = a["prec_chol"].astype(np.float64)
             self.const = a["const"].astype(np.float64)
-            self.zd = np.zeros(D)
+            self.zd = np.zeros((1, D))
+            self.ones = np.ones((K, 1))
             self.d = np.zeros((K, 1, D))
+            self.d2 = self.d.reshape(K, D)
             self.y = np.zeros((K, 1, D))
             self.q = np.zeros(K)
             self._score = self._gmm
@@ -215,6 +217,8 @@ class FrameScorer:
             K = a["centers"].shape[0]
             self.centers = a["centers"].astype(np.float32)
             self.d = np.zeros((K, D), np.float32)
+            self.ones = np.ones((K, 1), np.float32)
+            self.z2 = self.z.reshape(1, D)
             self.q = np.zeros(K, np.float32)
             self._score = self._kmeans
         elif detector == "iforest":
@@ -254,8 +258,10 @@ class FrameScorer:
         return self._score()
 
     def _gmm(self) -> float:
-        np.copyto(self.zd, self.z)
-        np.subtract(self.zd, self.means[:, None, :], out=self.d)
+        # broadcasting would make NumPy allocate a buffer per call: repeat z by an outer product
+        self.zd[0] = self.z
+        np.matmul(self.ones, self.zd, out=self.d2)
+        np.subtract(self.d2, self.means, out=self.d2)
         np.matmul(self.d, self.P, out=self.y)
         np.square(self.y, out=self.y)
         np.sum(self.y, axis=(1, 2), out=self.q)
@@ -267,7 +273,8 @@ class FrameScorer:
         return -(float(m) + math.log(float(self.q.sum())))
 
     def _kmeans(self) -> float:
-        np.subtract(self.z, self.centers, out=self.d)
+        np.matmul(self.ones, self.z2, out=self.d)
+        np.subtract(self.d, self.centers, out=self.d)
         np.square(self.d, out=self.d)
         np.sum(self.d, axis=1, out=self.q)
         return float(self.q.min())
@@ -277,21 +284,20 @@ class FrameScorer:
         idx[...] = 0
         for _ in range(self.steps):
             np.add(self.base, idx, out=flat)
-            np.take(self.ff, flat, out=self.fi)
-            np.take(self.z, self.fi, out=self.xv)
-            np.take(self.tt, flat, out=self.tv)
+            self.ff.take(flat, out=self.fi)
+            self.z.take(self.fi, out=self.xv)
+            self.tt.take(flat, out=self.tv)
             np.less_equal(self.xv, self.tv, out=self.go)
-            np.take(self.ll, flat, out=self.lv)
-            np.take(self.rr, flat, out=self.rv)
+            self.ll.take(flat, out=self.lv)
+            self.rr.take(flat, out=self.rv)
             np.copyto(idx, self.rv)
             np.copyto(idx, self.lv, where=self.go)
         np.add(self.base, idx, out=flat)
-        np.take(self.vv, flat, out=self.dv)
+        self.vv.take(flat, out=self.dv)
         return 2.0 ** (-float(self.dv.mean()) / self.norm)
 
     def _autoencoder(self) -> float:
         self.x_in[0] = self.z
         self.call.run()
         np.subtract(self.y_out[0], self.z, out=self.err)
-        np.square(self.err, out=self.err)
-        return float(self.err.mean(dtype=np.float64))
+        return float(np.dot(self.err, self.err)) / self.err.shape[0]
