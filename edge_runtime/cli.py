@@ -331,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .anomaly.cli import add_parser as add_anomaly_parser
 
     add_anomaly_parser(sub)
+    from .personalize.cli import add_parser as add_personalize_parser
+
+    add_personalize_parser(sub)
     return p
 
 

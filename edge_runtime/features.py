@@ -56,8 +56,8 @@ class LogMelStats:
 
     type = "logmel_stats"
 
-    def __init__(self, n_mels: int = 64, frame_ms: float = 64.0, hop_ms: float = 32.0, context: int = 32,
-                 fmin: float = 50.0, fmax: float | None = None):
+    def __init__(self, n_mels: int = 96, frame_ms: float = 64.0, hop_ms: float = 32.0, context: int = 32,
+                 fmin: float = 20.0, fmax: float | None = None):
         if not 4 <= int(n_mels) <= 256:
             raise ValueError(f"n_mels={n_mels} is outside 4..256")
         if not 0 < hop_ms <= frame_ms <= 1000:

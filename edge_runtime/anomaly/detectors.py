@@ -40,27 +40,46 @@ def _c(n):
 
 # ---- fitting: sklearn estimator -> arrays -----------------------------------------------
 
-def fit_gmm(Z, n_components=4, seed=0, reg_covar=1e-2, **_):
+def fit_gmm(Z, n_components=1, seed=0, reg_covar=1e-2, max_iter=60, **_):
     from sklearn.mixture import GaussianMixture
 
     g = GaussianMixture(n_components=int(n_components), covariance_type="full", reg_covar=float(reg_covar),
-                        random_state=seed, max_iter=200, n_init=1).fit(Z)
+                        random_state=seed, max_iter=int(max_iter), n_init=1).fit(Z)
     P = g.precisions_cholesky_
     logdet = np.log(np.diagonal(P, axis1=1, axis2=2)).sum(axis=1)
     const = np.log(g.weights_) + logdet - 0.5 * Z.shape[1] * _LOG2PI
     return {"means": g.means_, "prec_chol": P, "const": const}
 
 
-def fit_kmeans(Z, n_clusters=16, seed=0, **_):
+def whitening(Z, floor=1e-3):
+    """PCA whitening ``(D, D)``: distances after it are Mahalanobis distances of the normal
+    data (eigenvalues floored at ``floor`` x their mean, so near-constant directions do not
+    explode)."""
+    C = np.cov(np.asarray(Z, np.float64), rowvar=False)
+    vals, vecs = np.linalg.eigh(C)
+    vals = np.maximum(vals, floor * max(float(vals.mean()), 1e-12))
+    return (vecs / np.sqrt(vals)).astype(np.float32)
+
+
+def fit_kmeans(Z, n_clusters=8, seed=0, whiten=True, **_):
     from sklearn.cluster import KMeans
 
+    out = {}
+    if whiten:
+        out["whiten"] = whitening(Z)
+        Z = Z @ out["whiten"]
     k = min(int(n_clusters), max(1, len(Z) // 4))
     km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(Z)
-    return {"centers": km.cluster_centers_}
+    out["centers"] = km.cluster_centers_
+    return out
 
 
-def fit_iforest(Z, n_estimators=100, max_samples=256, seed=0, **_):
+def fit_iforest(Z, n_estimators=100, max_samples=256, seed=0, whiten=False, **_):
     from sklearn.ensemble import IsolationForest
+
+    W = whitening(Z) if whiten else None
+    if W is not None:
+        Z = Z @ W
 
     f = IsolationForest(n_estimators=int(n_estimators), max_samples=min(int(max_samples), len(Z)),
                         random_state=seed).fit(Z)
@@ -89,9 +108,12 @@ def fit_iforest(Z, n_estimators=100, max_samples=256, seed=0, **_):
         left[i, :n] = np.where(leaf, idx, t.children_left[:n])
         right[i, :n] = np.where(leaf, idx, t.children_right[:n])
         value[i, :n] = np.where(leaf, depth + _c(t.n_node_samples[:n]), 0.0)
-    return {"feature": feat, "threshold": thr, "left": left, "right": right, "leaf_value": value,
-            "steps": np.array([max_depth], np.int32),
-            "norm": np.array([_c(np.array([f.max_samples_]))[0]], np.float64)}
+    out = {"feature": feat, "threshold": thr, "left": left, "right": right, "leaf_value": value,
+           "steps": np.array([max_depth], np.int32),
+           "norm": np.array([_c(np.array([f.max_samples_]))[0]], np.float64)}
+    if W is not None:
+        out["whiten"] = W
+    return out
 
 
 def fit_autoencoder(Z, hidden=(64, 16, 64), seed=0, max_iter=40, **_):
@@ -154,6 +176,8 @@ def _session(arrays):
 def score_batch(detector: str, arrays: dict, Z: np.ndarray) -> np.ndarray:
     """Scores of standardized frames ``Z`` (n, D), float64."""
     Z = np.asarray(Z, np.float32)
+    if "whiten" in arrays:
+        Z = Z @ arrays["whiten"]
     if detector == "gmm":
         Zd = Z.astype(np.float64)
         logp = np.empty((len(Z), len(arrays["const"])))
@@ -200,6 +224,11 @@ class FrameScorer:
         self.center = center.astype(np.float32)
         self.inv_scale = (1.0 / scale).astype(np.float32)
         self.z = np.zeros(D, np.float32)
+        self.W = arrays.get("whiten")
+        if self.W is not None:
+            self.W = self.W.astype(np.float32)
+            self.z0 = np.zeros((1, D), np.float32)
+            self.z_2 = self.z.reshape(1, D)
         a = arrays
         if detector == "gmm":
             K = a["means"].shape[0]
@@ -255,6 +284,9 @@ class FrameScorer:
         """Score of one raw feature vector ``x`` (D,) float32."""
         np.subtract(x, self.center, out=self.z)
         np.multiply(self.z, self.inv_scale, out=self.z)
+        if self.W is not None:
+            self.z0[0] = self.z
+            np.matmul(self.z0, self.W, out=self.z_2)
         return self._score()
 
     def _gmm(self) -> float:

@@ -122,6 +122,8 @@ class AnomalyModel:
         det_arrays = {k[4:]: v for k, v in arrays.items() if k.startswith("det.")}
         for name, rank in D.ARRAYS[det].items():
             require_array(path, det_arrays, name, (None,) * rank)
+        if "whiten" in det_arrays:
+            require_array(path, det_arrays, "whiten", (dim, dim))
         width = {"gmm": det_arrays.get("means", np.zeros((0, 0))).shape[-1],
                  "kmeans": det_arrays.get("centers", np.zeros((0, 0))).shape[-1]}.get(det, dim)
         if width != dim:
