@@ -3,10 +3,14 @@
 Every detector sees standardized feature vectors ``z = (x - center) / scale`` and gives a
 score that grows with abnormality:
 
-``gmm``        -log p(z) under a full-covariance Gaussian mixture (``GaussianMixture``)
-``kmeans``     squared distance to the nearest of ``k`` centroids (``KMeans``, as Edge Impulse)
-``iforest``    the Isolation Forest anomaly score ``2^(-E[h(z)] / c(n))`` (``IsolationForest``)
-``autoencoder`` mean squared reconstruction error of a dense autoencoder (``MLPRegressor``
+``gmm``        -log p(z) under a full-covariance Gaussian mixture (``GaussianMixture``; one
+               component by default, i.e. the Mahalanobis distance, best on the design IDs)
+``kmeans``     squared distance to the nearest of ``k`` centroids (``KMeans``, as Edge Impulse),
+               in PCA-whitened units (so it is a Mahalanobis distance of the normal data)
+``iforest``    the Isolation Forest anomaly score ``2^(-E[h(z)] / c(n))`` (``IsolationForest``),
+               on PCA-whitened features
+``autoencoder`` mean squared reconstruction error, each feature's divided by its mean on the
+               training frames, of a dense autoencoder (``MLPRegressor``
                ``D -> 64 -> 16 -> 64 -> D``), exported as an INT8 QDQ ONNX model and run
                through the model layer (:mod:`edge_runtime.backends`, ONNX Runtime)
 
@@ -74,7 +78,7 @@ def fit_kmeans(Z, n_clusters=8, seed=0, whiten=True, **_):
     return out
 
 
-def fit_iforest(Z, n_estimators=100, max_samples=256, seed=0, whiten=False, **_):
+def fit_iforest(Z, n_estimators=100, max_samples=256, seed=0, whiten=True, **_):
     from sklearn.ensemble import IsolationForest
 
     W = whitening(Z) if whiten else None
@@ -116,7 +120,7 @@ def fit_iforest(Z, n_estimators=100, max_samples=256, seed=0, whiten=False, **_)
     return out
 
 
-def fit_autoencoder(Z, hidden=(64, 16, 64), seed=0, max_iter=40, **_):
+def fit_autoencoder(Z, hidden=(64, 16, 64), seed=0, max_iter=30, **_):
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -131,7 +135,12 @@ def fit_autoencoder(Z, hidden=(64, 16, 64), seed=0, max_iter=40, **_):
         warnings.simplefilter("ignore", ConvergenceWarning)
         ae.fit(Z, Z)
     onnx = dense_int8(ae.coefs_, ae.intercepts_, Z)
-    return {"onnx": np.frombuffer(onnx, np.uint8).copy()}
+    out = {"onnx": np.frombuffer(onnx, np.uint8).copy()}
+    # the error of each feature weighted by how well the (INT8) model reconstructs it on normal
+    # data: features it cannot predict (noise-dominated bands) would otherwise swamp the rest
+    err = (_session(out).run({"x": np.ascontiguousarray(Z, np.float32)})["y"] - Z).astype(np.float64) ** 2
+    out["inv_err"] = (1.0 / np.maximum(err.mean(axis=0), 1e-4)).astype(np.float32)
+    return out
 
 
 FIT = {"gmm": fit_gmm, "kmeans": fit_kmeans, "iforest": fit_iforest, "autoencoder": fit_autoencoder}
@@ -139,7 +148,7 @@ FIT = {"gmm": fit_gmm, "kmeans": fit_kmeans, "iforest": fit_iforest, "autoencode
 #: arrays each detector's state must hold, with their ranks
 ARRAYS = {"gmm": {"means": 2, "prec_chol": 3, "const": 1}, "kmeans": {"centers": 2},
           "iforest": {"feature": 2, "threshold": 2, "left": 2, "right": 2, "leaf_value": 2, "steps": 1, "norm": 1},
-          "autoencoder": {"onnx": 1}}
+          "autoencoder": {"onnx": 1, "inv_err": 1}}
 
 
 # ---- the autoencoder's model file -------------------------------------------------------
@@ -209,7 +218,7 @@ def score_batch(detector: str, arrays: dict, Z: np.ndarray) -> np.ndarray:
         y = np.empty_like(Z)
         for s in range(0, len(Z), 4096):
             y[s:s + 4096] = sess.run({"x": np.ascontiguousarray(Z[s:s + 4096])})["y"]
-        return ((y.astype(np.float64) - Z) ** 2).mean(axis=1)
+        return (((y.astype(np.float64) - Z) ** 2) * arrays["inv_err"]).mean(axis=1)
     raise ValueError(f"detector {detector!r} is not known (expected one of {', '.join(DETECTORS)})")
 
 
@@ -276,6 +285,8 @@ class FrameScorer:
             self.y_out = np.zeros((1, D), np.float32)
             self.call = self.session.bind({"x": self.x_in}, {"y": self.y_out})
             self.err = np.zeros(D, np.float32)
+            self.werr = np.zeros(D, np.float32)
+            self.inv_err = a["inv_err"].astype(np.float32)
             self._score = self._autoencoder
         else:
             raise ValueError(f"detector {detector!r} is not known (expected one of {', '.join(DETECTORS)})")
@@ -332,4 +343,5 @@ class FrameScorer:
         self.x_in[0] = self.z
         self.call.run()
         np.subtract(self.y_out[0], self.z, out=self.err)
-        return float(np.dot(self.err, self.err)) / self.err.shape[0]
+        np.multiply(self.err, self.inv_err, out=self.werr)
+        return float(np.dot(self.werr, self.err)) / self.err.shape[0]

@@ -36,6 +36,19 @@ log = logging.getLogger("edge_runtime.anomaly")
 LEARN_MODES = ("never", "if_missing", "always")
 
 
+def resolve_state(state: str) -> str:
+    """A bare name (no ``/``) lives in the state folder (``<state dir>/anomaly/<name>``, see
+    ``edge-runtime profile --state-dir``); anything else is a path (``~`` expanded)."""
+    state = str(state or "")
+    if not state:
+        return ""
+    if os.sep not in state:
+        from ..models.profiler import state_dir
+
+        return str(state_dir() / "anomaly" / state)
+    return os.path.expanduser(state)
+
+
 class AnomalyDetect(Node):
     event_names = ("anomaly_start", "anomaly_end", "anomaly_score", "learned")
 
@@ -58,7 +71,8 @@ class AnomalyDetect(Node):
             raise ValueError(f"on_frames and off_frames must be >= 1, got {on_frames}, {off_frames}")
         if score_interval_ms < 0:
             raise ValueError(f"score_interval_ms={score_interval_ms} must be >= 0")
-        self.state_path, self.learn, self.learn_s, self.detector = str(state), learn, float(learn_s), detector
+        self.state_path = resolve_state(state)
+        self.learn, self.learn_s, self.detector = learn, float(learn_s), detector
         self.quantile_on, self.quantile_off = float(quantile_on), float(quantile_off)
         self.on_frames, self.off_frames = int(on_frames), int(off_frames)
         self.score_interval_ms = float(score_interval_ms)
@@ -142,6 +156,7 @@ class AnomalyDetect(Node):
         model = AnomalyModel.fit(X, self.detector, features=self.fx.config(), sample_rate=self.sample_rate,
                                  quantile_on=self.quantile_on, quantile_off=self.quantile_off, seed=self.seed)
         if self.state_path:
+            os.makedirs(os.path.dirname(os.path.abspath(self.state_path)), exist_ok=True)
             model.save(self.state_path)
         return model
 
