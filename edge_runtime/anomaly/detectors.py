@@ -120,20 +120,31 @@ def fit_iforest(Z, n_estimators=100, max_samples=256, seed=0, whiten=True, **_):
     return out
 
 
-def fit_autoencoder(Z, hidden=(64, 16, 64), seed=0, max_iter=30, **_):
-    import warnings
+def fit_autoencoder(Z, hidden=(64, 16, 64), seed=0, max_iter=30, time_budget_s=5.0, **_):
+    """Train epoch by epoch (``partial_fit``) until the loss stops improving, ``max_iter``
+    epochs, or ``time_budget_s`` seconds (a slow board still finishes learning in bounded
+    time; a fast one is never cut short at the defaults)."""
+    import time as _time
 
-    from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPRegressor
 
     from .onnx_writer import dense_int8
 
     ae = MLPRegressor(hidden_layer_sizes=tuple(int(h) for h in hidden), activation="relu", solver="adam",
-                      alpha=1e-4, batch_size=128, learning_rate_init=2e-3, max_iter=int(max_iter),
-                      random_state=seed, shuffle=True, tol=1e-5, n_iter_no_change=5)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        ae.fit(Z, Z)
+                      alpha=1e-4, batch_size=128, learning_rate_init=2e-3, random_state=seed)
+    rng = np.random.default_rng(seed)
+    t0 = _time.perf_counter()
+    best, stale = np.inf, 0
+    for _epoch in range(int(max_iter)):
+        order = rng.permutation(len(Z))
+        ae.partial_fit(Z[order], Z[order])
+        loss = float(ae.loss_)
+        if loss < best - 1e-4 * abs(best):
+            best, stale = loss, 0
+        else:
+            stale += 1
+        if stale >= 4 or _time.perf_counter() - t0 > float(time_budget_s):
+            break
     onnx = dense_int8(ae.coefs_, ae.intercepts_, Z)
     out = {"onnx": np.frombuffer(onnx, np.uint8).copy()}
     # the error of each feature weighted by how well the (INT8) model reconstructs it on normal
