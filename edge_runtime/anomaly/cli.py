@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
     mo.add_argument("--state", "-s", required=True, help="state file from `anomaly learn`")
     mo.add_argument("--input", "-i", required=True, help="audio: file, '-' (raw PCM on stdin) or alsa:DEVICE")
     mo.add_argument("--events", default="-", help="where the JSON lines go (default '-': stdout)")
-    mo.add_argument("--on-frames", type=int, default=3, help="hops (32 ms) above threshold to start an episode")
+    mo.add_argument("--on-frames", type=int, default=20, help="hops (32 ms) above threshold to start an episode")
     mo.add_argument("--off-frames", type=int, default=10, help="hops below the off-threshold to end it")
     mo.add_argument("--score-interval-ms", type=float, default=0.0, help="also emit anomaly_score events")
     _io_args(mo)

@@ -10,8 +10,8 @@ The thresholds come from the score distribution on *held-back* normal frames: th
 ``holdout_fraction`` (20%) of the recording, after a gap of ``chunk`` frames (2 s at the default
 32 ms hop, longer than the feature context, so no held-back frame shares audio with a fitted
 one), is kept out of the fit (``holdout="interleaved"``: every ``holdout_every``-th chunk). ``threshold_on`` is the held-back scores'
-``quantile_on`` quantile (0.995: about one normal frame in 200 exceeds it, and the hysteresis
-needs ``on_frames`` in a row), ``threshold_off`` their ``quantile_off`` quantile.
+``quantile_on`` quantile (0.995) widened by ``margin`` (0.5) times its distance from their median,
+``threshold_off`` the same from ``quantile_off``; the hysteresis then needs ``on_frames`` in a row.
 """
 from __future__ import annotations
 
@@ -25,6 +25,11 @@ from . import detectors as D
 
 KIND = "anomaly"
 SCHEMA = 1
+#: hysteresis defaults (hops of 32 ms): 20 above the threshold (640 ms) start an episode, 10 below
+#: the off-threshold end it; on the design machine IDs 20 instead of 3 cut false episodes on new
+#: normal audio from 108 to 34 per hour for 79% -> 77% of anomalous 5 s clips detected
+ON_FRAMES = 20
+OFF_FRAMES = 10
 
 
 @dataclasses.dataclass
@@ -46,7 +51,7 @@ class AnomalyModel:
     # ---- fitting --------------------------------------------------------------------------
     @classmethod
     def fit(cls, frames: np.ndarray, detector: str = "gmm", *, features: dict, sample_rate: int,
-            quantile_on: float = 0.995, quantile_off: float = 0.98, holdout: str = "tail",
+            quantile_on: float = 0.995, quantile_off: float = 0.98, margin: float = 0.5, holdout: str = "tail",
             holdout_fraction: float = 0.2, holdout_every: int = 5, chunk: int = 64,
             max_fit_frames: int = 6000, seed: int = 0, threads: int = 1, params: dict | None = None) -> "AnomalyModel":
         """Fit ``detector`` on normal ``frames`` (n, D) and set thresholds on held-back frames."""
@@ -87,11 +92,15 @@ class AnomalyModel:
         arrays = {k: np.asarray(v) for k, v in arrays.items()}
         fit_s = time.perf_counter() - t0
         held_scores = D.score_batch(detector, arrays, (Xheld - center) / scale)
-        on = float(np.quantile(held_scores, quantile_on))
-        off = float(np.quantile(held_scores, quantile_off))
+        med = float(np.median(held_scores))
+        q_on, q_off = float(np.quantile(held_scores, quantile_on)), float(np.quantile(held_scores, quantile_off))
+        # the held-back minutes are a small sample of the machine's normal states: widen the
+        # quantiles by ``margin`` times their distance from the median (0.5: on the design IDs,
+        # new-clip false-alarm frames 4.2% -> 1.7%)
+        on, off = q_on + margin * (q_on - med), q_off + margin * (q_off - med)
         info = {"frames": int(len(X)), "fit_frames": int(len(Zfit)), "held_frames": int(len(Xheld)),
-                "quantile_on": quantile_on, "quantile_off": quantile_off, "fit_s": round(fit_s, 4),
-                "held_score_median": float(np.median(held_scores)), "seed": int(seed),
+                "quantile_on": quantile_on, "quantile_off": quantile_off, "margin": float(margin),
+                "fit_s": round(fit_s, 4), "held_score_median": med, "seed": int(seed),
                 "params": dict(params or {}), "created_unix": int(time.time())}
         return cls(detector, dict(features), int(sample_rate), center.astype(np.float32),
                    scale.astype(np.float32), arrays, on, off, info)
@@ -171,7 +180,8 @@ class Hysteresis:
     current (or last) episode.
     """
 
-    def __init__(self, threshold_on: float, threshold_off: float, on_frames: int = 3, off_frames: int = 10):
+    def __init__(self, threshold_on: float, threshold_off: float, on_frames: int = ON_FRAMES,
+                 off_frames: int = OFF_FRAMES):
         if on_frames < 1 or off_frames < 1:
             raise ValueError(f"on_frames and off_frames must be >= 1, got {on_frames}, {off_frames}")
         if threshold_off > threshold_on:

@@ -74,7 +74,7 @@ NODE_TYPES: dict[str, NodeType] = {
         "detector": Param(str, "gmm", "detector used when learning", ("gmm", "kmeans", "iforest", "autoencoder")),
         "quantile_on": Param(float, 0.995, "threshold = this quantile of held-back normal scores"),
         "quantile_off": Param(float, 0.98, "episode ends below this quantile of held-back normal scores"),
-        "on_frames": Param(int, 3, "hops above the threshold that start an episode (32 ms each)"),
+        "on_frames": Param(int, 20, "hops above the threshold that start an episode (32 ms each)"),
         "off_frames": Param(int, 10, "hops below the off-threshold that end an episode"),
         "score_interval_ms": Param(float, 0.0, "emit anomaly_score events this often (0 = never)"),
         "seed": Param(int, 0, "random seed of the fit"),

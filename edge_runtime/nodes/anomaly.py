@@ -53,7 +53,7 @@ class AnomalyDetect(Node):
     event_names = ("anomaly_start", "anomaly_end", "anomaly_score", "learned")
 
     def __init__(self, state: str = "", learn: str = "never", learn_s: float = 60.0, detector: str = "gmm",
-                 quantile_on: float = 0.995, quantile_off: float = 0.98, on_frames: int = 3,
+                 quantile_on: float = 0.995, quantile_off: float = 0.98, on_frames: int = 20,
                  off_frames: int = 10, score_interval_ms: float = 0.0, features: dict | None = None,
                  seed: int = 0, auto_fit: bool = True, name: str | None = None):
         super().__init__(name or "anomaly")
