@@ -19,7 +19,7 @@ from the recommended setting to ``u*(c)``:
   the user adjusts (to ``u*(c)`` + N(0, 0.3^2)) with probability ~ U(0.3, 0.7);
 * presets: users judge a preset against the other presets: P(accept) = 0.03 + 0.94 *
   sigmoid(5 (1 - (d - d_best(c)) / 0.8)); on a reject they pick their best preset with
-  probability ~ U(0.3, 0.7) (``adjust`` feedback naming it).
+  probability ~ U(0.3, 0.7) (recorded as the reject plus an accept of the preset they chose).
 
 Contexts per interaction: class (speech .4, music .3, noise .15, silence .05, other .1),
 level ~ N(-30, 8) dBFS, noise floor ~ N(-55, 10) dBFS, hour ~ U(0, 24).
