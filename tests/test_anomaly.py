@@ -346,3 +346,30 @@ def test_int8_autoencoder_onnx_matches_the_float_network(tmp_path):
     assert np.abs(y - ref).max() < 0.25 * ref.std()
     # and it is a real reconstruction, not a constant
     assert np.corrcoef(y.ravel(), ref.ravel())[0, 1] > 0.99
+
+
+class _BandEnergies:
+    """A stand-in for the classifier's embedding: log energies of 8 FFT bands of 1024 samples."""
+
+    sample_rate, window, hop, dim = SR, 1024, 512, 8
+
+    def embed(self, frame, out):
+        spec = np.abs(np.fft.rfft(frame)) ** 2
+        out[:] = np.log(np.add.reduceat(spec, np.arange(0, 512, 64)) + 1e-9)
+
+
+def test_an_embedding_plugs_in_through_the_extractor_interface(tmp_path):
+    from edge_runtime.features import make_extractor, register_embedder
+
+    register_embedder("test-bands", _BandEnergies)
+    cfg = {"type": "embedding", "embedder": "test-bands"}
+    fx = make_extractor(cfg)
+    X = extract(fx, machine(20.0), SR)
+    assert X.shape[1] == 8 and len(X) == int(20.0 * SR) // 512 - 1
+    m = AnomalyModel.fit(X, "gmm", features=fx.config(), sample_rate=SR)
+    p = tmp_path / "emb.state"
+    m.save(p)
+    m2 = AnomalyModel.load(p)             # rebuilds the extractor from the state's config
+    assert m2.features["embedder"] == "test-bands"
+    with pytest.raises(ValueError, match="not registered"):
+        make_extractor({"type": "embedding", "embedder": "nope"})
