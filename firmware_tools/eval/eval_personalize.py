@@ -27,7 +27,7 @@ level ~ N(-30, 8) dBFS, noise floor ~ N(-55, 10) dBFS, hour ~ U(0, 24).
 **Baselines.** Non-personalized default: the parameter defaults (0.5, 0 dB, 0 dB/oct) and the
 factory class -> preset rule (speech -> clear_speech, music -> music, noise -> strong_cleanup,
 silence -> neutral, other -> light). Oracle: the user's own ideal (parameters) / best preset.
-Development used seeds 0..199; report with ``--seed`` >= 100000.
+Development (choosing explore, curvature, prior, reject boost) used seeds 0, 7, ..., 413; report with ``--seed`` >= 100000.
 """
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def summarize(acc: np.ndarray) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--users", type=int, default=400)
-    ap.add_argument("--seed", type=int, default=100000, help="first user seed (development used 0..199)")
+    ap.add_argument("--seed", type=int, default=100000, help="first user seed (development used 0, 7, ..., 413)")
     ap.add_argument("--interactions", type=int, default=100)
     ap.add_argument("--explore", type=float, default=0.15)
     ap.add_argument("--no-state", action="store_true", help="skip the save/load after every feedback (faster)")
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - t0
     lines = ["# Personalization benchmark (simulated users)", "",
              f"Command: `python firmware_tools/eval/eval_personalize.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
-             "", f"{a.users} simulated users (seeds {a.seed}, {a.seed}+7, ...; development used seeds 0..199), "
+             "", f"{a.users} simulated users (seeds {a.seed}, {a.seed}+7, ...; development used seeds 0, 7, ..., 413), "
              f"{a.interactions} interactions each, Thompson sampling explore={a.explore}"
              f"{'' if a.no_state else ', state saved and reloaded after every feedback'}. "
              "User family and baselines: see the script's docstring.", "",
