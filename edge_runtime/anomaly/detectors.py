@@ -154,6 +154,23 @@ def fit_autoencoder(Z, hidden=(64, 16, 64), seed=0, max_iter=30, time_budget_s=5
     return out
 
 
+def preload(detector: str) -> None:
+    """Import what fitting ``detector`` needs, in the calling (main) thread: a fit on a
+    background thread that is still running when the interpreter shuts down cannot import
+    modules that register exit handlers (joblib, threadpoolctl) any more."""
+    import threadpoolctl  # noqa: F401
+    import sklearn.utils.parallel  # noqa: F401
+
+    mod = {"gmm": "sklearn.mixture", "kmeans": "sklearn.cluster", "iforest": "sklearn.ensemble",
+           "autoencoder": "sklearn.neural_network"}[detector]
+    __import__(mod)
+    if detector == "autoencoder":
+        from ..backends import get_backend
+
+        get_backend("onnxruntime").available()
+        import onnxruntime  # noqa: F401
+
+
 FIT = {"gmm": fit_gmm, "kmeans": fit_kmeans, "iforest": fit_iforest, "autoencoder": fit_autoencoder}
 
 #: arrays each detector's state must hold, with their ranks

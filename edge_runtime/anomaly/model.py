@@ -83,7 +83,7 @@ class AnomalyModel:
         scale = np.maximum(Xfit.std(axis=0), 1e-3 + 0.01 * float(Xfit.std(axis=0).mean()))
         stride = max(1, -(-len(Xfit) // int(max_fit_frames)))
         Zfit = ((Xfit[::stride] - center) / scale).astype(np.float32)
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits   # a dependency of scikit-learn
 
         # BLAS/OpenMP pools oversubscribe a small board (and starve the audio thread): one
         # thread was 15-30x faster than the default on a busy 2-core machine

@@ -113,6 +113,10 @@ class AnomalyDetect(Node):
         self.scorer = None
         self._install(model)
         self.learning = learning
+        if learning:
+            from ..anomaly.detectors import preload
+
+            preload(self.detector)
         self.reset()
 
     def _install(self, model) -> None:
@@ -172,7 +176,9 @@ class AnomalyDetect(Node):
     def start_fit(self, wait: bool = False) -> None:
         """Fit the learned frames on a background thread (``wait``: block until done)."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._fit_background, daemon=True,
+            # not a daemon: a stream that ends (or a service told to stop) while the fit runs
+            # still gets its learned state saved before the process exits
+            self._thread = threading.Thread(target=self._fit_background, daemon=False,
                                             name=f"edge_runtime-anomaly-fit-{self.name}")
             self._thread.start()
         if wait:
