@@ -65,11 +65,14 @@ def save_state(path, kind: str, schema: int, meta: Mapping, arrays: Mapping[str,
     header = json.dumps({"format": FORMAT, "kind": kind, "schema": int(schema), "meta": meta,
                          "arrays": entries, "payload_sha256": hashlib.sha256(payload).hexdigest()},
                         allow_nan=False, separators=(",", ":")).encode()
-    with AtomicFile(os.fspath(path), "wb") as f:
-        f.write(MAGIC)
-        f.write(struct.pack("<I", len(header)))
-        f.write(header)
-        f.write(payload)
+    try:
+        with AtomicFile(os.fspath(path), "wb") as f:
+            f.write(MAGIC)
+            f.write(struct.pack("<I", len(header)))
+            f.write(header)
+            f.write(payload)
+    except OSError as e:
+        raise StateError(f"{os.fspath(path)}: cannot write state file: {e.strerror or e}") from None
 
 
 def _read(path) -> tuple[dict, bytes]:

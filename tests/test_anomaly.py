@@ -296,6 +296,7 @@ def test_cli_learn_then_monitor_prints_json_events(wavs, capsys):
     (["anomaly", "monitor", "--state", "{d}/garbage.wav", "-i", "{d}/test.wav"], "not an edge_runtime state"),
     (["anomaly", "monitor", "--state", "{d}/missing.state", "-i", "{d}/test.wav"], "state file not found"),
     (["anomaly"], "needs an action"),
+    (["anomaly", "learn", "-i", "{d}/normal.wav", "-o", "{d}/no/such/dir/o.state"], "does not exist"),
 ])
 def test_cli_bad_input_is_one_error_line(wavs, capsys, args, expect):
     (wavs / "garbage.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk")

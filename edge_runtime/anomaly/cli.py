@@ -7,6 +7,7 @@ config would, through the same runner (any input the runner reads: files, raw PC
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ..errors import AudioInputError, ConfigError
@@ -78,6 +79,9 @@ def cmd_learn(args) -> int:
     if args.sample_rate not in (8000, 16000, 22050, 32000, 44100, 48000):
         raise ConfigError(f"--sample-rate {args.sample_rate} is not supported (expected 8000, 16000, 22050, "
                           "32000, 44100 or 48000)")
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(out_dir):   # say so before minutes of learning, not after
+        raise ConfigError(f"{args.out}: folder {out_dir} does not exist")
     source = _source(args)
     try:
         if args.minutes is not None:

@@ -181,7 +181,10 @@ def cmd_feedback(args) -> int:
         model.feedback(ctx, action, params=params, preset=args.preset, adjusted=adjusted)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot create the state folder: {e.strerror or e}") from None
     model.save(path)
     out = {"user": args.user, "action": action, "feedback_count": model.n, "state": path}
     print(json.dumps(out) if args.json else f"recorded     {action} ({model.n} feedback(s))  -> {path}")
