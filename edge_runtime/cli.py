@@ -331,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .service.cli import add_parsers as add_service_parsers
 
     add_service_parsers(sub)        # serve, status, install-service (edge_runtime/service)
+    from .anomaly.cli import add_parser as add_anomaly_parser
+
+    add_anomaly_parser(sub)
+    from .personalize.cli import add_parser as add_personalize_parser
+
+    add_personalize_parser(sub)
     return p
 
 

@@ -10,9 +10,10 @@ from typing import Any, Callable
 
 from .._nodes import Gain, Identity, Limiter, Meter, SosFilter
 from ..filters import KINDS as FILTER_KINDS
+from .anomaly import LEARN_MODES, AnomalyDetect
 from .denoise import Denoise
 
-__all__ = ["Denoise", "Gain", "Identity", "Limiter", "Meter", "NODE_TYPES", "NodeType", "Param", "SosFilter"]
+__all__ = ["AnomalyDetect", "Denoise", "Gain", "Identity", "Limiter", "Meter", "NODE_TYPES", "NodeType", "Param", "SosFilter"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +67,18 @@ NODE_TYPES: dict[str, NodeType] = {
         "threads": Param(int, 1, "inference threads"),
         "backend": Param(str, "auto", "onnxruntime, litert, openvino or auto"),
     }, "speech noise reduction (causal GRU gains over a 20 ms STFT; 16 or 48 kHz)"),
+    "anomaly": NodeType("anomaly", AnomalyDetect, {
+        "state": Param(str, "", "learned state file (read, or written after learning)"),
+        "learn": Param(str, "never", "learn at start: never (load state), if_missing, always", LEARN_MODES),
+        "learn_s": Param(float, 60.0, "seconds of normal audio to learn from at start"),
+        "detector": Param(str, "gmm", "detector used when learning", ("gmm", "kmeans", "iforest", "autoencoder")),
+        "quantile_on": Param(float, 0.995, "threshold = this quantile of held-back normal scores"),
+        "quantile_off": Param(float, 0.98, "episode ends below this quantile of held-back normal scores"),
+        "on_frames": Param(int, 20, "hops above the threshold that start an episode (32 ms each)"),
+        "off_frames": Param(int, 10, "hops below the off-threshold that end an episode"),
+        "score_interval_ms": Param(float, 0.0, "emit anomaly_score events this often (0 = never)"),
+        "seed": Param(int, 0, "random seed of the fit"),
+    }, "anomaly detection on learned normal audio (events; audio passes through)"),
     "meter": NodeType("meter", Meter, {"interval_ms": Param(float, 1000.0, "reporting interval")},
                       "peak/RMS level events, audio passes through"),
 }

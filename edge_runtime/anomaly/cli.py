@@ -1,0 +1,177 @@
+"""``edge-runtime anomaly learn|monitor|info``: the anomaly node driven from the command line.
+
+Both commands run the same :class:`~edge_runtime.nodes.anomaly.AnomalyDetect` node a pipeline
+config would, through the same runner (any input the runner reads: files, raw PCM on stdin,
+``alsa:DEVICE``; resampled at the edge to the state's rate).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from ..errors import AudioInputError, ConfigError
+
+DEFAULT_RATE = 16000
+BLOCK_MS = 16
+
+
+def add_parser(sub) -> None:
+    a = sub.add_parser("anomaly", help="learn normal machine sound, then detect anomalies")
+    a.set_defaults(func=dispatch)
+    asub = a.add_subparsers(dest="anomaly_command", metavar="ACTION")
+
+    le = asub.add_parser("learn", help="fit a detector on normal audio and write a state file")
+    le.add_argument("--input", "-i", required=True, help="normal audio: file, '-' (raw PCM on stdin) or alsa:DEVICE")
+    le.add_argument("--out", "-o", required=True, help="state file to write (atomically)")
+    le.add_argument("--minutes", type=float, help="learn from at most this many minutes (default: the whole "
+                    "file; required for stdin/ALSA)")
+    le.add_argument("--detector", default="gmm", choices=("gmm", "kmeans", "iforest", "autoencoder"))
+    le.add_argument("--sample-rate", type=int, default=DEFAULT_RATE, help="feature sample rate (default 16000)")
+    le.add_argument("--quantile", type=float, default=0.995,
+                    help="threshold = this quantile of the held-back normal scores (default 0.995)")
+    le.add_argument("--seed", type=int, default=0)
+    _io_args(le)
+    le.set_defaults(func=cmd_learn)
+
+    mo = asub.add_parser("monitor", help="score audio against a state; print anomaly events as JSON lines")
+    mo.add_argument("--state", "-s", required=True, help="state file from `anomaly learn`")
+    mo.add_argument("--input", "-i", required=True, help="audio: file, '-' (raw PCM on stdin) or alsa:DEVICE")
+    mo.add_argument("--events", default="-", help="where the JSON lines go (default '-': stdout)")
+    mo.add_argument("--on-frames", type=int, default=20, help="hops (32 ms) above threshold to start an episode")
+    mo.add_argument("--off-frames", type=int, default=10, help="hops below the off-threshold to end it")
+    mo.add_argument("--score-interval-ms", type=float, default=0.0, help="also emit anomaly_score events")
+    _io_args(mo)
+    mo.set_defaults(func=cmd_monitor)
+
+    inf = asub.add_parser("info", help="describe a state file")
+    inf.add_argument("state")
+    inf.add_argument("--json", action="store_true")
+    inf.set_defaults(func=cmd_info)
+
+
+def _io_args(p) -> None:
+    p.add_argument("--rate", type=int, help="sample rate of raw/ALSA input")
+    p.add_argument("--channels", type=int, help="channel count of raw/ALSA input")
+    p.add_argument("--raw-format", choices=("s16le", "s32le", "f32le"), default="s16le")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def _pipeline(node, sample_rate: int):
+    from ..engine import Pipeline
+
+    return Pipeline([node], sample_rate=sample_rate, block_size=sample_rate * BLOCK_MS // 1000, name="anomaly")
+
+
+def _source(args):
+    from ..io import open_source
+
+    return open_source(args.input, sample_rate=args.rate, channels=args.channels, raw_format=args.raw_format)
+
+
+def cmd_learn(args) -> int:
+    from ..anomaly.model import AnomalyModel
+    from ..nodes.anomaly import AnomalyDetect
+    from ..runner import run_stream
+
+    if args.minutes is not None and not 0.1 <= args.minutes <= 24 * 60:
+        raise ConfigError(f"--minutes {args.minutes} is outside 0.1..1440")
+    if args.sample_rate not in (8000, 16000, 22050, 32000, 44100, 48000):
+        raise ConfigError(f"--sample-rate {args.sample_rate} is not supported (expected 8000, 16000, 22050, "
+                          "32000, 44100 or 48000)")
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(out_dir):   # say so before minutes of learning, not after
+        raise ConfigError(f"{args.out}: folder {out_dir} does not exist")
+    source = _source(args)
+    try:
+        if args.minutes is not None:
+            seconds = args.minutes * 60.0
+        elif source.frames is not None:
+            seconds = source.frames / source.sample_rate
+        else:
+            raise ConfigError(f"{source.name}: a live or piped input has no end; give --minutes")
+        node = AnomalyDetect(state="", learn="always", learn_s=max(5.0, seconds), detector=args.detector,
+                             quantile_on=args.quantile, quantile_off=min(args.quantile, 0.98),
+                             seed=args.seed, auto_fit=False)
+        pipe = _pipeline(node, args.sample_rate)
+        summary = run_stream(pipe, source, None, should_stop=lambda: node.learn_full)
+    finally:
+        source.close()
+    n = node.n_learned
+    try:
+        model = AnomalyModel.fit(node.learn_buf[:n], args.detector, features=node.fx.config(),
+                                 sample_rate=args.sample_rate, quantile_on=args.quantile,
+                                 quantile_off=min(args.quantile, 0.98), seed=args.seed)
+    except ValueError as e:
+        raise AudioInputError(f"{args.input}: cannot learn from {summary.duration_s:.1f} s of audio: {e}") from None
+    model.save(args.out)
+    out = {"state": args.out, "detector": model.detector, "audio_s": round(summary.duration_s, 3),
+           "frames": n, "fit_s": model.info["fit_s"], "threshold_on": model.threshold_on,
+           "threshold_off": model.threshold_off, "features": model.features}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"learned      {model.detector} on {summary.duration_s:.1f} s ({n} frames) in {model.info['fit_s']:.2f} s")
+        print(f"threshold    on {model.threshold_on:.6g}  off {model.threshold_off:.6g}")
+        print(f"state        {args.out}")
+    return 0
+
+
+def cmd_monitor(args) -> int:
+    from ..anomaly.model import AnomalyModel
+    from ..nodes.anomaly import AnomalyDetect
+    from ..runner import run_stream
+
+    model = AnomalyModel.load(args.state)   # refuse a bad state before touching the input
+    node = AnomalyDetect(state=args.state, learn="never", on_frames=args.on_frames, off_frames=args.off_frames,
+                         score_interval_ms=args.score_interval_ms)
+    pipe = _pipeline(node, model.sample_rate)
+    source = _source(args)
+    from ..atomic import AtomicFile
+
+    f = sys.stdout if args.events == "-" else AtomicFile(args.events, "w")
+    counts = {"anomaly_start": 0, "anomaly_end": 0}
+
+    def write(time_s: float, event: str, value: float) -> None:
+        d = {"time_s": round(time_s, 4), "event": event,
+             ("duration_s" if event == "anomaly_end" else "score"): round(value, 4), "detector": model.detector}
+        counts[event] = counts.get(event, 0) + 1
+        f.write(json.dumps(d) + "\n")
+        if f is sys.stdout:
+            f.flush()
+
+    ok = False
+    try:
+        summary = run_stream(pipe, source, None, on_event=lambda ev: write(ev.time_s, ev.event, ev.value))
+        if node.hyst.active:   # the stream ended inside an episode: close it
+            dur = (node.hyst.frame + 1 - node.hyst.start_frame) * node.hop / model.sample_rate
+            write(summary.duration_s, "anomaly_end", dur)
+        ok = True
+    finally:
+        source.close()
+        if f is not sys.stdout:
+            f.close(ok)
+    if args.events != "-" or args.json:
+        out = {"input": summary.input, "audio_s": round(summary.duration_s, 3), "episodes": counts["anomaly_start"],
+               "events": args.events, "detector": model.detector}
+        print(json.dumps(out) if args.json else
+              f"monitored    {summary.duration_s:.1f} s, {counts['anomaly_start']} anomaly episode(s) -> {args.events}",
+              file=sys.stderr if args.events == "-" else sys.stdout)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from ..anomaly.model import AnomalyModel
+
+    m = AnomalyModel.load(args.state)
+    out = {"state": args.state, "detector": m.detector, "sample_rate": m.sample_rate, "dim": m.dim,
+           "features": m.features, "threshold_on": m.threshold_on, "threshold_off": m.threshold_off,
+           "info": m.info}
+    print(json.dumps(out) if args.json else "\n".join(f"{k:<14} {v}" for k, v in out.items()))
+    return 0
+
+
+def dispatch(args) -> int:
+    if not getattr(args, "anomaly_command", None):
+        raise ConfigError("anomaly needs an action: learn, monitor or info (see `edge-runtime anomaly -h`)")
+    return args.func(args)

@@ -1,0 +1,207 @@
+"""``edge-runtime personalize feedback|recommend|info``: a per-user model learned from answers.
+
+    edge-runtime personalize recommend --user alice --context class=speech,level=-32,noise=-48,hour=20
+    edge-runtime personalize feedback --user alice --context class=speech,level=-32,noise=-48,hour=20 \
+        --params denoise_strength=0.6,gain_db=2,eq_tilt_db=1 --reject
+    edge-runtime personalize feedback --user alice --context ... --preset clear_speech --accept
+    edge-runtime personalize feedback --user alice --context ... --params ... --adjust gain_db=-1
+
+Each user's model is one state file, ``<state dir>/personalize/<user>.state`` (``--state`` names
+a file instead), rewritten atomically after every feedback: a power cut during the save leaves
+the previous state, so at most that one feedback is lost.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from ..errors import ConfigError
+
+CONTEXT_KEYS = {"class": "audio_class", "level": "level_dbfs", "noise": "noise_floor_dbfs", "hour": "hour"}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("personalize", help="learn a user's preferred effect settings from feedback")
+    p.set_defaults(func=dispatch)
+    ps = p.add_subparsers(dest="personalize_command", metavar="ACTION")
+
+    def common(q):
+        q.add_argument("--user", "-u", required=True, help="user name (letters, digits, _ . @ -)")
+        q.add_argument("--state", help="state file (default: <state dir>/personalize/<user>.state)")
+        q.add_argument("--state-dir", help="default: $EDGE_RUNTIME_STATE, $XDG_STATE_HOME/edge_runtime")
+        q.add_argument("--json", action="store_true")
+
+    r = ps.add_parser("recommend", help="recommended parameters and presets ranked for a context")
+    common(r)
+    r.add_argument("--context", "-c", default="", help="class=speech|music|noise|silence|other,level=DBFS,"
+                   "noise=DBFS,hour=0-24 (missing keys: other, -30, -60, the current hour)")
+    r.add_argument("--explore", type=float, default=0.15,
+                   help="Thompson-sampling exploration (default 0.15, as benchmarked; 0 = the posterior mean)")
+    r.add_argument("--seed", type=int, help="seed for --explore")
+    r.set_defaults(func=cmd_recommend)
+
+    f = ps.add_parser("feedback", help="record accept/reject/adjust for a recommended setting")
+    common(f)
+    f.add_argument("--context", "-c", default="")
+    what = f.add_mutually_exclusive_group(required=True)
+    what.add_argument("--params", help="the setting that was applied: name=value,... (missing = default)")
+    what.add_argument("--preset", help="the preset that was applied")
+    act = f.add_mutually_exclusive_group(required=True)
+    act.add_argument("--accept", action="store_true")
+    act.add_argument("--reject", action="store_true")
+    act.add_argument("--adjust", metavar="NAME=VALUE,...", help="the user changed the setting to this")
+    f.set_defaults(func=cmd_feedback)
+
+    i = ps.add_parser("info", help="what the user's model has learned")
+    common(i)
+    i.set_defaults(func=cmd_info)
+
+
+def _kv(text: str, what: str) -> dict:
+    out = {}
+    for item in filter(None, (s.strip() for s in (text or "").split(","))):
+        if "=" not in item:
+            raise ConfigError(f"{what}: {item!r} is not NAME=VALUE")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def parse_context(text: str):
+    import time
+
+    from .model import Context
+
+    kv = _kv(text, "--context")
+    unknown = sorted(set(kv) - set(CONTEXT_KEYS))
+    if unknown:
+        raise ConfigError(f"--context: unknown key {unknown[0]!r} (expected {', '.join(CONTEXT_KEYS)})")
+    args = {}
+    for k, v in kv.items():
+        if k == "class":
+            args["audio_class"] = v
+        else:
+            try:
+                args[CONTEXT_KEYS[k]] = float(v)
+            except ValueError:
+                raise ConfigError(f"--context: {k}={v!r} is not a number") from None
+    args.setdefault("hour", time.localtime().tm_hour + time.localtime().tm_min / 60.0)
+    try:
+        return Context(**args)
+    except ValueError as e:
+        raise ConfigError(f"--context: {e}") from None
+
+
+def _params(text: str, what: str):
+    from .model import check_params
+
+    kv = _kv(text, what)
+    try:
+        return check_params({k: float(v) for k, v in kv.items()}, what)
+    except ValueError as e:
+        raise ConfigError(str(e) if str(e).startswith(what) else f"{what}: {e}") from None
+
+
+def state_path(args) -> str:
+    from ..models.profiler import state_dir
+    from .model import check_user
+
+    try:
+        check_user(args.user)
+    except ValueError as e:
+        raise ConfigError(f"--user: {e}") from None
+    if args.state:
+        return args.state
+    return os.path.join(str(state_dir(args.state_dir)), "personalize", f"{args.user}.state")
+
+
+def _load(path: str, user: str):
+    from .model import UserModel
+
+    if not os.path.exists(path):
+        return UserModel(user=user)
+    return UserModel.load(path)
+
+
+def _describe(model, ctx) -> dict:
+    from .model import PARAM_NAMES
+
+    rec = model.recommend(ctx)
+    ranked = model.rank_presets(ctx)
+    return {"params": {k: round(float(v), 4) for k, v in zip(PARAM_NAMES, rec)},
+            "presets": [{"name": n, "score": round(s, 4)} for n, s in ranked], "feedback_count": model.n}
+
+
+def cmd_recommend(args) -> int:
+    import numpy as np
+
+    path = state_path(args)
+    model = _load(path, args.user)
+    ctx = parse_context(args.context)
+    out = _describe(model, ctx)
+    if args.explore > 0:
+        from .model import PARAM_NAMES
+
+        rng = np.random.default_rng(args.seed)
+        rec = model.recommend(ctx, rng, args.explore)
+        out["params"] = {k: round(float(v), 4) for k, v in zip(PARAM_NAMES, rec)}
+        out["presets"] = [{"name": n, "score": round(s, 4)} for n, s in model.rank_presets(ctx, rng, args.explore)]
+    out.update({"user": args.user, "context": vars(ctx), "state": path})
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print("params       " + "  ".join(f"{k}={v:g}" for k, v in out["params"].items()))
+        print("presets      " + "  ".join(f"{p['name']} ({p['score']:.2f})" for p in out["presets"]))
+        print(f"learned from {model.n} feedback(s)  ({path})")
+    return 0
+
+
+def cmd_feedback(args) -> int:
+    path = state_path(args)
+    model = _load(path, args.user)
+    ctx = parse_context(args.context)
+    action = "accept" if args.accept else "reject" if args.reject else "adjust"
+    params = _params(args.params, "--params") if args.params is not None else None
+    adjusted = None
+    if args.adjust is not None:
+        base = params if params is not None else None
+        if base is None:
+            from .model import PRESETS
+
+            if args.preset not in model.presets:
+                raise ConfigError(f"--preset {args.preset!r} is not known (expected one of "
+                                  f"{', '.join(model.presets)})")
+            base = model.presets.get(args.preset, PRESETS.get(args.preset))
+        from .model import PARAM_NAMES
+
+        merged = dict(zip(PARAM_NAMES, base))
+        merged.update({k: v for k, v in _kv(args.adjust, "--adjust").items()})
+        adjusted = _params(",".join(f"{k}={v}" for k, v in merged.items()), "--adjust")
+    try:
+        model.feedback(ctx, action, params=params, preset=args.preset, adjusted=adjusted)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot create the state folder: {e.strerror or e}") from None
+    model.save(path)
+    out = {"user": args.user, "action": action, "feedback_count": model.n, "state": path}
+    print(json.dumps(out) if args.json else f"recorded     {action} ({model.n} feedback(s))  -> {path}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    path = state_path(args)
+    model = _load(path, args.user)
+    out = {"user": args.user, "state": path, "exists": os.path.exists(path), "feedback_count": model.n,
+           "accepted": model.accepts, "presets": {k: list(v) for k, v in model.presets.items()}}
+    print(json.dumps(out) if args.json else "\n".join(f"{k:<15} {v}" for k, v in out.items()))
+    return 0
+
+
+def dispatch(args) -> int:
+    if not getattr(args, "personalize_command", None):
+        raise ConfigError("personalize needs an action: recommend, feedback or info "
+                          "(see `edge-runtime personalize -h`)")
+    return args.func(args)
