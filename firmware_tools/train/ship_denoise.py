@@ -101,6 +101,26 @@ def record_calibration(onnx_path: str, pool_dir: str, clips: int, seed: int) -> 
     return {k: np.stack(v) for k, v in rows.items()}
 
 
+def training_history(checkpoint: str) -> str:
+    """The chain of training runs behind ``checkpoint``, from the ``train_log.json`` next to it
+    and, through each run's ``--init``, next to the checkpoint it started from."""
+    runs, path, seen = [], checkpoint, set()
+    while path and path not in seen:
+        seen.add(path)
+        log = os.path.join(os.path.dirname(path), "train_log.json")
+        if not os.path.isfile(log):
+            runs.append(f"earlier run(s) without a log (from {os.path.basename(path)})")
+            break
+        with open(log) as fh:
+            j = json.load(fh)
+        a = j.get("args", {})
+        extra = "".join(f", {k.replace('_', '-')} {a[k]}" for k in ("oversup_weight", "sisdr_weight") if a.get(k))
+        runs.append(f"{j.get('steps')} steps in {a.get('minutes')} min, batch {a.get('batch')} x {a.get('seconds')} s, "
+                    f"lr {a.get('lr')}{extra}" + (" (from the previous)" if a.get("init") else " (from scratch)"))
+        path = a.get("init")
+    return "; ".join(reversed(runs))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", required=True)
@@ -166,6 +186,7 @@ def main(argv=None) -> int:
         variants.append(manifest_entry(os.path.join(out_dir, name), os.path.dirname(args.manifest),
                                        precision=prec, format=fmt, metrics=m or None))
     today = datetime.date.today().isoformat()
+    history = training_history(args.checkpoint)
     trained = datetime.date.fromtimestamp(os.path.getmtime(args.checkpoint)).isoformat()
     entry = {
         "name": "denoise",
@@ -191,6 +212,7 @@ def main(argv=None) -> int:
                      "arcade, fluidsynth renders, synthetic noise; mixed on the fly at -5..20 dB SNR, 30% "
                      "through synthetic rooms (target keeps the room)"),
             "trained_on": trained,
+            "notes": "training runs: " + history,
             "evaluated_on": (f"{today}: TEST split of build_denoise.py ({results.get('n_clips')} clips, "
                              "SNR -5/0/5/10/20 dB) by "
                              "firmware_tools/eval/eval_denoise.py") if results else "not yet evaluated",
