@@ -243,6 +243,8 @@ def profile_models(models: Iterable, backends: Iterable[str] | None = None, thre
         if isinstance(m, Model):
             ref = m.reference_metric()
             for v in m.variants:
+                if v.alternative:  # another model (e.g. Silero VAD), chosen by name, not a rung of the ladder
+                    continue
                 names = [b for b in v.backends if (wanted is None or b in wanted) and BACKENDS[b].available()]
                 if not names:
                     continue
