@@ -1,5 +1,8 @@
 """The route node: branches on a decision node's label, crossfades, hysteresis, latency alignment,
 events, config errors, no allocation per block."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -243,3 +246,30 @@ def test_shipped_speech_gate_pipeline_loads():
     assert vad.labels == ("nonspeech", "speech") and route.decision is vad
     # 40 ms look-ahead + the denoiser's 10 ms, aligned across branches
     assert pipe.latency_samples == 640 + 160
+
+
+def test_speech_gate_run_writes_decisions_and_switches_to_the_event_sink(cli, tmp_path):
+    src = Path(__file__).parent / "fixtures" / "audio" / "vad_speech.flac"
+    out, events = tmp_path / "gated.wav", tmp_path / "events.jsonl"
+    r = cli("run", "speech_gate", "-i", src, "-o", out, "--events", events, "--quiet")
+    assert r.returncode == 0, r.stderr.decode()
+    import soundfile as sf
+
+    assert sf.info(str(out)).frames == sf.info(str(src)).frames
+    ev = [json.loads(line) for line in events.read_text().splitlines()]
+    vad = [e for e in ev if e["node"] == "vad"]
+    route = [e for e in ev if e["node"] == "route"]
+    assert vad and vad[0]["event"] == "speech"
+    assert route and route[0]["event"] == "speech" and len(route) <= len(vad)
+    # a switch follows its decision within the route's hold time
+    assert abs(route[0]["time_s"] - vad[0]["time_s"]) <= 0.1
+
+
+def test_route_bad_config_on_the_cli_is_one_error_line(cli, tmp_path):
+    p = tmp_path / "gate.toml"
+    p.write_text(GATE.format(decision="vadd", label="speech"))
+    src = Path(__file__).parent / "fixtures" / "audio" / "vad_speech.flac"
+    r = cli("run", p, "-i", src, "-o", tmp_path / "o.wav")
+    err = r.stderr.decode().strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1 and err[0].startswith("error: ") and "'vadd'" in err[0]
+    assert not (tmp_path / "o.wav").exists()

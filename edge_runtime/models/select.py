@@ -35,7 +35,8 @@ class VariantChoice:
 
     @property
     def label(self) -> str:
-        return f"{self.variant.format}/{self.variant.precision}@{self.backend}"
+        v = self.variant
+        return f"{v.format}/{getattr(v, 'name', '') or v.precision}@{self.backend}"
 
 
 def parse_variant(text: str) -> tuple[str | None, str | None, str | None]:

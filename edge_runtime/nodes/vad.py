@@ -2,10 +2,11 @@
 
 Two model contracts run behind the same node, told apart by the session's inputs:
 
-* **ours** (``firmware_tools/train/vad_model.py``): one call per 10 ms hop on 32 log-mel energies
-  of a causal 25 ms Hann frame (:class:`VadFrontEnd`, the same code computes the training
-  features), recurrent state passed explicitly: inputs ``feat [1, 32]``, ``state [1, H]``;
-  outputs ``prob [1, 1]``, ``state_out [1, H]``.
+* **ours** (``firmware_tools/train/vad_model.py``): 32 log-mel energies of a causal 25 ms Hann
+  frame every 10 ms (:class:`VadFrontEnd`, the same code computes the training features); one
+  model call per K hops (K = the feature input's width / 32) with the recurrent state passed
+  explicitly: inputs ``feat [1, 32 K]``, ``state [1, H]``; outputs ``prob [1, K]`` (one per 10 ms
+  frame), ``state_out [1, H]``.
 * **Silero VAD** (the ``silero`` variant, its ONNX file read from the installed ``silero-vad``
   wheel): one call per 32 ms (512 new samples after 64 samples of context): inputs
   ``input [1, 576]``, ``state [2, 1, 128]``, ``sr`` (int64); outputs ``output [1, 1]``,
@@ -50,11 +51,13 @@ class VadFrontEnd:
     def reset(self) -> None:
         self.ana.reset()
 
-    def push(self, hop: np.ndarray) -> np.ndarray:
+    def push(self, hop: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """One 10 ms hop in; its 32 log-mel energies into ``out`` (1, 32) (default ``feat``)."""
+        out = self.feat if out is None else out
         self.ana.push(hop)
         power_spectrum(self.ana.re, self.ana.im, self.power)
-        log_mel(self.fb, self.power, self.feat, LOG_FLOOR)
-        return self.feat
+        log_mel(self.fb, self.power, out, LOG_FLOOR)
+        return out
 
 
 def features(audio: np.ndarray) -> np.ndarray:
@@ -90,6 +93,7 @@ class Vad(DecisionMixin, ModelNode):
         self.off_threshold = max(0.01, self.threshold - 0.15)
         self.init_decision(LABELS, 0)
         self.kind = None
+        self.stack = 1
 
     # ---- set-up --------------------------------------------------------------------------
     def prepare(self, sample_rate: int, block_size: int, channels: int) -> None:
@@ -102,8 +106,8 @@ class Vad(DecisionMixin, ModelNode):
         self.buf = np.zeros((1, SILERO_CONTEXT + SILERO_CHUNK + block_size), np.float32)
         self.fill = 0
         self.fe = VadFrontEnd()
-        self.feat = self.fe.feat
-        self.prob = np.zeros((1, 1), np.float32)
+        self.feat = None
+        self.prob = None
         self.sil_in = np.zeros((1, SILERO_CONTEXT + SILERO_CHUNK), np.float32)
         self.sil_sr = np.array(RATE, dtype=np.int64)
         self.state = None
@@ -113,6 +117,7 @@ class Vad(DecisionMixin, ModelNode):
 
     def _reset_counters(self) -> None:
         self.phase = 0
+        self.slot = 0
         self.fill = SILERO_CONTEXT if self.kind == "silero" else 0
         self.buf[...] = 0.0
         self.raw_on = False
@@ -127,9 +132,11 @@ class Vad(DecisionMixin, ModelNode):
         outs = {s.name for s in session.outputs}
         if set(ins) == {"feat", "state"} and outs == {"prob", "state_out"}:
             kind = "ours"
-            if int(ins["feat"].shape[-1]) != N_MELS:
-                raise ModelError(f"{path}: mismatched model: vad features are {N_MELS} log-mel bands, the model "
-                                 f"takes {ins['feat'].shape[-1]}")
+            width = int(ins["feat"].shape[-1])
+            if width % N_MELS or not 1 <= width // N_MELS <= 8:
+                raise ModelError(f"{path}: mismatched model: vad features are K x {N_MELS} log-mel bands (K = 1..8), "
+                                 f"the model takes {width}")
+            stack = width // N_MELS
             shape = (2, 1, int(ins["state"].shape[-1]))
         elif set(ins) == {"input", "state", "sr"} and outs == {"output", "stateN"}:
             kind = "silero"
@@ -145,8 +152,19 @@ class Vad(DecisionMixin, ModelNode):
             self.state = np.zeros(shape, np.float32)
             self.kind = kind
         if kind == "ours":
+            if self.feat is None or self.feat.shape[1] != stack * N_MELS:
+                if self.feat is not None:
+                    raise ModelError(f"{path}: steps {stack} frames per call, the running variant "
+                                     f"{self.feat.shape[1] // N_MELS}")
+                self.stack = stack
+                self.feat = np.zeros((1, stack * N_MELS), np.float32)
+                self.slots = [self.feat[:, j * N_MELS:(j + 1) * N_MELS] for j in range(stack)]
+                self.prob = np.zeros((1, stack), np.float32)
             return [session.bind({"feat": self.feat, "state": self.state[p]},
                                  {"prob": self.prob, "state_out": self.state[1 - p]}) for p in (0, 1)]
+        if self.prob is None:
+            self.stack = 1
+            self.prob = np.zeros((1, 1), np.float32)
         return [session.bind({"input": self.sil_in, "state": self.state[p], "sr": self.sil_sr},
                              {"output": self.prob, "stateN": self.state[1 - p]}) for p in (0, 1)]
 
@@ -158,19 +176,25 @@ class Vad(DecisionMixin, ModelNode):
 
     @property
     def step_samples(self) -> int:
-        """Samples per model call (160 for ours, 512 for Silero)."""
+        """Samples per buffered step: one 10 ms hop for ours (a model call every ``stack`` hops),
+        512 for Silero."""
         return HOP if self.kind == "ours" else SILERO_CHUNK
 
     # ---- hot path ------------------------------------------------------------------------
-    def _call(self) -> None:
-        """One model call on the samples in ``buf``; updates ``p``."""
+    def _call(self) -> bool:
+        """One step on the samples in ``buf``; True when the model ran (``p`` updated)."""
         if self.kind == "ours":
-            self.fe.push(self.buf[:, :HOP])
+            self.fe.push(self.buf[:, :HOP], self.slots[self.slot])
+            self.slot += 1
+            if self.slot < self.stack:
+                return False
+            self.slot = 0
         else:
             np.copyto(self.sil_in, self.buf[:, :SILERO_CONTEXT + SILERO_CHUNK])
         self.calls[self.phase].run()
         self.phase ^= 1
-        self.p = float(self.prob[0, 0])
+        self.p = float(self.prob[0, self.stack - 1])
+        return True
 
     def _decide(self, step: int, offset: int = 0) -> None:
         p = self.p
@@ -192,29 +216,45 @@ class Vad(DecisionMixin, ModelNode):
             self.set_decision(0, offset)
 
     def process(self, inp: np.ndarray, out: np.ndarray) -> None:
-        self.swap_pending()
+        if self._pending is not None:
+            self.swap_pending()
         np.copyto(out, inp)
         if self.channels == 1:
             src = inp
         else:
             np.mean(inp, axis=0, keepdims=True, out=self.mono)
             src = self.mono
-        buf = self.buf
-        step = self.step_samples
-        keep = 0 if self.kind == "ours" else SILERO_CONTEXT
-        need = keep + step
-        k, n = 0, self.block_size
-        while k < n:
-            take = min(n - k, need - self.fill)
-            buf[:, self.fill:self.fill + take] = src[:, k:k + take]
-            self.fill += take
-            k += take
-            if self.fill == need:
-                self._call()
-                if keep:
-                    buf[:, :keep] = buf[:, step:step + keep]
-                self.fill = keep
-                self._decide(step, k - 1)
+        n = self.block_size
+        if self.kind == "ours" and n % HOP == 0:
+            # hops straight from the block into the front end (no staging copy)
+            fe, slots, stack = self.fe, self.slots, self.stack
+            for k in range(0, n, HOP):
+                fe.push(src if n == HOP else src[:, k:k + HOP], slots[self.slot])
+                self.slot += 1
+                if self.slot == stack:
+                    self.slot = 0
+                    self.calls[self.phase].run()
+                    self.phase ^= 1
+                    self.p = float(self.prob[0, stack - 1])
+                    self._decide(HOP * stack, k + HOP - 1)
+        else:
+            buf = self.buf
+            step = self.step_samples
+            keep = 0 if self.kind == "ours" else SILERO_CONTEXT
+            need = keep + step
+            k = 0
+            while k < n:
+                take = min(n - k, need - self.fill)
+                buf[:, self.fill:self.fill + take] = src[:, k:k + take]
+                self.fill += take
+                k += take
+                if self.fill == need:
+                    ran = self._call()
+                    if keep:
+                        buf[:, :keep] = buf[:, step:step + keep]
+                    self.fill = keep
+                    if ran:
+                        self._decide(step * self.stack, k - 1)
         self.probabilities[1] = self.p
         self.probabilities[0] = 1.0 - self.p
 
@@ -222,19 +262,27 @@ class Vad(DecisionMixin, ModelNode):
     def frame_probabilities(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run the model over a mono clip from a reset state (the same calls as streaming).
 
-        Returns (probabilities per model call, the end sample of each call's audio). The node
-        must be prepared; its streaming state is reset before and after."""
+        Returns (probabilities, the sample at which each became available). Ours: one per 10 ms
+        frame (the K frames of a model step become available together, at the step's end);
+        Silero: one per 512-sample chunk. The node must be prepared; its streaming state is reset
+        before and after."""
         x = np.ascontiguousarray(audio, dtype=np.float32).reshape(1, -1)
         self.reset()
         step = self.step_samples
         keep = 0 if self.kind == "ours" else SILERO_CONTEXT
-        n = x.shape[1] // step
+        per = self.stack if self.kind == "ours" else 1
+        n = (x.shape[1] // (step * per)) * per
         probs = np.empty(n, np.float32)
+        ends = np.empty(n, np.int64)
         for t in range(n):
             self.buf[:, keep:keep + step] = x[:, t * step:(t + 1) * step]
-            self._call()
+            if self._call():
+                if self.kind == "ours":
+                    probs[t + 1 - per:t + 1] = self.prob[0]
+                else:
+                    probs[t] = self.p
+                ends[t + 1 - per:t + 1] = (t + 1) * step
             if keep:
                 self.buf[:, :keep] = self.buf[:, step:step + keep]
-            probs[t] = self.p
         self.reset()
-        return probs, (np.arange(n) + 1) * step
+        return probs, ends

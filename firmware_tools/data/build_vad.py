@@ -5,7 +5,8 @@
 
 Sources are the denoise builder's catalogue (``firmware_tools/data/sources.py``: recorded speech
 from Debian/PyPI packages, espeak-ng and festival voices; noise, music and events from packages,
-fluidsynth renders and synthetic noise) and its speaker/group-disjoint split
+fluidsynth renders and synthetic noise; sources named like voices -- robot, choir, vocal -- are left
+out of the non-speech pool) and its speaker/group-disjoint split
 (``build_denoise.make_split``, same salt: a voice or noise family in the VAD test split is in the
 denoise test split too, and never in either train split). Babble is never used as non-speech.
 
@@ -45,9 +46,11 @@ import synth  # noqa: E402
 
 RATE = 16000
 HOP = 160
-VERSION = 1
+VERSION = 2
 SHARD = 256
 P_SPEECH = 0.7
+# non-speech sources that are (or may be) voices: never used as non-speech
+VOICE_LIKE = ("robot", "choir", "vocal", "voice", "speech", "talk", "sing")
 
 
 # ------------------------------------------------------------------------------------- labels
@@ -243,6 +246,8 @@ def build(out: Path, minutes: dict, seed: int, clip_seconds: float, cache: Path,
         sp = split["sources"][s.id]
         if s.kind == "speech":
             by_speaker[sp].setdefault(s.speaker, []).append(s.id)
+        elif any(w in s.id.lower() for w in VOICE_LIKE):
+            continue
         else:
             cat = "music" if s.kind == "music" else ("synth" if s.origin == "synth" else "real")
             noise_ids[sp].setdefault(cat, []).append(s.id)

@@ -12,7 +12,8 @@ never in training). Every method runs through the runtime's ``vad`` node and the
   false-alarm rate on clips without speech; by condition (SNR, no-speech clips, tones). Ours gives
   one probability per 10 ms hop from the audio up to the end of that hop (causal); Silero gives
   one per 32 ms chunk, and each 10 ms frame takes the chunk that contains the frame's centre
-  (up to 22 ms of look-ahead: in Silero's favour). Also the F1 of the node's decision
+  (up to 22 ms of look-ahead: in Silero's favour). When our model steps K frames per call, the K
+  frames of a step come out together at its end (frame-accurate, up to (K-1) x 10 ms later). Also the F1 of the node's decision
   (``current_label`` after its hysteresis: attack 20 ms, hangover 200 ms).
 * **CPU time**: process time of the ``vad`` node in the block loop (10 ms blocks) per second of
   audio, pinned to one core, one inference thread; best of 3 passes over the same 120 s.
@@ -44,16 +45,16 @@ def prf(pred: np.ndarray, ref: np.ndarray) -> dict:
     return {"f1": 2 * tp / max(2 * tp + fp + fn, 1), "precision": p, "recall": r, "frames": int(ref.size)}
 
 
-def to_frames(probs: np.ndarray, ends: np.ndarray, n_frames: int) -> np.ndarray:
-    """Per-10 ms-frame probabilities from per-call ones (see the module docstring)."""
-    step = int(ends[0]) if len(ends) else HOP
-    if step == HOP:
+def to_frames(probs: np.ndarray, node, n_frames: int) -> np.ndarray:
+    """Per-10 ms-frame probabilities (see the module docstring): ours gives them directly, Silero's
+    512-sample chunks are mapped to the frames whose centre they contain."""
+    if node.kind == "ours":
         out = np.zeros(n_frames, np.float32)
         m = min(n_frames, len(probs))
         out[:m] = probs[:m]
         return out
     centre = np.arange(n_frames) * HOP + HOP // 2
-    k = np.minimum(centre // step, len(probs) - 1)
+    k = np.minimum(centre // node.step_samples, len(probs) - 1)
     return probs[k]
 
 
@@ -110,6 +111,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
     ap.add_argument("--cpu", type=int, default=None, help="core to pin to (default: the last allowed)")
     ap.add_argument("--timing-seconds", type=float, default=120.0)
+    ap.add_argument("--limit", type=int, default=None, help="only the first N test clips (quick checks)")
     a = ap.parse_args(argv)
 
     from sklearn.metrics import roc_auc_score
@@ -124,6 +126,8 @@ def main(argv=None) -> int:
     infos = [json.loads(line) for line in open(os.path.join(a.data, "clips.jsonl"))]
     infos = [i for i in infos if i["split"] == "test"]
     assert len(infos) == len(audio_i16), "clips.jsonl does not match the test shards"
+    if a.limit:
+        audio_i16, labels, infos = audio_i16[:a.limit], labels[:a.limit], infos[:a.limit]
     audio = audio_i16.astype(np.float32) / 32768.0
     ref = labels.astype(bool)
     n_frames = ref.shape[1]
@@ -151,8 +155,8 @@ def main(argv=None) -> int:
         probs = np.zeros(ref.shape, np.float32)
         dec = np.zeros(ref.shape, bool)
         for c in range(len(audio)):
-            p, ends = node.frame_probabilities(audio[c])
-            probs[c] = to_frames(p, ends, n_frames)
+            p, _ = node.frame_probabilities(audio[c])
+            probs[c] = to_frames(p, node, n_frames)
             d = decisions(node, audio[c])
             dec[c, :len(d)] = d[:n_frames]
         row = {"label": label, "groups": {}}

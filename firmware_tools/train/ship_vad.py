@@ -43,13 +43,15 @@ def record_calibration(onnx_path: str, feats: np.ndarray, clips, seed: int) -> d
     import onnxruntime as ort
 
     sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    width = sess.get_inputs()[0].shape[-1]
     dim = sess.get_inputs()[1].shape[-1]
+    k = width // feats.shape[-1]  # frames per model step
     rows = {"feat": [], "state": []}
     rng = np.random.default_rng(seed)
     for c in clips:
         state = np.zeros((1, dim), np.float32)
-        for t in range(feats.shape[1]):
-            f = np.ascontiguousarray(feats[c, t][None])
+        for t in range(feats.shape[1] // k):
+            f = np.ascontiguousarray(feats[c, t * k:(t + 1) * k].reshape(1, width))
             if rng.random() < 0.05:
                 rows["feat"].append(f)
                 rows["state"].append(state.copy())
@@ -67,7 +69,8 @@ def make_tflite(model, tmp: str, held: dict) -> dict[str, float]:
     from edge_runtime.backends import load_session
 
     step = VadStep(model.cpu().eval()).eval()
-    fp32 = export_tflite(step, {"feat": np.zeros((1, N_MELS)), "state": np.zeros((1, 2 * model.hidden))},
+    fp32 = export_tflite(step, {"feat": np.zeros((1, N_MELS * model.stack)),
+                                "state": np.zeros((1, model.layers * model.hidden))},
                          ["prob", "state_out"], os.path.join(tmp, "q", "vad_fp32.tflite"))
     int8 = quantize_tflite_dynamic(fp32, os.path.join(tmp, "q", "vad_int8-dynamic.tflite"))
     ref = ort.InferenceSession(os.path.join(tmp, "vad_fp32.onnx"), providers=["CPUExecutionProvider"])
@@ -186,21 +189,21 @@ def main(argv=None) -> int:
         if sm:
             sil["metrics"] = sm
         variants.append(sil)
-    hidden = int(meta["hidden"])
+    hidden, layers, stack = int(model.hidden), int(model.layers), int(model.stack)
     today = datetime.date.today().isoformat()
     trained = datetime.date.fromtimestamp(os.path.getmtime(args.checkpoint)).isoformat()
     data_meta = json.load(open(os.path.join(args.data, "meta.json")))
     entry = {
         "name": "vad",
         "task": "vad",
-        "description": (f"causal GRU voice-activity model ({hidden} hidden x 2 layers, {int(meta['proj'])} input "
-                        "projection) over 32 log-mel bands of a 25 ms Hann frame, 10 ms hop; one call per hop "
-                        "with explicit recurrent state; P(speech)"),
+        "description": (f"causal GRU voice-activity model ({hidden} hidden x {layers} layer(s), {int(meta['proj'])} "
+                        f"input projection) over 32 log-mel bands of a 25 ms Hann frame every 10 ms; one call per "
+                        f"{stack} frames ({10 * stack} ms) with explicit recurrent state; P(speech) per 10 ms frame"),
         "sample_rate": 16000, "frame": 400, "hop": 160,
-        "inputs": [{"name": "feat", "shape": [1, 32], "dtype": "float32"},
-                   {"name": "state", "shape": [1, 2 * hidden], "dtype": "float32"}],
-        "outputs": [{"name": "prob", "shape": [1, 1], "dtype": "float32"},
-                    {"name": "state_out", "shape": [1, 2 * hidden], "dtype": "float32"}],
+        "inputs": [{"name": "feat", "shape": [1, 32 * stack], "dtype": "float32"},
+                   {"name": "state", "shape": [1, layers * hidden], "dtype": "float32"}],
+        "outputs": [{"name": "prob", "shape": [1, stack], "dtype": "float32"},
+                    {"name": "state_out", "shape": [1, layers * hidden], "dtype": "float32"}],
         "metrics": metrics_for("fp32"),
         "primary_metric": "f1",
         "provenance": {

@@ -56,6 +56,8 @@ def save_checkpoint(model, path: str, **meta) -> None:
     arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     arrays["hidden"] = np.array(model.hidden)
     arrays["proj"] = np.array(model.proj)
+    arrays["stack"] = np.array(model.stack)
+    arrays["layers"] = np.array(model.layers)
     for k, v in meta.items():
         arrays[f"meta_{k}"] = np.array(v)
     tmp = path + ".tmp.npz"
@@ -69,7 +71,8 @@ def load_checkpoint(path: str):
     from vad_model import VadNet
 
     arrays = np.load(path, allow_pickle=False)
-    model = VadNet(int(arrays["hidden"]), int(arrays["proj"]))
+    model = VadNet(int(arrays["hidden"]), int(arrays["proj"]), int(arrays["stack"]) if "stack" in arrays else 1,
+                   int(arrays["layers"]) if "layers" in arrays else 2)
     model.load_state_dict({k: torch.from_numpy(arrays[k]) for k in model.state_dict()})
     return model.eval()
 
@@ -80,7 +83,7 @@ def export_onnx(model, out: str) -> None:
     from vad_model import N_MELS, VadStep
 
     step = VadStep(model.cpu().eval()).eval()
-    torch.onnx.export(step, (torch.zeros(1, N_MELS), torch.zeros(1, 2 * model.hidden)), out,
+    torch.onnx.export(step, (torch.zeros(1, N_MELS * model.stack), torch.zeros(1, model.layers * model.hidden)), out,
                       input_names=["feat", "state"], output_names=["prob", "state_out"], opset_version=17,
                       dynamo=False, do_constant_folding=True)
 
@@ -99,6 +102,8 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=20.0, help="wall-clock training budget")
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--proj", type=int, default=48)
+    ap.add_argument("--stack", type=int, default=1, help="10 ms frames per model step (1..4)")
+    ap.add_argument("--layers", type=int, default=2, help="GRU layers (1 or 2)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--frames", type=int, default=400)
     ap.add_argument("--lr", type=float, default=3e-3)
@@ -118,11 +123,15 @@ def main(argv=None) -> int:
     order = rng.permutation(len(feats))
     n_val = max(8, int(0.04 * len(feats)))
     val_idx, tr_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
-    model = VadNet(a.hidden, a.proj)
+    model = VadNet(a.hidden, a.proj, a.stack, a.layers)
+    K = a.stack
+    usable = (feats.shape[1] // K) * K
+    feats, labels = feats[:, :usable], labels[:, :usable]
     tr = feats[tr_idx]
     live = tr > LOG_FLOOR + 1e-3
     mean = np.array([tr[..., k][live[..., k]].mean() for k in range(tr.shape[-1])], np.float32)
     std = np.array([tr[..., k][live[..., k]].std() for k in range(tr.shape[-1])], np.float32)
+    mean, std = np.tile(mean, K), np.tile(std, K)
     model.feat_mean.copy_(torch.from_numpy(mean))
     model.feat_std.copy_(torch.from_numpy(np.maximum(std, 1e-3)))
     print(f"model: {count_params(model)} parameters; {len(tr_idx)} train clips, {n_val} held out; "
@@ -133,7 +142,7 @@ def main(argv=None) -> int:
     vf = torch.from_numpy(np.ascontiguousarray(feats[val_idx]))
     vl = labels[val_idx].astype(bool)
     best, log, step = -1.0, [], 0
-    T, B = min(a.frames, feats.shape[1]), a.batch
+    T, B = (min(a.frames, feats.shape[1]) // K) * K, a.batch
     lab_t = labels[tr_idx]
     while True:
         el = time.time() - t0
@@ -143,7 +152,7 @@ def main(argv=None) -> int:
         for g in opt.param_groups:
             g["lr"] = lr
         ci = rng.integers(0, len(tr_idx), B)
-        st = rng.integers(0, feats.shape[1] - T + 1, B)
+        st = rng.integers(0, (feats.shape[1] - T) // K + 1, B) * K  # steps aligned as in the node
         x = np.stack([tr[c, s:s + T] for c, s in zip(ci, st)])
         y = np.stack([lab_t[c, s:s + T] for c, s in zip(ci, st)]).astype(np.float32)
         shift = (rng.uniform(-20, 20, (B, 1, 1)) * math.log(10) / 10).astype(np.float32)
@@ -156,7 +165,7 @@ def main(argv=None) -> int:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-        if step % 200 == 0 or time.time() - t0 > budget:
+        if step % 50 == 0 or time.time() - t0 > budget:
             model.eval()
             with torch.no_grad():
                 p = torch.sigmoid(model(vf)).numpy()
