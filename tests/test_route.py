@@ -273,3 +273,39 @@ def test_route_bad_config_on_the_cli_is_one_error_line(cli, tmp_path):
     err = r.stderr.decode().strip().splitlines()
     assert r.returncode == 2 and len(err) == 1 and err[0].startswith("error: ") and "'vadd'" in err[0]
     assert not (tmp_path / "o.wav").exists()
+
+
+def test_governor_steps_down_a_model_node_inside_a_branch(tmp_path, monkeypatch):
+    import time
+
+    from test_governor import FP32, INT8, SlowFP32Denoise, write_choice
+
+    from edge_runtime.governor import Governor
+    from edge_runtime.nodes.route import GovernedRoute, make_route
+
+    monkeypatch.setenv("EDGE_RUNTIME_STATE", str(tmp_path / "state"))
+    monkeypatch.setenv("EDGE_RUNTIME_DEVICE", "generic-x86")
+    write_choice(FP32, [INT8])
+    den = SlowFP32Denoise()
+    dec = Scripted([0])
+    route = make_route(decision="dec", branches=[{"name": "a", "nodes": [den]}, {"name": "b", "nodes": [], "mute": True}])
+    assert isinstance(route, GovernedRoute)
+    route.link([dec])
+    p = Pipeline([dec, route], sample_rate=SR, block_size=BS)
+    p.prepare(1)
+    gov = Governor(p, window_blocks=10, max_miss_ratio=0.3).attach()
+    x = (np.random.default_rng(0).standard_normal((1, BS)) * 0.1).astype(np.float32)
+    for _ in range(200):
+        p.input[...] = x
+        p.process_block()
+        gov.after_block()
+        if den.variant_label == INT8:
+            break
+        if gov.steps:
+            time.sleep(0.001)
+    # the block loop blamed the route; the route stepped its slow model node down
+    assert den.variant_label == INT8, (gov.steps, den.switches)
+    assert gov.steps[0]["node"] == "route" and gov.steps[0]["to"] == f"route.a.denoise:{INT8}"
+    ev = [(e.node, e.event) for e in p.drain_events()]
+    assert ("route.a.denoise", "variant_step_down") in ev
+    assert p.stats()["nodes"][1]["switches"][0]["to"] == INT8

@@ -271,3 +271,41 @@ def test_silero_loads_from_the_package_with_its_sha256_checked(tmp_path):
     tampered = parse_manifest(bad, str(tmp_path / "manifest.toml")).models[0].variant(precision="alt")
     with pytest.raises(ModelError, match="failed verification: sha256 .* expected 0000"):
         verify(tampered)
+
+
+def test_every_shipped_variant_agrees_with_fp32_on_real_inputs():
+    from edge_runtime.backends import BACKENDS
+    from edge_runtime.models import default_registry, load
+
+    model = default_registry()["vad"]
+    x, _ = _speech()
+    f = features(x[: 3 * SR])
+    width = model.inputs[0].shape[-1]
+    k = width // f.shape[1]
+    rows = f[: (len(f) // k) * k].reshape(-1, 1, width)
+    dim = model.inputs[1].shape[-1]
+
+    def stream(session):
+        state = np.zeros((1, dim), np.float32)
+        out = []
+        for r in rows:
+            res = session.run({"feat": np.ascontiguousarray(r), "state": state})
+            out.append(res["prob"].copy())
+            state = res["state_out"].copy()
+        return np.concatenate(out).reshape(-1)
+
+    ref = stream(load(model.variant("onnx", "fp32"), backend="onnxruntime"))
+    checked = 0
+    for v in model.variants:
+        if v.alternative:
+            continue
+        for b in v.backends:
+            if not BACKENDS[b].available():
+                continue
+            got = stream(load(v, backend=b))
+            tol = 1e-4 if v.precision == "fp32" else 0.08
+            assert np.abs(got - ref).max() < tol, (v.key, b, float(np.abs(got - ref).max()))
+            # and the same decisions at 0.5 on all but a few borderline frames
+            assert np.mean((got > 0.5) != (ref > 0.5)) < 0.03, (v.key, b)
+            checked += 1
+    assert checked >= 7

@@ -198,6 +198,8 @@ class Vad(DecisionMixin, ModelNode):
 
     def _decide(self, step: int, offset: int = 0) -> None:
         p = self.p
+        self.probabilities[1] = p
+        self.probabilities[0] = 1.0 - p
         if self.raw_on:
             if p < self.off_threshold:
                 self.raw_on = False

@@ -109,6 +109,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", help="continue from this checkpoint.npz (its architecture and normalization)")
     a = ap.parse_args(argv)
 
     import torch
@@ -124,6 +125,9 @@ def main(argv=None) -> int:
     n_val = max(8, int(0.04 * len(feats)))
     val_idx, tr_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
     model = VadNet(a.hidden, a.proj, a.stack, a.layers)
+    if a.init:
+        model = load_checkpoint(a.init).train()
+        a.hidden, a.proj, a.stack, a.layers = model.hidden, model.proj, model.stack, model.layers
     K = a.stack
     usable = (feats.shape[1] // K) * K
     feats, labels = feats[:, :usable], labels[:, :usable]
@@ -132,8 +136,9 @@ def main(argv=None) -> int:
     mean = np.array([tr[..., k][live[..., k]].mean() for k in range(tr.shape[-1])], np.float32)
     std = np.array([tr[..., k][live[..., k]].std() for k in range(tr.shape[-1])], np.float32)
     mean, std = np.tile(mean, K), np.tile(std, K)
-    model.feat_mean.copy_(torch.from_numpy(mean))
-    model.feat_std.copy_(torch.from_numpy(np.maximum(std, 1e-3)))
+    if not a.init:
+        model.feat_mean.copy_(torch.from_numpy(mean))
+        model.feat_std.copy_(torch.from_numpy(np.maximum(std, 1e-3)))
     print(f"model: {count_params(model)} parameters; {len(tr_idx)} train clips, {n_val} held out; "
           f"speech in {100 * labels[tr_idx].mean():.1f}% of train frames", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-4)
@@ -142,6 +147,13 @@ def main(argv=None) -> int:
     vf = torch.from_numpy(np.ascontiguousarray(feats[val_idx]))
     vl = labels[val_idx].astype(bool)
     best, log, step = -1.0, [], 0
+    if a.init:  # the starting point is the one to beat
+        model.eval()
+        with torch.no_grad():
+            best = f1(torch.sigmoid(model(vf)).numpy() > 0.5, vl)
+        model.train()
+        save_checkpoint(model, os.path.join(a.out, "checkpoint.npz"), step=0, val_f1=best)
+        print(f"from {a.init}: held-out F1 {best:.4f}", flush=True)
     T, B = (min(a.frames, feats.shape[1]) // K) * K, a.batch
     lab_t = labels[tr_idx]
     while True:
