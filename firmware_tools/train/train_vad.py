@@ -120,8 +120,11 @@ def main(argv=None) -> int:
     torch.manual_seed(a.seed)
     os.makedirs(a.out, exist_ok=True)
     feats, labels = load_features(a.data, a.out, "train")
-    rng = np.random.default_rng(a.seed)
-    order = rng.permutation(len(feats))
+    # the held-out clips do not depend on --seed (a run continued with --init keeps them held out);
+    # with seed 0 the batches continue the same generator
+    split_rng = np.random.default_rng(0)
+    order = split_rng.permutation(len(feats))
+    rng = split_rng if a.seed == 0 else np.random.default_rng(a.seed)
     n_val = max(8, int(0.04 * len(feats)))
     val_idx, tr_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
     model = VadNet(a.hidden, a.proj, a.stack, a.layers)
