@@ -91,14 +91,13 @@ class PipelineConfig:
 
     def build(self) -> Pipeline:
         """Instantiate the nodes and the pipeline (not yet prepared)."""
-        nodes = []
-        for i, spec in enumerate(self.nodes):
-            ntype = NODE_TYPES[spec["type"]]
-            kwargs = {k: v for k, v in spec.items() if k not in ("type", "name")}
-            try:
-                nodes.append(ntype.factory(name=spec.get("name") or spec["type"], **kwargs))
-            except (ValueError, TypeError) as e:
-                raise ConfigError(f"{self.path}: nodes[{i}] ({spec['type']}): {e}") from None
+        nodes = _build_nodes(self.nodes, self.path, "nodes")
+        for i, node in enumerate(nodes):
+            if hasattr(node, "link"):  # e.g. a route finds its decision node among the earlier nodes
+                try:
+                    node.link(nodes[:i])
+                except ValueError as e:
+                    raise ConfigError(f"{self.path}: nodes[{i}] ({self.nodes[i]['type']}): {e}") from None
         pipe = Pipeline(nodes, sample_rate=self.sample_rate, block_size=self.block_size,
                         channels=self.channels, name=self.name)
         pipe.config_path = self.path
@@ -108,6 +107,20 @@ class PipelineConfig:
         except ValueError as e:
             raise ConfigError(f"{self.path}: {e}") from None
         return pipe
+
+
+def _build_nodes(specs: list[dict], path: str, where: str) -> list:
+    nodes = []
+    for i, spec in enumerate(specs):
+        ntype = NODE_TYPES[spec["type"]]
+        kwargs = {k: v for k, v in spec.items() if k not in ("type", "name")}
+        if any(p.parse is not None for p in ntype.params.values()):  # nodes holding sub-chains
+            kwargs["build_nodes"] = lambda sub, w, _i=i: _build_nodes(sub, path, f"{where}[{_i}].{w}")
+        try:
+            nodes.append(ntype.factory(name=spec.get("name") or spec["type"], **kwargs))
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{path}: {where}[{i}] ({spec['type']}): {e}") from None
+    return nodes
 
 
 def _check(cond: bool, path, msg: str) -> None:
@@ -147,9 +160,19 @@ def parse_pipeline(data: dict, path: str = "<config>") -> PipelineConfig:
     nodes = data["nodes"]
     _check(isinstance(nodes, list) and all(isinstance(n, dict) for n in nodes), path,
            "nodes must be an array of tables ([[nodes]] sections)")
+    parsed = _parse_nodes(nodes, path, "nodes")
+    name = data.get("name", Path(path).stem)
+    _check(isinstance(name, str) and name, path, f"name = {name!r} must be a non-empty string")
+    desc = data.get("description", "")
+    _check(isinstance(desc, str), path, f"description = {desc!r} must be a string")
+    return PipelineConfig(path=str(path), name=name, description=desc, sample_rate=sr,
+                          block_size=bs, channels=None if ch == "any" else ch, nodes=parsed)
+
+
+def _parse_nodes(nodes: list, path, prefix: str) -> list[dict]:
     parsed = []
     for i, node in enumerate(nodes):
-        where = f"nodes[{i}]"
+        where = f"{prefix}[{i}]"
         _check("type" in node, path, f"{where}: missing key 'type' (expected one of {', '.join(NODE_TYPES)})")
         ntype = NODE_TYPES.get(node["type"])
         _check(ntype is not None, path, f"{where}.type = {node['type']!r} is not a known node type "
@@ -164,18 +187,20 @@ def parse_pipeline(data: dict, path: str = "<config>") -> PipelineConfig:
             param = ntype.params.get(key)
             _check(param is not None, path, f"{where}.{key}: unknown parameter for {node['type']} "
                    f"(expected one of: {', '.join(ntype.params) or 'none'})")
+            if param.parse is not None:
+                spec[key] = param.parse(value, f"{where}.{key}", path,
+                                        lambda sub, w: _parse_nodes(sub, path, w))
+                continue
             value = _coerce(value, param.type, f"{where}.{key}", path)
             if param.choices is not None:
                 _check(value in param.choices, path, f"{where}.{key} = {value!r} is not one of "
                        f"{', '.join(map(str, param.choices))}")
             spec[key] = value
+        for key, param in ntype.params.items():
+            _check(not (param.required and key not in spec), path,
+                   f"{where}: missing key {key!r} for {node['type']} ({param.help})")
         parsed.append(spec)
-    name = data.get("name", Path(path).stem)
-    _check(isinstance(name, str) and name, path, f"name = {name!r} must be a non-empty string")
-    desc = data.get("description", "")
-    _check(isinstance(desc, str), path, f"description = {desc!r} must be a string")
-    return PipelineConfig(path=str(path), name=name, description=desc, sample_rate=sr,
-                          block_size=bs, channels=None if ch == "any" else ch, nodes=parsed)
+    return parsed
 
 
 def load_pipeline_config(spec: str) -> PipelineConfig:

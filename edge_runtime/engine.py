@@ -102,6 +102,7 @@ class Pipeline:
         self.fixed_channels = channels
         self.events = EventBuffer(event_capacity)
         self._chain: Chain | None = None
+        self._sources = self.nodes
 
     # ---- set-up -----------------------------------------------------------------------
     def prepare(self, channels: int | None = None) -> "Pipeline":
@@ -112,9 +113,15 @@ class Pipeline:
             raise ValueError(f"pipeline {self.name!r} processes {self.fixed_channels} channel(s), "
                              f"got {channels}")
         self.channels = int(channels)
+        sources = list(self.nodes)
         for i, node in enumerate(self.nodes):
             node.prepare(self.sample_rate, self.block_size, self.channels)
             node.bind_events(self.events, i)
+        for node in self.nodes:  # nodes inside a node (a route's branches) emit events too
+            for sub in getattr(node, "sub_nodes", tuple)():
+                sub.bind_events(self.events, len(sources))
+                sources.append(sub)
+        self._sources = sources
         self._chain = Chain(self.nodes, self.sample_rate, self.block_size, self.channels, self.events)
         return self
 
@@ -212,7 +219,7 @@ class Pipeline:
             return []
         out = []
         for frame, source, code, value in self.events.drain():
-            node = self.nodes[source]
+            node = self._sources[source]
             names = node.event_names
             out.append(Event(time_s=frame / self.sample_rate, frame=int(frame), node=node.name,
                              event=names[code] if 0 <= code < len(names) else str(code),

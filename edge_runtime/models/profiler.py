@@ -243,6 +243,8 @@ def profile_models(models: Iterable, backends: Iterable[str] | None = None, thre
         if isinstance(m, Model):
             ref = m.reference_metric()
             for v in m.variants:
+                if v.alternative:  # another model (e.g. Silero VAD), chosen by name, not a rung of the ladder
+                    continue
                 names = [b for b in v.backends if (wanted is None or b in wanted) and BACKENDS[b].available()]
                 if not names:
                     continue
@@ -468,15 +470,25 @@ def format_table(results: list, choices: Mapping) -> str:
 # ------------------------------------------------------------------------------------ the command
 def pipeline_models(pipeline: str) -> tuple[dict, list[str]]:
     """(pipeline summary, model names its nodes use) for a pipeline name or path.  A node uses a
-    model when its config has a ``model`` key (the ML nodes' convention)."""
+    model when its type has a ``model`` parameter (the ML nodes' convention; its default when the
+    config leaves it out); nodes inside a route's branches count too."""
     from ..config import load_pipeline_config
+    from ..nodes import NODE_TYPES
 
     cfg = load_pipeline_config(pipeline)
     names = []
-    for n in cfg.nodes:
-        m = n.get("model")
-        if isinstance(m, str) and m not in names:
-            names.append(m)
+
+    def walk(nodes):
+        for n in nodes:
+            ntype = NODE_TYPES.get(n.get("type"))
+            param = ntype.params.get("model") if ntype is not None else None
+            m = n.get("model", param.default if param is not None else None)
+            if isinstance(m, str) and m and not m.endswith((".onnx", ".tflite", ".xml")) and m not in names:
+                names.append(m)
+            for b in n.get("branches") or ():
+                walk(b.get("nodes") or ())
+
+    walk(cfg.nodes)
     return ({"name": cfg.name, "path": cfg.path, "sample_rate": cfg.sample_rate, "block_size": cfg.block_size,
              "budget_ms": 1e3 * cfg.block_size / cfg.sample_rate}, names)
 

@@ -35,7 +35,8 @@ class VariantChoice:
 
     @property
     def label(self) -> str:
-        return f"{self.variant.format}/{self.variant.precision}@{self.backend}"
+        v = self.variant
+        return f"{v.format}/{getattr(v, 'name', '') or v.precision}@{self.backend}"
 
 
 def parse_variant(text: str) -> tuple[str | None, str | None, str | None]:
@@ -129,11 +130,11 @@ def resolve_variants(model, variant: str = "auto", backend: str | None = None, *
         order = list(defaults.get("backends") or [])
         for prec in defaults.get("precisions") or ():
             for v in model.variants:
-                b = _pick_backend(v, backend, order) if v.precision == prec else None
+                b = _pick_backend(v, backend, order) if v.precision == prec and not v.alternative else None
                 if b:
                     return [VariantChoice(v, b, f"defaults {defaults.get('path')}")]
     for v in model.variants:
-        b = _pick_backend(v, backend)
+        b = None if v.alternative else _pick_backend(v, backend)
         if b:
             return [VariantChoice(v, b, "manifest")]
     have = ", ".join(f"{v.format}/{v.precision}" for v in model.variants) or "none"

@@ -12,8 +12,11 @@ from .._nodes import Gain, Identity, Limiter, Meter, SosFilter
 from ..filters import KINDS as FILTER_KINDS
 from .anomaly import LEARN_MODES, AnomalyDetect
 from .denoise import Denoise
+from .route import Route, make_route, parse_branches
+from .vad import Vad
 
-__all__ = ["AnomalyDetect", "Denoise", "Gain", "Identity", "Limiter", "Meter", "NODE_TYPES", "NodeType", "Param", "SosFilter"]
+__all__ = ["AnomalyDetect", "Denoise", "Route", "Vad", "Gain", "Identity", "Limiter", "Meter", "NODE_TYPES",
+           "NodeType", "Param", "SosFilter"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +25,9 @@ class Param:
     default: Any
     help: str
     choices: tuple | None = None
+    # a value that is a table (e.g. a route's branches): parse(value, where, path, parse_nodes) -> spec
+    parse: Callable | None = None
+    required: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +85,29 @@ NODE_TYPES: dict[str, NodeType] = {
         "score_interval_ms": Param(float, 0.0, "emit anomaly_score events this often (0 = never)"),
         "seed": Param(int, 0, "random seed of the fit"),
     }, "anomaly detection on learned normal audio (events; audio passes through)"),
+    "vad": NodeType("vad", Vad, {
+        "model": Param(str, "vad", "model name in the manifest, or a .onnx/.tflite path"),
+        "variant": Param(str, "auto", "manifest variant (auto = the device profile's choice; silero = Silero VAD "
+                                      "from the installed silero-vad package)"),
+        "threshold": Param(float, 0.5, "speech probability that turns speech on (off 0.15 below)"),
+        "attack_ms": Param(float, 20.0, "speech must last this long before the label turns to speech"),
+        "hold_ms": Param(float, 200.0, "hangover: the label stays speech this long after speech ends"),
+        "threads": Param(int, 1, "inference threads"),
+        "backend": Param(str, "auto", "onnxruntime, litert, openvino or auto"),
+    }, "voice activity decision (labels nonspeech/speech; 16 kHz; audio passes through)"),
+    "route": NodeType("route", make_route, {
+        "decision": Param(str, "", "name of a decision node earlier in the pipeline (vad, classify)",
+                          required=True),
+        "branches": Param(dict, {}, "[nodes.branches.<label>] tables: nodes = [...], gain_db, mute, when",
+                          parse=parse_branches, required=True),
+        "crossfade_ms": Param(float, 20.0, "crossfade length of a switch"),
+        "curve": Param(str, "linear", "crossfade curve (linear: branches of the same input are correlated)",
+                       ("linear", "equal-power")),
+        "attack_ms": Param(float, 0.0, "a new label must last this long before a switch"),
+        "hold_ms": Param(float, 100.0, "minimum time between switches (at least the crossfade)"),
+        "lookahead_ms": Param(float, 0.0, "delay the audio so decisions apply this much earlier (adds latency)"),
+        "idle": Param(str, "run", "branches not selected: keep running, or skip and reset", ("run", "reset")),
+    }, "branch on a decision node's label, crossfaded, with hysteresis"),
     "meter": NodeType("meter", Meter, {"interval_ms": Param(float, 1000.0, "reporting interval")},
                       "peak/RMS level events, audio passes through"),
 }
