@@ -56,3 +56,45 @@ def measure(inp: np.ndarray, out: np.ndarray, sample_rate: int) -> dict:
         "melody_200_2k_change_db": round(band_energy_db(out, sample_rate, 200, 2000)
                                          - band_energy_db(inp, sample_rate, 200, 2000), 1),
     }
+
+
+# ---------------------------------------------------------------------------- the speech stage
+
+def speech_clip() -> tuple[np.ndarray, np.ndarray, int, str]:
+    """The bundled speech clip: 3 s of noisy speech at 5 dB SNR and its clean reference (one
+    clip of the denoiser's TEST split, never trained on: firmware_tools/data/make_denoise_fixtures.py).
+    Returns ``(noisy, clean, sample_rate, path of the noisy file)``."""
+    from importlib import resources
+
+    import soundfile as sf
+
+    base = resources.files("edge_runtime") / "_demo"
+    with resources.as_file(base / "speech_noisy.flac") as p:
+        noisy, sr = sf.read(p, dtype="float32")
+        path = str(p)
+    with resources.as_file(base / "speech_clean.flac") as p:
+        clean, sr2 = sf.read(p, dtype="float32")
+    if sr != sr2 or noisy.shape != clean.shape:
+        raise ValueError(f"{path}: demo clip and its reference differ ({sr} vs {sr2} Hz, {noisy.shape} vs {clean.shape})")
+    return noisy, clean, sr, path
+
+
+def si_sdr_db(ref: np.ndarray, est: np.ndarray) -> float:
+    """Scale-invariant signal-to-distortion ratio of ``est`` against ``ref`` (1-D), in dB."""
+    ref = ref.astype(np.float64) - ref.mean()
+    est = est.astype(np.float64) - est.mean()
+    a = float(np.dot(est, ref) / (np.dot(ref, ref) + 1e-20))
+    t = a * ref
+    return float(10 * np.log10((np.sum(t ** 2) + 1e-20) / (np.sum((est - t) ** 2) + 1e-20)))
+
+
+def measure_speech(noisy: np.ndarray, clean: np.ndarray, out: np.ndarray, sample_rate: int) -> dict:
+    """What the denoiser did to the bundled clip, against its clean reference."""
+    quiet = np.abs(clean) < 10 ** (-50 / 20)   # where the reference has (almost) no speech
+    def db(x):
+        return 20 * np.log10(np.sqrt(np.mean(x.astype(np.float64) ** 2)) + 1e-12)
+    return {
+        "si_sdr_in_db": round(si_sdr_db(clean, noisy), 1),
+        "si_sdr_out_db": round(si_sdr_db(clean, out), 1),
+        "noise_in_pauses_change_db": round(db(out[quiet]) - db(noisy[quiet]), 1) if quiet.any() else None,
+    }
