@@ -162,7 +162,7 @@ def test_no_allocation_per_block():
     pipe.prepare(2)
     x = fixture("speech")
     pipe.input[...] = x[:160]
-    for _ in range(300):
+    for _ in range(6000):   # ONNX Runtime settles its own bookkeeping over the first ~100 runs
         pipe.process_block()
     tracemalloc.start()
     before, _ = tracemalloc.get_traced_memory()

