@@ -352,7 +352,9 @@ def augment(x: np.ndarray, cls: str, rng) -> np.ndarray:
     return x
 
 
-def make_window(cls: str, pool, split: str, rng, n: int = CLIP_SAMPLES) -> np.ndarray:
+def make_window(cls: str, pool, split: str, rng, n: int = CLIP_SAMPLES, partial: bool = True) -> np.ndarray:
+    """One window (or, with ``n``, a longer clip) of class ``cls`` from ``split``'s units;
+    ``partial=False`` keeps the sound over the whole clip (stream segments)."""
     if cls == "silence":
         r = rng.random()
         if r < 0.1:
@@ -367,7 +369,7 @@ def make_window(cls: str, pool, split: str, rng, n: int = CLIP_SAMPLES) -> np.nd
         x *= level / (np.sqrt(np.mean(x ** 2)) + 1e-20)
         return x.astype(np.float32)
     x = augment(make_source(cls, pool, split, rng, n), cls, rng)
-    if rng.random() < 0.2:   # the sound fills only part of the window (onsets/ends in a stream)
+    if partial and rng.random() < 0.2:   # the sound fills only part of the window (onsets/ends in a stream)
         keep = int(rng.uniform(0.4, 0.9) * n)
         fade = np.hanning(2 * 160)[:160]
         seg = x[:keep].copy()

@@ -1,7 +1,7 @@
 """Evaluate the shipped sound classifier on the held-out TEST split.
 
     python firmware_tools/eval/eval_classify.py --data firmware_tools/work/classify16k \
-        [--models models_int8/classify] [--out firmware_tools/eval/results]
+        [--models models_int8/classify] [--out firmware_tools/eval/results] [--streams 40]
 
 Prints accuracy, macro-F1, per-class F1 and the confusion matrix of every variant in the
 models folder (through edge_runtime's model layer, the backend each format reads), the FP32 vs
@@ -101,6 +101,71 @@ def node_cost(variant: str, seconds: float = 60.0) -> dict:
             "block_ms_p99": st["block_ms_p99"], "block_ms_max": st["block_ms_max"], "windows": node.windows}
 
 
+def stream_eval(variant: str, n_streams: int, cache: str, seed: int = 5, seconds: float = 30.0) -> dict:
+    """Decisions of the whole node (smoothing, hysteresis) on streams of TEST-split segments.
+
+    Each stream: consecutive segments of random classes, 2-8 s each, made by the data builder
+    from TEST units only. Every 250 ms the node's current label is compared with the class of
+    the segment being played; the first 1.5 s after each change is reported apart (the
+    decision needs up to a window plus the smoothing to follow)."""
+    sys.path.insert(0, os.path.join(ROOT, "firmware_tools", "data"))
+    from pathlib import Path
+
+    import build_classify as bc
+    import sources
+
+    from edge_runtime.engine import Pipeline
+    from edge_runtime.nodes.classify import LABELS, Classify
+
+    cat = sources.build_catalogue(Path(cache), 2, log=lambda *_: None)
+    items = bc.catalogue_items(cat) + bc.extract_opensfx(Path(cache))
+    pool = bc._pool(bc.split_items(items)["test"])
+    rng = np.random.default_rng(seed)
+    node = Classify(variant=variant)
+    pipe = Pipeline([node], sample_rate=16000, block_size=160)
+    pipe.prepare(1)
+    steady = [0, 0]
+    settle = [0, 0]
+    lags = []
+    for _ in range(n_streams):
+        segs, truth = [], []
+        total = 0
+        while total < seconds * 16000:
+            c = int(rng.integers(0, len(LABELS)))
+            n = int(rng.uniform(2.0, 8.0) * 16000)
+            segs.append(bc.make_window(LABELS[c], pool, "test", rng, n, partial=False))
+            truth.append((total, total + n, c))
+            total += n
+        x = np.concatenate(segs)
+        pipe.reset()
+        hop = 4000
+        t = 0
+        seg_i = 0
+        switched_at = {}
+        for b in range(len(x) // 160):
+            pipe.input[0] = x[b * 160:(b + 1) * 160]
+            pipe.process_block()
+            t = (b + 1) * 160
+            if t % hop or t < 16000:
+                continue
+            while seg_i + 1 < len(truth) and t > truth[seg_i][1]:
+                seg_i += 1
+            start, end, c = truth[seg_i]
+            ok = node.current_index == c
+            if seg_i > 0 and seg_i not in switched_at and ok:
+                switched_at[seg_i] = (t - start) / 16000
+            bucket = settle if t - start < 24000 and seg_i > 0 else steady
+            bucket[0] += int(ok)
+            bucket[1] += 1
+        lags += list(switched_at.values())
+        pipe.drain_events()
+    return {"variant": node.variant_label, "streams": n_streams, "seconds_each": seconds,
+            "steady_accuracy": steady[0] / max(steady[1], 1), "steady_checks": steady[1],
+            "settling_accuracy": settle[0] / max(settle[1], 1), "settling_checks": settle[1],
+            "switch_latency_median_s": float(np.median(lags)) if lags else None,
+            "segments_followed": len(lags)}
+
+
 def confusion_figure(cms: dict, labels, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -133,6 +198,9 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default=os.path.join(ROOT, "models_int8", "classify"))
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--limit", type=int, help="use the first N test windows of each class (quick runs)")
+    ap.add_argument("--streams", type=int, default=0,
+                    help="also run the whole node on N 30 s streams of TEST segments (needs the data cache)")
+    ap.add_argument("--cache", default=os.path.join(ROOT, "firmware_tools", "work", "cache"))
     a = ap.parse_args(argv)
     from edge_runtime.nodes.classify import LABELS
 
@@ -182,6 +250,9 @@ def main(argv=None) -> int:
             res["node"][v] = node_cost(v)
         except Exception as e:  # a variant not shipped: report, do not hide
             res["node"][v] = {"error": str(e)}
+    if a.streams:
+        res["streams"] = stream_eval("onnx:int8-static", a.streams, a.cache)
+        print("streams:", res["streams"])
     os.makedirs(a.out, exist_ok=True)
     fig = os.path.join(a.out, "classify_confusion.png")
     if cms:
@@ -200,8 +271,8 @@ def main(argv=None) -> int:
 def report(res: dict, a, fig: str) -> str:
     labels = res["labels"]
     L = ["# Sound classifier: held-out TEST split", "",
-         f"`python firmware_tools/eval/eval_classify.py --data {os.path.relpath(a.data, ROOT)}`"
-         + (f" `--limit {a.limit}`" if a.limit else ""), "",
+         f"`python firmware_tools/eval/eval_classify.py --data {os.path.relpath(a.data, ROOT)}"
+         + (f" --limit {a.limit}" if a.limit else "") + (f" --streams {a.streams}" if a.streams else "") + "`", "",
          f"{res['windows']} windows of 0.99 s ({res['windows'] // len(labels)} per class) from split units "
          "(speakers, voices, recordings, renderings, synthetic seeds) that no TRAIN or VAL window used. "
          "Times: one model call on one thread through edge_runtime's bound session (median / p99 over "
@@ -216,6 +287,14 @@ def report(res: dict, a, fig: str) -> str:
             L.append(f"\nWhole node ({r['variant']}, 10 ms blocks, 60 s stream): {r['ms_per_audio_s']:.3f} ms per "
                      f"second of audio = {r['ms_per_window']:.3f} ms per window; block p99 {r['block_ms_p99']:.3f} ms, "
                      f"max {r['block_ms_max']:.3f} ms.")
+    st = res.get("streams")
+    if st:
+        L += ["", f"Streams ({st['variant']}, `--streams {st['streams']}`): {st['streams']} x {st['seconds_each']:.0f} s of "
+                  "TEST segments (2-8 s each, random classes) through the whole node (smoothing 4, hysteresis 0.1); "
+                  f"the label in force every 250 ms is right {100 * st['steady_accuracy']:.1f}% of the time "
+                  f"({st['steady_checks']} checks) away from changes and {100 * st['settling_accuracy']:.1f}% in the "
+                  f"1.5 s after a change; median time to follow a change {st['switch_latency_median_s']:.2f} s "
+                  f"({st['segments_followed']} changes followed)."]
     if "int8_vs_fp32" in res:
         d = res["int8_vs_fp32"]
         L += ["", f"INT8 static (ONNX) vs FP32: accuracy {d['accuracy_points']:+.2f} points, macro-F1 "
