@@ -92,6 +92,10 @@ def cmd_run(args) -> int:
     pipeline = cfg.build()
     source = open_source(args.input, sample_rate=args.rate, channels=args.channels,
                          raw_format=args.raw_format)
+    from . import classify_cli
+
+    if classify_cli.wants_labels(pipeline, args):   # a classify pipeline with no output: print labels
+        return classify_cli.run_labels(pipeline, source, args)
     governor = None
     if not args.no_governor:
         from .governor import Governor
@@ -309,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--channels", type=int, help="channel count of raw/ALSA input")
     r.add_argument("--raw-format", choices=RAW_FORMATS, default="s16le", help="raw PCM sample format")
     r.add_argument("--subtype", help="output file subtype, e.g. PCM_16 (default), PCM_24, FLOAT")
-    r.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    r.add_argument("--json", action="store_true", help="print the summary as one JSON object "
+                   "(a classify pipeline without -o/--events: its labels as JSON lines)")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
     r.add_argument("--no-governor", action="store_true",
                    help="never step an ML node down to a cheaper variant when blocks are late")

@@ -11,12 +11,13 @@ from typing import Any, Callable
 from .._nodes import Gain, Identity, Limiter, Meter, SosFilter
 from ..filters import KINDS as FILTER_KINDS
 from .anomaly import LEARN_MODES, AnomalyDetect
+from .classify import Classify
 from .denoise import Denoise
 from .route import Route, make_route, parse_branches
 from .vad import Vad
 
-__all__ = ["AnomalyDetect", "Denoise", "Route", "Vad", "Gain", "Identity", "Limiter", "Meter", "NODE_TYPES",
-           "NodeType", "Param", "SosFilter"]
+__all__ = ["AnomalyDetect", "Classify", "Denoise", "Route", "Vad", "Gain", "Identity", "Limiter", "Meter",
+           "NODE_TYPES", "NodeType", "Param", "SosFilter"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +109,17 @@ NODE_TYPES: dict[str, NodeType] = {
         "lookahead_ms": Param(float, 0.0, "delay the audio so decisions apply this much earlier (adds latency)"),
         "idle": Param(str, "run", "branches not selected: keep running, or skip and reset", ("run", "reset")),
     }, "branch on a decision node's label, crossfaded, with hysteresis"),
+    "classify": NodeType("classify", Classify, {
+        "model": Param(str, "classify", "model name in the manifest, or a .onnx/.tflite path"),
+        "variant": Param(str, "auto", "manifest variant (auto = the device profile's choice)"),
+        "hop_ms": Param(float, 250.0, "how often a 1 s window is classified (multiple of 10 ms)"),
+        "smoothing": Param(int, 4, "windows whose probabilities are averaged for a decision"),
+        "hysteresis": Param(float, 0.1, "probability margin a new class needs over the current one"),
+        "labels": Param(str, "", "class names, comma-separated (only for a model file of your own)"),
+        "threads": Param(int, 1, "inference threads"),
+        "backend": Param(str, "auto", "onnxruntime, litert, openvino or auto"),
+    }, "sound classes (speech, music, silence, keyboard, alarm, machine, water) of 1 s windows; "
+       "audio passes through, decisions are `class` events (16 kHz)"),
     "meter": NodeType("meter", Meter, {"interval_ms": Param(float, 1000.0, "reporting interval")},
                       "peak/RMS level events, audio passes through"),
 }

