@@ -21,8 +21,6 @@ import argparse
 import datetime
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -90,6 +88,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from classify_model import load_checkpoint, export_onnx
+    from shipping import copy_variants, run_quantize
 
     from edge_runtime.models.manifest import manifest_entry, upsert_model
     from edge_runtime.nodes.classify import LABELS
@@ -109,12 +108,8 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             fp32 = os.path.join(tmp, "classify_fp32.onnx")
             export_onnx(model, fp32)
-            np.savez(os.path.join(tmp, "calib.npz"), logmel=calib[:, None])
-            np.savez(os.path.join(tmp, "held.npz"), logmel=held[:, None])
-            qdir = os.path.join(tmp, "q")
-            subprocess.run([sys.executable, os.path.join(ROOT, "firmware_tools", "quantize", "quantize.py"), fp32,
-                            "--calib", os.path.join(tmp, "calib.npz"), "--heldout", os.path.join(tmp, "held.npz"),
-                            "--out-dir", qdir, "--name", "classify", "--calib-rows", "1000"], check=True)
+            qdir, _ = run_quantize(fp32, {"logmel": calib[:, None]}, {"logmel": held[:, None]}, tmp, "classify",
+                                   ("--calib-rows", "1000"))
             make_tflite(model, tmp, calib)
             checks = {}
             for fmt, prec, name in SHIP + MEASURED_ONLY:
@@ -125,10 +120,7 @@ def main(argv=None) -> int:
                 except ImportError as e:
                     checks[name] = {"error": str(e)}
                 print(f"{name:32} {checks[name]}")
-            for _, _, name in SHIP:
-                shutil.copyfile(os.path.join(qdir, name), os.path.join(out_dir, name))
-                if name.endswith(".xml"):
-                    shutil.copyfile(os.path.join(qdir, name[:-4] + ".bin"), os.path.join(out_dir, name[:-4] + ".bin"))
+            copy_variants(qdir, out_dir, [name for _, _, name in SHIP])
         os.makedirs(os.path.dirname(checks_path), exist_ok=True)
         with open(checks_path + ".tmp", "w") as f:
             json.dump({"held_out": f"{len(held)} VAL windows", "variants": checks}, f, indent=1)

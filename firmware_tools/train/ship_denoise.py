@@ -18,8 +18,6 @@ import argparse
 import datetime
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -130,6 +128,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from export_denoise import export_onnx, load_checkpoint
+    from shipping import copy_variants, run_quantize
 
     from edge_runtime.models.manifest import manifest_entry, upsert_model
 
@@ -142,21 +141,10 @@ def main(argv=None) -> int:
         export_onnx(model, fp32)
         calib = record_calibration(fp32, args.pool, clips=40, seed=101)
         held = record_calibration(fp32, args.pool, clips=10, seed=202)
-        np.savez(os.path.join(tmp, "calib.npz"), **calib)
-        np.savez(os.path.join(tmp, "held.npz"), **held)
-        qdir = os.path.join(tmp, "q")
-        subprocess.run([sys.executable, os.path.join(ROOT, "firmware_tools", "quantize", "quantize.py"), fp32,
-                        "--calib", os.path.join(tmp, "calib.npz"), "--heldout", os.path.join(tmp, "held.npz"),
-                        "--out-dir", qdir, "--name", "denoise"], check=True)
-        report = json.load(open(os.path.join(qdir, "quantize_report.json")))
+        qdir, snr = run_quantize(fp32, calib, held, tmp, "denoise")
         tfl_snr = make_tflite(model, tmp, calib, held)
-        for _, _, name in SHIP:
-            shutil.copyfile(os.path.join(qdir, name), os.path.join(out_dir, name))
-            if name.endswith(".xml"):
-                shutil.copyfile(os.path.join(qdir, name[:-4] + ".bin"), os.path.join(out_dir, name[:-4] + ".bin"))
+        copy_variants(qdir, out_dir, [name for _, _, name in SHIP])
     results = json.load(open(args.eval)) if args.eval else None
-    snr = {(v["format"], v["precision"].replace("int8", "int8-static") if v["precision"] == "int8" else v["precision"]):
-           v["snr_vs_fp32_db"] for v in report["variants"]}
 
     def metrics_for(key):
         """The eval's means over SNRs for method ``key`` (results.json "table"), as manifest metrics."""

@@ -18,8 +18,6 @@ import argparse
 import datetime
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -123,6 +121,7 @@ def main(argv=None) -> int:
     ap.add_argument("--manifest", default=os.path.join(ROOT, "models_int8", "manifest.toml"))
     args = ap.parse_args(argv)
 
+    from shipping import copy_variants, run_quantize
     from train_vad import export_onnx, load_checkpoint, load_features
 
     from edge_runtime.models.manifest import load_manifest, manifest_entry, upsert_model
@@ -138,21 +137,10 @@ def main(argv=None) -> int:
         n_cal = min(60, (3 * len(feats)) // 4)
         calib = record_calibration(fp32, feats, range(0, n_cal), seed=101)
         held = record_calibration(fp32, feats, range(n_cal, min(len(feats), n_cal + 20)), seed=202)
-        np.savez(os.path.join(tmp, "calib.npz"), **calib)
-        np.savez(os.path.join(tmp, "held.npz"), **held)
-        qdir = os.path.join(tmp, "q")
-        subprocess.run([sys.executable, os.path.join(ROOT, "firmware_tools", "quantize", "quantize.py"), fp32,
-                        "--calib", os.path.join(tmp, "calib.npz"), "--heldout", os.path.join(tmp, "held.npz"),
-                        "--out-dir", qdir, "--name", "vad"], check=True)
-        report = json.load(open(os.path.join(qdir, "quantize_report.json")))
+        qdir, snr = run_quantize(fp32, calib, held, tmp, "vad")
         tfl_snr = make_tflite(model, tmp, held)
-        for _, _, name in SHIP:
-            shutil.copyfile(os.path.join(qdir, name), os.path.join(out_dir, name))
-            if name.endswith(".xml"):
-                shutil.copyfile(os.path.join(qdir, name[:-4] + ".bin"), os.path.join(out_dir, name[:-4] + ".bin"))
+        copy_variants(qdir, out_dir, [name for _, _, name in SHIP])
     results = json.load(open(args.eval)) if args.eval else None
-    snr = {(v["format"], "int8-static" if v["precision"] == "int8" else v["precision"]): v["snr_vs_fp32_db"]
-           for v in report["variants"]}
 
     def metrics_for(key):
         m = {}
