@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from denoise_model import _GRUCell as _DenseGRUCell
+
 N_MELS = 32
 HIDDEN = 64
 PROJ = 48
@@ -48,22 +50,10 @@ class VadNet(nn.Module):
         return self.out(torch.cat([h1, h2], dim=-1)).reshape(b, t)
 
 
-class _GRUCell(nn.Module):
-    """nn.GRU's single step as two dense layers (PyTorch's r, z, n gate order), written with few
-    graph nodes (one Split per gate group; (1 - z) n + z h as n + z (h - n)): ONNX Runtime's cost
-    per call of a model this small is mostly per-node overhead."""
-
-    def __init__(self, gru: nn.GRU):
-        super().__init__()
-        h = gru.hidden_size
-        self.h = h
-        self.ih = nn.Linear(gru.input_size, 3 * h)
-        self.hh = nn.Linear(h, 3 * h)
-        with torch.no_grad():
-            self.ih.weight.copy_(gru.weight_ih_l0)
-            self.ih.bias.copy_(gru.bias_ih_l0)
-            self.hh.weight.copy_(gru.weight_hh_l0)
-            self.hh.bias.copy_(gru.bias_hh_l0)
+class _GRUCell(_DenseGRUCell):
+    """The denoiser's dense GRU step (same weights layout), written with fewer graph nodes (one
+    Split per gate group; (1 - z) n + z h as n + z (h - n)): ONNX Runtime's cost per call of a
+    model this small is mostly per-node overhead."""
 
     def forward(self, x, h):
         hs = self.h
