@@ -1,7 +1,9 @@
+import gc
 import os
 import subprocess
 import tempfile
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -41,3 +43,20 @@ def write_wav(path, audio, sample_rate, subtype="FLOAT"):
 
     sf.write(str(path), np.asarray(audio, dtype=np.float32), sample_rate, subtype=subtype)
     return path
+
+
+def traced(step, n, warmup=200):
+    """Bytes (retained, peak) allocated over ``n`` calls of ``step``, after ``warmup`` untraced
+    calls (caches, first-call allocations), as tracemalloc sees them."""
+    for _ in range(warmup):
+        step()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for _ in range(n):
+            step()
+        after, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return after - before, peak - before

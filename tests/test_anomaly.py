@@ -1,19 +1,18 @@
 """Anomaly detection: features, detectors, state files, the node and the CLI."""
 from __future__ import annotations
 
-import gc
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import tracemalloc
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from conftest import traced
 from edge_runtime.anomaly import DETECTORS, AnomalyModel, Hysteresis
 from edge_runtime.cli import main
 from edge_runtime.engine import Pipeline
@@ -221,21 +220,6 @@ def test_node_learns_at_start_then_reports_an_episode(tmp_path):
     assert not node2.learning and node2.model.detector == "kmeans"
 
 
-def _traced(step, n):
-    for _ in range(300):
-        step()
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before, _ = tracemalloc.get_traced_memory()
-        for _ in range(n):
-            step()
-        after, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return after - before, peak - before
-
-
 @pytest.mark.parametrize("detector", DETECTORS)
 def test_node_block_path_allocates_nothing_in_steady_state(models, tmp_path, detector):
     p = tmp_path / "m.state"
@@ -249,9 +233,9 @@ def test_node_block_path_allocates_nothing_in_steady_state(models, tmp_path, det
         pipe.process_block()
         pipe.events.clear()
 
-    base_kept, base_peak = _traced(lambda: None, 3000)
-    kept, peak = _traced(step, 3000)
-    kept_more, _ = _traced(step, 9000)
+    base_kept, base_peak = traced(lambda: None, 3000, warmup=300)
+    kept, peak = traced(step, 3000, warmup=300)
+    kept_more, _ = traced(step, 9000, warmup=300)
     grown, grown_more = kept - base_kept, kept_more - base_kept
     # NumPy keeps a few small cached objects (< 1 KB) the first time; nothing grows with the
     # number of blocks (3x the blocks retain no more), and the peak is a few slice views

@@ -1,35 +1,18 @@
 """The block engine: no allocation in steady state, latency, timing, events, sanitizing."""
-import gc
 import time
-import tracemalloc
 
 import numpy as np
 import pytest
 
+from conftest import traced
 from edge_runtime.engine import Node, Pipeline
 from edge_runtime.nodes import Gain, Identity, Limiter, Meter, SosFilter
 
 
-def _traced(step, n):
-    """Bytes still allocated after ``n`` calls of ``step`` (traced by tracemalloc)."""
-    for _ in range(200):  # warm-up: caches, first-call allocations
-        step()
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before, _ = tracemalloc.get_traced_memory()
-        for _ in range(n):
-            step()
-        after, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return after - before, peak - before
-
-
 def _steady_state_growth(step, n):
     """Memory retained and peak per run of ``n`` calls, minus what measuring a no-op costs."""
-    base_kept, base_peak = _traced(lambda: None, n)
-    kept, peak = _traced(step, n)
+    base_kept, base_peak = traced(lambda: None, n)
+    kept, peak = traced(step, n)
     return kept - base_kept, peak - base_peak
 
 
