@@ -1,15 +1,16 @@
 """The shipped denoiser: a quality guard on fixed clips from the TEST split (never trained on),
 streaming == whole file, silence stays silence, clean speech is not damaged, tamper refusal.
 
-The six clips (firmware_tools/data/make_denoise_fixtures.py, a seeded random sample of the
-test split at 0, 5 and 10 dB) are 3 s of the most speech-dense part of a clip: Fish Fillets
-Czech dialog, KTuberling words and espeak voices in babble, music, fan and effect noise. On
-such speech-dense windows the shipped model raises PESQ-WB but lowers SI-SDR (it trades some
-speech distortion for noise removal: measured SI-SDR change -2.2 dB mean over the six, while
-the whole-clip evaluation of firmware_tools/eval/eval_denoise.py gives +4.1 dB over 270 clips).
-The guards below pin what it measured here, with margins; one line (a shout with an echo,
-denoise_10db_1) is damaged by every denoiser measured, RNNoise and DeepFilterNet3 included, so
-they use means and medians, not the worst clip."""
+The nine clips (firmware_tools/data/make_denoise_fixtures.py: a seeded random sample of the
+test split at 0, 5 and 10 dB, three each, a random 3 s window with speech at least half the
+time; denoise_fixtures.json says which clip) are Fish Fillets Czech dialog, KTuberling words
+and espeak voices in babble, music, fan, keystroke and effect noise. The shipped model raises
+SI-SDR on most of them (median change +0.7 dB) and PESQ-WB on average, but two lose badly and
+pull the mean SI-SDR change to -2.6 dB: a scream ("aaa") under 0 dB babble (-20.8 dB: the
+model keeps the babble's speech and removes the scream) and dialog under a recorded laugh
+(-7.5 dB). The whole-clip evaluation of firmware_tools/eval/eval_denoise.py gives +4.1 dB
+mean over 270 clips. The guards pin what was measured here, with margins (issue 4 stays open
+on the failure cases)."""
 import json
 import os
 import shutil
@@ -24,11 +25,12 @@ from edge_runtime.config import load_pipeline
 from edge_runtime.errors import ModelError
 
 FIX = ROOT / "tests" / "fixtures" / "audio"
-CLIPS = [(snr, k) for snr in (0, 5, 10) for k in (0, 1)]
+CLIPS = [(snr, k) for snr in (0, 5, 10) for k in (0, 1, 2)]
 # What the shipped INT8 model measured on these clips (ONNX Runtime, x86-64), and the margins:
-MIN_PESQ_GAIN = 0.04        # mean PESQ-WB gain over the six; measured +0.077 (bypass: 0)
-MIN_SISDR_CHANGE_DB = -3.0  # mean SI-SDR change; measured -2.18 (a model that mutes speech: < -15)
-CLEAN_MIN_SISDR_DB = 9.0    # median over the six clean inputs of output vs input; measured 11.6
+MIN_PESQ_GAIN = 0.025          # mean PESQ-WB gain over the nine; measured +0.048 (bypass: 0)
+MIN_MEDIAN_SISDR_GAIN_DB = 0.3  # median SI-SDR change; measured +0.71 (bypass: 0)
+MIN_SISDR_CHANGE_DB = -3.5     # mean SI-SDR change; measured -2.60 (a model that mutes speech: < -15)
+CLEAN_MIN_SISDR_DB = 9.0       # median over the nine clean inputs of output vs input; measured 11.1
 
 pytestmark = pytest.mark.skipif(not (ROOT / "models_int8" / "denoise").is_dir(), reason="no denoise model shipped")
 
@@ -62,8 +64,9 @@ def results(pipe):
     return out
 
 
-def test_int8_model_si_sdr_stays_in_bounds(results):
+def test_int8_model_raises_si_sdr_on_most_clips(results):
     changes = [si_sdr(c, y) - si_sdr(c, n) for n, c, y in results.values()]
+    assert np.median(changes) >= MIN_MEDIAN_SISDR_GAIN_DB, changes
     assert np.mean(changes) >= MIN_SISDR_CHANGE_DB, changes
 
 
@@ -133,8 +136,9 @@ def test_48k_pipeline_does_what_the_16k_one_does(results):
         y = pipe48.process_array(n48[None])[0]
         d48.append(si_sdr(c48, y) - si_sdr(c48, n48))
         d16.append(si_sdr(clean, y16) - si_sdr(clean, noisy))
-    # the same model on a 960/480 STFT with the same 50 Hz bins
-    assert abs(np.mean(d48) - np.mean(d16)) < 1.0, (d48, d16)
+    # the same model on a 960/480 STFT with the same 50 Hz bins: per clip the same change
+    # (median over the clips; the scream clip, -21 dB at 16 kHz, swings by several dB)
+    assert abs(np.median(np.subtract(d48, d16))) < 1.0, (d48, d16)
 
 
 def test_steady_state_keeps_no_memory(pipe):

@@ -55,6 +55,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 import sources  # noqa: E402
 import synth  # noqa: E402
+import render_scores  # noqa: E402
 import synth_events  # noqa: E402
 
 from edge_runtime.classify_features import CLIP_SAMPLES, SAMPLE_RATE, logmel_windows  # noqa: E402
@@ -81,6 +82,7 @@ FREEDESKTOP_ALARM = ("alarm-clock-elapsed", "phone-incoming-call", "phone-outgoi
 SONICPI_ALARM = ("elec_beep", "elec_blip", "elec_blip2", "elec_ping", "elec_plip", "elec_bell", "elec_chime",
                  "mehackit_phone1", "mehackit_phone2", "mehackit_phone3", "mehackit_phone4")
 SONICPI_MACHINE = ("loop_3d_printer",)
+SONICPI_NOT_MUSIC = SONICPI_ALARM + SONICPI_MACHINE   # catalogued as music by sources.py
 SONICPI_AMBIENCE = ("vinyl_hiss", "ambi_sauna", "ambi_haunted_hum", "ambi_glass_hum", "ambi_drone")
 FILLETS_CLASS = {"engine/mot-x-motor": "machine", "bathroom/br-x-pracka": "machine",
                  "bathyscaph/bat-t-budik": "alarm", "bathyscaph/bat-t-phone0": "alarm",
@@ -139,7 +141,7 @@ def extract_opensfx(cache: Path) -> list[Item]:
     return items
 
 
-def catalogue_items(cat: list) -> list[Item]:
+def catalogue_items(cat: list, scores: dict | None = None) -> list[Item]:
     items = []
     for s in cat:
         if not s.usable or not s.path:
@@ -147,8 +149,17 @@ def catalogue_items(cat: list) -> list[Item]:
         sid = s.id.split(":", 1)[1]
         if s.kind == "speech":
             items.append(Item("speech", s.speaker, s.origin, s.path, events=s.duration < 1.2, licence=s.licence))
+        elif s.origin == "deb:sonic-pi-samples" and (sid in SONICPI_NOT_MUSIC or sid.startswith("mehackit_robot")):
+            if sid in SONICPI_ALARM:
+                items.append(Item("alarm", f"sonicpi:{sid}", s.origin, s.path, events=True, licence=s.licence))
+            elif sid in SONICPI_MACHINE:
+                items.append(Item("machine", f"sonicpi:{sid}", s.origin, s.path, licence=s.licence))
+            # robot voices and effects: no class
         elif s.kind == "music":
-            items.append(Item("music", s.speaker, s.origin, s.path, events=s.duration < 1.2, licence=s.licence))
+            unit = s.speaker
+            if s.origin == "deb:sonic-pi-samples" and re.match(r"tabla_", sid):
+                unit = "sonicpi:tabla-strokes"   # one instrument, one session: one unit
+            items.append(Item("music", unit, s.origin, s.path, events=s.duration < 1.2, licence=s.licence))
         elif s.origin == "deb:fillets-ng-data":
             if sid.startswith("linux/"):     # recorded keystrokes: key*, enter*, space*
                 items.append(Item("keyboard", f"fillets-keys:{sid}", "deb:fillets-ng-data:keys", s.path,
@@ -177,6 +188,10 @@ def catalogue_items(cat: list) -> list[Item]:
                 items.append(Item("keyboard", s.speaker, "synth:keyboard", s.path, licence=s.licence))
             elif fam in SYNTH_MACHINE:
                 items.append(Item("machine", s.speaker, "synth:noise", s.path, licence=s.licence))
+    for rel, info in (scores or {}).items():
+        items.append(Item("music", f"score:{rel}", "render:music21", info["file"],
+                          licence="music21 corpus score (BSD/public domain) rendered with fluidsynth + "
+                                  + info["sf2"]))
     for k in synth_events.ALARM_KINDS:
         items.append(Item("alarm", f"synth:alarm/{k}", "synth:alarm", synth=f"alarm:{k}"))
     for k in synth_events.WATER_KINDS:
@@ -188,7 +203,10 @@ def catalogue_items(cat: list) -> list[Item]:
 def split_items(items: list[Item]) -> dict[str, list[Item]]:
     """Per class, the first quarter of units in stable-hash order are TEST, the next 15% VAL
     (for choosing the training schedule; TEST is only read by the evaluation). Synthetic
-    generators are in every split, told apart by seed (seed % 4: 0 TEST, 1 VAL, 2-3 TRAIN)."""
+    generators are in every split, told apart by seed (seed % 4: 0 TEST, 1 VAL, 2-3 TRAIN).
+    The quota keeps small classes balanced; the price is that adding units to a class moves
+    some of its units between splits, so a model is retrained from scratch on a rebuilt set,
+    never fine-tuned across builder versions."""
     out = {"train": [], "val": [], "test": []}
     for c in CLASSES:
         real = [it for it in items if it.cls == c and not it.synth]
@@ -410,11 +428,18 @@ def _job(args):
     return cls, feats.astype(np.float16)
 
 
-def build(out: Path, cache: Path, train_per_class: int, test_per_class: int, jobs: int, seed: int,
-          log=print) -> dict:
-    t0 = time.time()
+def all_items(cache: Path, jobs: int = 2, n_scores: int = 240, log=print) -> list[Item]:
+    """Every classified source: the catalogue, the rendered music21 scores, OpenSFX."""
     cat = sources.build_catalogue(cache, jobs, log=log)
-    items = catalogue_items(cat) + extract_opensfx(cache)
+    scores = render_scores.render_all(cache, n_scores, jobs=jobs)
+    log(f"music21 scores rendered: {len(scores)}")
+    return catalogue_items(cat, scores) + extract_opensfx(cache)
+
+
+def build(out: Path, cache: Path, train_per_class: int, test_per_class: int, jobs: int, seed: int,
+          log=print, n_scores: int = 240) -> dict:
+    t0 = time.time()
+    items = all_items(cache, jobs, n_scores, log)
     for it in items:
         if it.path:
             sources.check_allowed(it.path)
@@ -485,6 +510,7 @@ def main(argv=None) -> int:
     ap.add_argument("--test-per-class", type=int, default=500)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scores", type=int, default=240, help="music21 corpus pieces to render (render_scores.py)")
     ap.add_argument("--check-only", action="store_true", help="list missing packages and exit")
     a = ap.parse_args(argv)
     chk = sources.check_packages()
@@ -493,7 +519,8 @@ def main(argv=None) -> int:
     if a.check_only:
         print(json.dumps(chk, indent=1))
         return 0
-    s = build(Path(a.out), Path(a.cache), a.train_per_class, a.test_per_class, a.jobs, a.seed)
+    s = build(Path(a.out), Path(a.cache), a.train_per_class, a.test_per_class, a.jobs, a.seed,
+              n_scores=a.scores)
     print(json.dumps(s, indent=1))
     return 0
 

@@ -25,7 +25,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 import build_classify as bc  # noqa: E402
-import sources  # noqa: E402
 
 SECONDS = 2.5
 
@@ -36,8 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "tests" / "fixtures" / "audio"))
     ap.add_argument("--seed", type=int, default=11)
     a = ap.parse_args(argv)
-    cat = sources.build_catalogue(Path(a.cache), 2, log=lambda *_: None)
-    items = bc.catalogue_items(cat) + bc.extract_opensfx(Path(a.cache))
+    items = bc.all_items(Path(a.cache), 2, log=lambda *_: None)
     test = bc.split_items(items)["test"]
     pool = bc._pool(test)
     rng = np.random.default_rng(a.seed)

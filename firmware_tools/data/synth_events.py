@@ -11,7 +11,7 @@ from scipy import signal
 
 from synth import coloured_noise
 
-ALARM_KINDS = ("smoke", "beeper", "ring", "siren", "chirp", "square", "buzzer")
+ALARM_KINDS = ("smoke", "beeper", "ring", "siren", "chirp", "square", "buzzer", "chime", "ringtone", "pulse")
 
 
 def _norm(x: np.ndarray, peak: float = 0.5) -> np.ndarray:
@@ -45,7 +45,7 @@ def _gate(n: int, sr: int, on_s: float, off_s: float, rng, ramp_s: float = 0.004
 
 def alarm(kind: str, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
     """Alarm and beep patterns: smoke detector, reversing beeper, phone ring, siren, chirps,
-    square-wave UI beeps, buzzer."""
+    square-wave UI beeps, buzzer, door/notification chimes, repeated ring-tone motifs, beep groups."""
     if kind == "smoke":        # piezo ~3 kHz, T3 pattern or fast pulses
         f = rng.uniform(2800, 3600)
         x = _tone(f, n, sr, rng, harmonics=3) * _gate(n, sr, rng.uniform(0.08, 0.5), rng.uniform(0.05, 0.5), rng)
@@ -88,6 +88,47 @@ def alarm(kind: str, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
         f = rng.uniform(90, 400)
         x = _tone(f, n, sr, rng, harmonics=12, square=True) * _gate(n, sr, rng.uniform(0.2, 1.5),
                                                                     rng.uniform(0.1, 0.6), rng)
+    elif kind == "chime":      # door bell / notification chime: 2-4 struck bell notes, decaying
+        x = np.zeros(n)
+        notes = rng.uniform(500, 2000) * 2 ** (rng.choice([-7, -5, -4, -3, 0, 3, 4, 5, 7, 12],
+                                                          size=int(rng.integers(2, 5))) / 12)
+        ratios = (1.0, 2.0, 3.0) if rng.random() < 0.5 else (1.0, 2.76, 5.40)   # tubular / bar
+        gap = rng.uniform(0.12, 0.45)
+        period = len(notes) * gap + rng.uniform(0.3, 1.5)
+        i0 = int(rng.uniform(0, 0.3) * sr)
+        while i0 < n:
+            for j, f in enumerate(notes):
+                i = i0 + int(j * gap * sr)
+                L = min(int(rng.uniform(0.4, 1.2) * sr), n - i)
+                if L <= 0:
+                    break
+                t = np.arange(L) / sr
+                seg = sum(np.sin(2 * np.pi * f * r * t) * np.exp(-t * rng.uniform(3, 8) * r) / (1 + k)
+                          for k, r in enumerate(ratios) if f * r < sr * 0.45)
+                x[i:i + L] += seg
+            i0 += int(period * sr)
+    elif kind == "ringtone":   # phone / alarm-clock ring tone: one short motif repeated
+        m = int(rng.integers(3, 7))
+        base = rng.uniform(500, 1800)
+        steps = rng.choice([0, 2, 3, 4, 5, 7, 9, 12], size=m)
+        durs = rng.choice([0.06, 0.09, 0.12, 0.18], size=m)
+        sq = rng.random() < 0.5
+        motif = np.concatenate([_tone(base * 2 ** (st / 12), int(d * sr), sr, rng, harmonics=4 if sq else 2,
+                                      square=sq) * np.hanning(int(d * sr)) ** 0.2 for st, d in zip(steps, durs)])
+        pause = np.zeros(int(rng.uniform(0.05, 0.6) * sr))
+        unit = np.concatenate([motif, pause])
+        x = np.tile(unit, n // len(unit) + 2)
+        s0 = int(rng.integers(0, len(unit)))
+        x = x[s0:s0 + n]
+    elif kind == "pulse":      # alarm clock / truck / timer: groups of fast beeps
+        f = rng.uniform(800, 4000)
+        k = int(rng.integers(2, 6))
+        on, off = rng.uniform(0.03, 0.1), rng.uniform(0.03, 0.1)
+        group = np.concatenate([np.ones(int(on * sr)), np.zeros(int(off * sr))] * k + [np.zeros(int(rng.uniform(0.15, 0.6) * sr))])
+        g = np.tile(group, n // len(group) + 2)
+        s0 = int(rng.integers(0, len(group)))
+        g = np.convolve(g[s0:s0 + n], np.hanning(65) / np.hanning(65).sum(), mode="same")
+        x = _tone(f, n, sr, rng, harmonics=int(rng.integers(1, 4)), square=rng.random() < 0.4) * g
     else:
         raise ValueError(kind)
     return _norm(x)

@@ -112,13 +112,11 @@ def stream_eval(variant: str, n_streams: int, cache: str, seed: int = 5, seconds
     from pathlib import Path
 
     import build_classify as bc
-    import sources
 
     from edge_runtime.engine import Pipeline
     from edge_runtime.nodes.classify import LABELS, Classify
 
-    cat = sources.build_catalogue(Path(cache), 2, log=lambda *_: None)
-    items = bc.catalogue_items(cat) + bc.extract_opensfx(Path(cache))
+    items = bc.all_items(Path(cache), 2, log=lambda *_: None)
     pool = bc._pool(bc.split_items(items)["test"])
     rng = np.random.default_rng(seed)
     node = Classify(variant=variant)
