@@ -5,6 +5,7 @@ block, bad input, manifest/variant parity, the CLI's label stream.
 The fixture clips (firmware_tools/data/make_classify_fixtures.py, seed 11) are 2.5 s drawn
 from the TEST split of build_classify.py: sources the model never trained on."""
 import json
+import shutil
 import tracemalloc
 
 import numpy as np
@@ -199,6 +200,25 @@ def test_mismatched_models_are_refused():
     with pytest.raises(ModelError, match="7 classes"):
         Pipeline([Classify(model=str(MODELS / "classify_fp32.onnx"), labels="a,b,c")],
                  sample_rate=SR, block_size=160).prepare(1)
+
+
+def test_class_names_come_from_the_manifest(tmp_path, monkeypatch):
+    from edge_runtime.models import default_registry, manifest as mf
+
+    spec = default_registry()["classify"]
+    assert spec.labels == LABELS          # shipped: the manifest states the probs order
+    node = Classify()
+    Pipeline([node], sample_rate=SR, block_size=160).prepare(1)
+    assert node.labels == LABELS
+    # a manifest whose model has other names: the node reports those
+    d = spec.to_dict()
+    d["labels"] = [f"k{i}" for i in range(len(LABELS))]
+    shutil.copytree(MODELS, tmp_path / "classify")
+    mf.write_manifest(tmp_path / "manifest.toml", {"schema": 1, "models": [d]})
+    monkeypatch.setenv("EDGE_RUNTIME_MODELS", str(tmp_path / "manifest.toml"))
+    node = Classify(variant="onnx/fp32")
+    Pipeline([node], sample_rate=SR, block_size=160).prepare(1)
+    assert node.labels == tuple(d["labels"])
 
 
 def test_nonfinite_input_is_sanitized_before_the_model():

@@ -122,6 +122,18 @@ def test_lower_is_better_metric(tmp_path):
     assert m.quality_drop(m.variants[1]) == pytest.approx(0.02)
 
 
+def test_labels_round_trip_and_bad_labels_are_refused(tmp_path):
+    (tmp_path / "a.onnx").write_bytes((MODELS / "gemm_relu_static.onnx").read_bytes())
+    e = mf.manifest_entry(tmp_path / "a.onnx", tmp_path, precision="fp32")
+    labels = [f"c{i}" for i in range(8)]
+    man = mf.write_manifest(tmp_path / "manifest.toml", {"schema": 1, "models": [_model_dict([e], labels=labels)]})
+    assert man.models[0].labels == tuple(labels)
+    assert mf.load_manifest(tmp_path / "manifest.toml").models[0].labels == tuple(labels)
+    for bad in (["a", "a"], "a,b", [1, 2], [""]):
+        with pytest.raises(ModelError, match=r"manifest.toml.*labels = .*expected an array of distinct class names"):
+            mf.parse_manifest({"schema": 1, "models": [_model_dict([e], labels=bad)]}, tmp_path / "manifest.toml")
+
+
 def test_search_path_env(repo, monkeypatch):
     path, d = repo
     monkeypatch.setenv("EDGE_RUNTIME_MODELS", str(d))  # a folder holding manifest.toml

@@ -103,8 +103,32 @@ def test_device_defaults_errors(tmp_path, monkeypatch):
     (tmp_path / "rpi4.toml").write_text('name = "rpi4"\n[alsa]\nperiod_ms = 5\n')
     with pytest.raises(ConfigError, match=r"alsa.period_ms: unknown key"):
         pf.load_device_defaults("rpi4")
+    (tmp_path / "rpi4.toml").write_text('name = "rpi4"\n[models]\ndenoise = "onnx/fp32"\n')
+    with pytest.raises(ConfigError, match=r"models = .*expected a table model = \[\"format/precision"):
+        pf.load_device_defaults("rpi4")
     with pytest.raises(ConfigError, match=r"no device profile 'toaster'"):
         pf.load_device_defaults("toaster")
+
+
+def test_per_model_defaults_come_before_the_precision_order(tmp_path, monkeypatch):
+    from edge_runtime.backends import BACKENDS
+    from edge_runtime.models import default_registry
+    from edge_runtime.models.select import resolve_variants
+
+    monkeypatch.setenv("EDGE_RUNTIME_DEVICES", str(tmp_path))
+    monkeypatch.setenv("EDGE_RUNTIME_STATE", str(tmp_path / "state"))   # no measured profile
+    (tmp_path / "generic-x86.toml").write_text(
+        'name = "generic-x86"\nprecisions = ["int8-static", "fp32"]\n'
+        '[models]\ndenoise = ["onnx/nope", "tflite/int8-dynamic@litert", "onnx/fp16@onnxruntime"]\n')
+    model = default_registry()["denoise"]
+    got = resolve_variants(model, device="generic-x86")[0]
+    # an entry that is not shipped is skipped; the first whose backend is installed wins
+    want = "tflite/int8-dynamic@litert" if BACKENDS["litert"].available() else "onnx/fp16@onnxruntime"
+    assert got.label == want and got.source.endswith("[models] denoise")
+    # a forced backend skips entries for other backends
+    assert resolve_variants(model, backend="onnxruntime", device="generic-x86")[0].label == "onnx/fp16@onnxruntime"
+    # models without an entry follow the precision order
+    assert resolve_variants(default_registry()["vad"], device="generic-x86")[0].label == "onnx/int8-static@onnxruntime"
 
 
 # ------------------------------------------------------------------------------------ choose

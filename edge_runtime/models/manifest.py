@@ -18,6 +18,7 @@ sha256 and size, and the quality metrics its eval script measured::
     metrics = { accuracy = 0.951 }        # headline numbers (the FP32 model)
     primary_metric = "accuracy"           # optional; default: the first key of metrics
     lower_is_better = []                  # metrics where lower is better, e.g. ["eer", "wer"]
+    labels = ["yes", "no", ...]           # optional: class names in the order of the first output
 
     [models.provenance]
     recipe = "firmware_tools/train/kws.py"
@@ -87,7 +88,7 @@ DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "
           "int64", "uint64", "bool")
 
 MODEL_KEYS = ("name", "task", "description", "sample_rate", "frame", "hop", "inputs", "outputs",
-              "provenance", "metrics", "primary_metric", "lower_is_better", "variants")
+              "provenance", "metrics", "primary_metric", "lower_is_better", "labels", "variants")
 VARIANT_KEYS = ("format", "precision", "path", "sha256", "size", "metrics", "inputs", "outputs",
                 "weights_sha256", "weights_size", "notes", "name", "package")
 PROVENANCE_KEYS = ("recipe", "data", "trained_on", "evaluated_on", "notes")
@@ -202,6 +203,7 @@ class Model:
     lower_is_better: tuple
     variants: tuple
     manifest: str = ""
+    labels: tuple = ()       # class names, in the order of the first output (classifiers)
 
     def variant(self, format: str | None = None, precision: str | None = None) -> Variant:
         """The variant of ``format`` and ``precision`` (either may be left out: the first match in
@@ -271,6 +273,8 @@ class Model:
             d["primary_metric"] = self.primary_metric
         if self.lower_is_better:
             d["lower_is_better"] = list(self.lower_is_better)
+        if self.labels:
+            d["labels"] = list(self.labels)
         prov = self.provenance.to_dict()
         if prov:
             d["provenance"] = prov
@@ -454,6 +458,10 @@ def _parse_model(m, i: int, base: Path, path) -> Model:
     lower = m.get("lower_is_better", [])
     if not isinstance(lower, list) or not all(isinstance(x, str) for x in lower):
         _fail(path, where, f"lower_is_better = {lower!r}; expected an array of metric names")
+    labels = m.get("labels", [])
+    if (not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels)
+            or len(set(labels)) != len(labels)):
+        _fail(path, where, f"labels = {labels!r}; expected an array of distinct class names")
     variants_raw = m.get("variants", [])
     if not isinstance(variants_raw, list) or not all(isinstance(v, Mapping) for v in variants_raw):
         _fail(path, where, "variants must be an array of tables ([[models.variants]] sections)")
@@ -471,7 +479,7 @@ def _parse_model(m, i: int, base: Path, path) -> Model:
     return Model(name=name, task=task, description=desc, sample_rate=sr, frame=frame, hop=hop,
                  inputs=inputs, outputs=outputs, provenance=provenance, metrics=metrics,
                  primary_metric=primary, lower_is_better=tuple(lower), variants=tuple(variants),
-                 manifest=str(path))
+                 manifest=str(path), labels=tuple(labels))
 
 
 def parse_manifest(data: Mapping, path="<manifest>") -> Manifest:

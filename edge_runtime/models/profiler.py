@@ -40,7 +40,8 @@ __all__ = ["DEVICES", "SERVICE_STATE_DIR", "detect_device", "describe_device", "
 DEVICES = ("generic-x86", "generic-arm64", "rpi4", "rpi5", "jetson-orin-nano", "intel-npu")
 SERVICE_STATE_DIR = "/var/lib/edge_runtime"
 PROFILE_SCHEMA = 1
-DEVICE_KEYS = ("name", "description", "threads", "backends", "precisions", "devices", "alsa", "profiler", "notes")
+DEVICE_KEYS = ("name", "description", "threads", "backends", "precisions", "devices", "models", "alsa", "profiler",
+               "notes")
 ALSA_KEYS = ("period_frames", "periods", "sample_rate")
 PROFILER_KEYS = ("runs", "warmup", "max_quality_drop", "budget_ms")
 
@@ -142,6 +143,10 @@ def parse_device_defaults(data: Mapping, path="<device>") -> dict:
     devs = data.get("devices", {})
     _check(isinstance(devs, dict) and all(k in BACKENDS and isinstance(v, str) for k, v in devs.items()), path,
            f"devices = {devs!r}; expected a table backend = \"DEVICE\" with backends of {list(BACKENDS)}")
+    models = data.get("models", {})
+    _check(isinstance(models, dict) and all(isinstance(v, list) and v and all(isinstance(x, str) and x for x in v)
+                                            for v in models.values()), path,
+           f"models = {models!r}; expected a table model = [\"format/precision[@backend]\", ...]")
     alsa = data.get("alsa", {})
     _check(isinstance(alsa, dict), path, "alsa must be a table")
     for k, v in alsa.items():
@@ -156,8 +161,8 @@ def parse_device_defaults(data: Mapping, path="<device>") -> dict:
     notes = data.get("notes", "")
     _check(isinstance(notes, str), path, f"notes = {notes!r}; expected a string")
     out = dict(data)
-    out.update(threads=t, backends=b, precisions=p, devices=devs, alsa=alsa, profiler=prof, notes=notes,
-               path=str(path))
+    out.update(threads=t, backends=b, precisions=p, devices=devs, models=models, alsa=alsa, profiler=prof,
+               notes=notes, path=str(path))
     out.setdefault("description", "")
     return out
 

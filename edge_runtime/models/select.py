@@ -5,9 +5,12 @@
 1. the **measured profile** of this device (``edge-runtime profile`` writes
    ``<state dir>/profiles/<device>.toml``): its choice for the model, and its ``ladder`` of
    measured cheaper variants (what the governor steps down to);
-2. the **shipped device defaults** (``configs/devices/<device>.toml``): the first variant in
-   the defaults' ``precisions`` order whose format an installed backend of the defaults'
-   ``backends`` order reads; no ladder (nothing was measured, so nothing is known to be cheaper);
+2. the **shipped device defaults** (``configs/devices/<device>.toml``): the first of the
+   model's own list in the defaults' ``[models]`` table that exists and whose backend is
+   installed (what was measured fastest for that model on such a device); else the first
+   variant in the defaults' ``precisions`` order whose format an installed backend of the
+   defaults' ``backends`` order reads; no ladder (nothing was measured here, so nothing is
+   known to be cheaper);
 3. the manifest's first variant that an installed backend reads.
 
 An explicit variant is ``precision`` (``fp32``), ``format:precision`` (``onnx:int8-static``) or
@@ -128,11 +131,23 @@ def resolve_variants(model, variant: str = "auto", backend: str | None = None, *
         defaults = None
     if defaults:
         order = list(defaults.get("backends") or [])
+        src = f"defaults {defaults.get('path')}"
+        for label in (defaults.get("models") or {}).get(model.name) or ():
+            fmt, prec, b = parse_variant(label)
+            if backend is not None and b not in (None, backend):
+                continue
+            try:
+                v = model.variant(format=fmt, precision=prec)
+            except ModelError:   # not shipped (or another manifest): the next one
+                continue
+            b = _pick_backend(v, b or backend, order)
+            if b:
+                return [VariantChoice(v, b, f"{src} [models] {model.name}")]
         for prec in defaults.get("precisions") or ():
             for v in model.variants:
                 b = _pick_backend(v, backend, order) if v.precision == prec and not v.alternative else None
                 if b:
-                    return [VariantChoice(v, b, f"defaults {defaults.get('path')}")]
+                    return [VariantChoice(v, b, src)]
     for v in model.variants:
         b = None if v.alternative else _pick_backend(v, backend)
         if b:

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..classify_features import HOP, N_FRAMES, N_MELS, SAMPLE_RATE, LogMelFrontEnd
 from ..errors import ModelError
-from .model import ModelNode
+from .model import MODEL_SUFFIXES, ModelNode
 
 LABELS = ("silence", "speech", "music", "keyboard", "alarm", "machine", "water")
 
@@ -54,6 +54,7 @@ class Classify(ModelNode):
         names = tuple(s.strip() for s in labels.split(",") if s.strip()) if labels else LABELS
         if len(set(names)) != len(names):
             raise ValueError(f"labels {labels!r} repeat a name")
+        self._labels_given = bool(labels)
         self.labels: tuple[str, ...] = names
         self.current_index = -1
         self.current_label = "unknown"
@@ -68,6 +69,11 @@ class Classify(ModelNode):
                              "sample_rate; inputs are resampled at the edge)")
         if block_size % HOP:
             raise ValueError(f"classify needs block_size a multiple of {HOP} (10 ms), got {block_size}")
+        if not self._labels_given and not self.model.endswith(MODEL_SUFFIXES):
+            from ..models import default_registry
+
+            # the manifest's class names (in the order of the probs output) win over LABELS
+            self.labels = default_registry()[self.model].labels or self.labels
         n = len(self.labels)
         self.fe = LogMelFrontEnd(1)
         self.mono = np.zeros((1, HOP), np.float32)

