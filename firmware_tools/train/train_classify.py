@@ -3,7 +3,8 @@
     python firmware_tools/train/train_classify.py --data firmware_tools/work/classify16k \
         --out firmware_tools/work/classify_run [--epochs 12] [--minutes 24] [--threads 2] [--init CKPT]
 
-Reads train.npz and val.npz (never test.npz), trains with AdamW (warm-up + cosine over epochs or --minutes, whichever runs out first), label smoothing,
+Reads train.npz and val.npz (never test.npz; ``--train-on-val`` makes VAL part of the final
+fit, keeping the last epoch), trains with AdamW (warm-up + cosine over epochs or --minutes, whichever runs out first), label smoothing,
 SpecAugment masks, random time shifts and mixup-free class balancing, and keeps the checkpoint
 with the best validation macro-F1 (checkpoint.npz: arrays only, no pickle).
 """
@@ -77,6 +78,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", help="checkpoint.npz to start from (fine-tuning on rebuilt data)")
+    ap.add_argument("--train-on-val", action="store_true",
+                    help="the final fit: VAL joins TRAIN (after a run chose the schedule on VAL); no "
+                         "checkpoint selection, the last epoch is kept")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -86,9 +90,13 @@ def main(argv=None) -> int:
     n = len(classes)
     tr = np.load(os.path.join(a.data, "train.npz"))
     va = np.load(os.path.join(a.data, "val.npz"))
-    xtr = torch.from_numpy(tr["x"])           # float16, converted per batch
-    ytr = torch.from_numpy(tr["y"])
     xva, yva = torch.from_numpy(va["x"]), va["y"]
+    if a.train_on_val:
+        xtr = torch.from_numpy(np.concatenate([tr["x"], va["x"]]))
+        ytr = torch.from_numpy(np.concatenate([tr["y"], va["y"]]))
+    else:
+        xtr = torch.from_numpy(tr["x"])           # float16, converted per batch
+        ytr = torch.from_numpy(tr["y"])
     sub = tr["x"][:: max(1, len(tr["x"]) // 2000)].astype(np.float32)
     mean = sub.mean(axis=(0, 1))
     std = float(sub.std())
@@ -140,10 +148,11 @@ def main(argv=None) -> int:
                     "minutes": el})
         print(f"epoch {ep + 1:3d}  loss {tot / steps_per_epoch:.4f}  val acc {acc:.4f}  macro-F1 {f1:.4f}  "
               f"{el:.1f} min", flush=True)
-        if f1 > best[0]:
+        if f1 > best[0] or a.train_on_val:   # with VAL in training its score selects nothing
             best = (f1, ep + 1)
             save_checkpoint(model, os.path.join(a.out, "checkpoint.npz"), classes, epoch=ep + 1,
-                            val_macro_f1=f1, val_acc=acc, data=os.path.abspath(a.data))
+                            val_macro_f1=f1, val_acc=acc, data=os.path.abspath(a.data),
+                            train_on_val=bool(a.train_on_val))
         if el >= a.minutes * 0.999:
             print(f"time limit ({a.minutes} min) reached", flush=True)
             break
