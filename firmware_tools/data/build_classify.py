@@ -1,7 +1,7 @@
 """Build the sound-classifier data set: 1 s windows of 7 classes, split by source.
 
     python firmware_tools/data/build_classify.py --out firmware_tools/work/classify16k \
-        [--train-per-class 2400] [--test-per-class 500] [--jobs 2]
+        [--train-per-class 6000] [--test-per-class 500] [--scores 150] [--jobs 2]
 
 Classes (``CLASSES``): silence (room tone, digital silence), speech, music, keyboard (typing),
 alarm (alarms, beeps, rings, horns, sirens), machine (engines, motors, fans, tools, traffic,
@@ -57,9 +57,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
+import render_scores  # noqa: E402
 import sources  # noqa: E402
 import synth  # noqa: E402
-import render_scores  # noqa: E402
 import synth_events  # noqa: E402
 
 from edge_runtime.classify_features import CLIP_SAMPLES, SAMPLE_RATE, logmel_windows  # noqa: E402
@@ -194,8 +194,8 @@ def catalogue_items(cat: list, scores: dict | None = None) -> list[Item]:
                 items.append(Item("machine", s.speaker, "synth:noise", s.path, licence=s.licence))
     for rel, info in (scores or {}).items():
         items.append(Item("music", f"score:{rel}", "render:music21", info["file"],
-                          licence="music21 corpus score (BSD/public domain) rendered with fluidsynth + "
-                                  + info["sf2"]))
+                          licence="music21 corpus score (shipped in the music21 wheel, BSD-3-Clause; see its "
+                                  "corpus notes), rendered here with fluidsynth + " + info["sf2"]))
     for k in synth_events.ALARM_KINDS:
         items.append(Item("alarm", f"synth:alarm/{k}", "synth:alarm", synth=f"alarm:{k}"))
     for k in synth_events.WATER_KINDS:
@@ -510,7 +510,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "firmware_tools" / "work" / "classify16k"))
     ap.add_argument("--cache", default=str(ROOT / "firmware_tools" / "work" / "cache"))
-    ap.add_argument("--train-per-class", type=int, default=2400)
+    ap.add_argument("--train-per-class", type=int, default=6000)
     ap.add_argument("--test-per-class", type=int, default=500)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)

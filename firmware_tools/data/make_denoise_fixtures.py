@@ -7,9 +7,8 @@ seeded random sample of ``--per-snr`` test clips (k = 0, 1, ...) at each of 0, 5
 recorded or synthesized speech as in the evaluation, without a synthetic room. The 3 s window
 is a random one in which speech is active (20 ms frames within 30 dB of the clip's loudest)
 at least half the time and that has pauses (its 5th-percentile frame energy at least 20 dB
-under the median; game dialog lines over a music bed have none). The first version of this
-script took each clip's loudest 3 s instead, which picks shouts and screams: that biased
-sample is kept in the closing note of issue 4, not here. ``denoise_fixtures.json`` records
+under the median; game dialog lines over a music bed have none). Not the loudest 3 s: that
+picks shouts and screams (the first version of this script did). ``denoise_fixtures.json`` records
 which clip and offset each fixture is. The test split shares no speaker or noise group with
 training (split.json).
 """

@@ -1,6 +1,6 @@
 """Music from real compositions: music21's corpus scores rendered with fluidsynth.
 
-    python firmware_tools/data/render_scores.py --cache firmware_tools/work/cache [--scores 240]
+    python firmware_tools/data/render_scores.py --cache firmware_tools/work/cache [--scores 150]
 
 The classifier's fluidsynth material (``sources.noise_render_specs``) is one GM program
 playing a random melody over random chords; music heard on a device is mostly ensembles. This
@@ -10,7 +10,9 @@ own scores, nothing downloaded): each score's parts get GM programs from one ens
 (keys, strings, winds, guitars, mallets, synths, organ, brass), a random transposition and
 tempo, in 45% of renders a drum kit on the score's beats, and one of two sound fonts
 (FluidR3_GM from ``fluid-soundfont-gm``, TimGM6mb from the ``pretty_midi`` wheel). Each
-rendering is one split unit (its score): the score file never appears in two splits.
+rendering is one split unit (its score): the score file never appears in two splits. Files
+over 60 KB (whole quartets, song collections) and renders over 30 s are skipped, as are the
+scores music21 cannot expand or write (their reasons go to stderr).
 
 Output: 16 kHz mono FLAC under ``cache/scores``, at most ``--seconds`` per piece, and
 ``cache/scores/index.json`` (score path -> file, palette, sound font, drums).
@@ -22,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -46,7 +49,7 @@ COLLECTIONS = ("bach", "palestrina", "monteverdi", "trecento", "beethoven", "moz
 
 
 MAX_FILE_BYTES = 60_000
-PARSE_TIMEOUT_S = 30
+RENDER_TIMEOUT_S = 30   # some scores take minutes to parse or expand: skipped
 
 
 class _Timeout(Exception):
@@ -106,12 +109,11 @@ def render_score(rel: str, out_dir: Path, seconds: float) -> dict | None:
     if out.exists():
         return info
     tmp = tempfile.mkdtemp(prefix="score_")
-    import signal
 
     def _alarm(*_):
-        raise _Timeout(f"over {PARSE_TIMEOUT_S} s")
-    old_handler = signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(PARSE_TIMEOUT_S)
+        raise _Timeout(f"over {RENDER_TIMEOUT_S} s")
+    old_handler = signal.signal(signal.SIGALRM, _alarm)   # a worker's (or the main) thread only
+    signal.alarm(RENDER_TIMEOUT_S)
     try:
         score = corpus.parse(rel)
         if hasattr(score, "scores"):   # an opus: its first score
@@ -135,7 +137,6 @@ def render_score(rel: str, out_dir: Path, seconds: float) -> dict | None:
             for nt in inst.notes:
                 nt.pitch = int(np.clip(nt.pitch + shift - (12 if last and inst.program in BASS else 0), 24, 100))
                 nt.velocity = int(np.clip(rng.normal(80, 15), 30, 127))
-        pm.instruments = [i for i in pm.instruments]
         limit = min(seconds, pm.get_end_time())
         for inst in pm.instruments:
             inst.notes = [nt for nt in inst.notes if nt.start < limit]
@@ -179,7 +180,7 @@ def _job(args):
     return rel, render_score(rel, Path(out_dir), seconds)
 
 
-def render_all(cache: Path, n_scores: int = 240, seconds: float = 40.0, jobs: int = 2) -> dict:
+def render_all(cache: Path, n_scores: int = 150, seconds: float = 40.0, jobs: int = 2) -> dict:
     """Render (or reuse) ``n_scores`` pieces; returns {score path: info}. Empty without music21,
     pretty_midi or fluidsynth (the builder then runs without this material)."""
     import importlib.util
@@ -207,7 +208,7 @@ def render_all(cache: Path, n_scores: int = 240, seconds: float = 40.0, jobs: in
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", default=str(Path(__file__).resolve().parents[1] / "work" / "cache"))
-    ap.add_argument("--scores", type=int, default=240)
+    ap.add_argument("--scores", type=int, default=150)
     ap.add_argument("--seconds", type=float, default=40.0)
     ap.add_argument("--jobs", type=int, default=2)
     a = ap.parse_args(argv)
