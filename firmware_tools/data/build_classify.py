@@ -15,7 +15,10 @@ OpenTTD OpenSFX set (Debian ``openttd-opensfx``: recorded vehicles, machines, ho
 music21 corpus scores rendered as ensembles with two GM sound fonts (:mod:`render_scores`:
 chorales, madrigals, quartets, folk tunes; one unit per score), and synthetic alarms (smoke,
 beepers, rings, sirens, chirps, UI beeps, buzzers, chimes, ring-tone motifs, beep groups),
-water and room tone (:mod:`synth_events`). Sonic Pi's phone samples are alarms, its 3D-printer
+water and room tone (:mod:`synth_events`), and the alerts, rings and notifications of five
+desktop sound themes (Debian ``oxygen-sounds``, ``yaru-theme-sound``, ``deepin-sound-theme``,
+``gnome-audio``, ``psi-plus-sounds``; ``THEME_NOT_ALARM`` leaves out their log-in jingles,
+window whooshes, shutters and clicks). Sonic Pi's phone samples are alarms, its 3D-printer
 loop a machine, its robot voices no class; its single tabla strokes are one unit.
 
 Split: each source has a split unit (speaker or voice for speech; original recording, file
@@ -91,6 +94,12 @@ SONICPI_AMBIENCE = ("vinyl_hiss", "ambi_sauna", "ambi_haunted_hum", "ambi_glass_
 FILLETS_CLASS = {"engine/mot-x-motor": "machine", "bathroom/br-x-pracka": "machine",
                  "bathyscaph/bat-t-budik": "alarm", "bathyscaph/bat-t-phone0": "alarm",
                  "bathyscaph/bat-t-phone1": "alarm", "steel/steel-x-redalert": "alarm"}
+# desktop sound themes whose alerts, rings and notifications are alarms (one unit per file, as
+# for sound-theme-freedesktop); log-in/-out jingles, window whooshes, shutters and clicks are not
+THEME_PACKAGES = ("oxygen-sounds", "yaru-theme-sound", "deepin-sound-theme", "gnome-audio", "psi-plus-sounds")
+THEME_NOT_ALARM = re.compile(r"log-?in|log-?off|log-?out|startup|shutdown|system-ready|window-|trash|shutter|"
+                             r"screen-capture|card_shuffle|slide|click|toggled|activate|chess_move|"
+                             r"sent-to-desktop|suspend-resume|file-open-foes|send\b", re.I)
 SYNTH_MACHINE = ("hum", "fan", "traffic")   # plain white/pink/brown noise is no machine (and sounds like rain)
 
 
@@ -142,6 +151,27 @@ def extract_opensfx(cache: Path) -> list[Item]:
         items.append(Item(OPENSFX_CLASS[i], unit, "deb:openttd-opensfx", str(path),
                           events=OPENSFX_CLASS[i] == "water",
                           licence=(lic.group(1) if lic else "see opensfx license.txt")))
+    return items
+
+
+def theme_alarm_items() -> list[Item]:
+    """Alert, ring and notification sounds of the installed desktop sound themes."""
+    import soundfile as sf
+
+    items = []
+    for pkg in THEME_PACKAGES:
+        for path in sources.dpkg_files(pkg):
+            if not path.endswith((".ogg", ".oga", ".wav")) or not os.path.isfile(path):
+                continue
+            stem = os.path.splitext(os.path.basename(path))[0]
+            if THEME_NOT_ALARM.search(stem):
+                continue
+            try:
+                dur = sf.info(path).duration
+            except RuntimeError:   # unreadable: not used
+                continue
+            items.append(Item("alarm", f"{pkg}:{stem}", f"deb:{pkg}", path, events=dur < 1.2,
+                              licence=f"Debian {pkg} (see /usr/share/doc/{pkg}/copyright)"))
     return items
 
 
@@ -437,7 +467,7 @@ def all_items(cache: Path, jobs: int = 2, n_scores: int = 150, log=print) -> lis
     cat = sources.build_catalogue(cache, jobs, log=log)
     scores = render_scores.render_all(cache, n_scores, jobs=jobs)
     log(f"music21 scores rendered: {len(scores)}")
-    return catalogue_items(cat, scores) + extract_opensfx(cache)
+    return catalogue_items(cat, scores) + extract_opensfx(cache) + theme_alarm_items()
 
 
 def build(out: Path, cache: Path, train_per_class: int, test_per_class: int, jobs: int, seed: int,
@@ -520,6 +550,8 @@ def main(argv=None) -> int:
     chk = sources.check_packages()
     if not os.path.exists(OPENSFX_CAT):
         chk["missing_deb"].append("openttd-opensfx")
+    chk["missing_deb"] += [p for p in THEME_PACKAGES if not sources.deb_installed(p)]
+    chk["apt_line"] = ("apt-get install -y " + " ".join(chk["missing_deb"])) if chk["missing_deb"] else ""
     if a.check_only:
         print(json.dumps(chk, indent=1))
         return 0
