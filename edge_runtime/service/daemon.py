@@ -352,6 +352,20 @@ class Instance:
                       f"{self.frames_in} frames in, {self.frames_out} out", pipeline=self.name,
                       frames_in=self.frames_in, frames_out=self.frames_out, ended=ended)
 
+    def _read(self, src, out):
+        """Read into ``out``: None when a poll wait ended without data (a stop was asked),
+        else the frames read (<= 0: the input ended). A lost device raises _SourceLost; new
+        xruns are counted."""
+        if self._poll_fd is not None and not self._readable():
+            return None
+        try:
+            n = src.read_into(out)
+        except AudioDeviceError as e:
+            raise _SourceLost(str(e)) from None
+        if getattr(src, "xruns", 0) > self._seen_xruns[0]:
+            self._count_xruns(src, None)
+        return n
+
     def _stream(self) -> bool:
         """Run blocks until the input ends (True) or a stop is requested (False)."""
         s = self.spec
@@ -368,14 +382,9 @@ class Instance:
                 want = min(bs, s.max_frames - self.frames_in)
                 if want <= 0:
                     return True
-            if self._poll_fd is not None and not self._readable():
+            n = self._read(src, buf if want == bs else buf[:want])
+            if n is None:
                 return False
-            try:
-                n = src.read_into(buf if want == bs else buf[:want])
-            except AudioDeviceError as e:
-                raise _SourceLost(str(e)) from None
-            if getattr(src, "xruns", 0) > self._seen_xruns[0]:
-                self._count_xruns(src, None)
             if n <= 0:
                 return True
             if n < bs:
@@ -526,14 +535,9 @@ class Instance:
             if want <= 0:
                 return True
             part = chunk if want == cf else chunk[:want]
-            if self._poll_fd is not None and not self._readable():
+            n = self._read(src, part)
+            if n is None:
                 return False
-            try:
-                n = src.read_into(part)
-            except AudioDeviceError as e:
-                raise _SourceLost(str(e)) from None
-            if getattr(src, "xruns", 0) > self._seen_xruns[0]:
-                self._count_xruns(src, None)
             if n <= 0:
                 return True
             self.frames_in += n
