@@ -90,9 +90,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from classify_model import load_checkpoint, export_onnx
-    from shipping import copy_variants, run_quantize
+    from shipping import copy_variants, run_quantize, write_entry
 
-    from edge_runtime.models.manifest import manifest_entry, upsert_model
+    from edge_runtime.models.manifest import manifest_entry
     from edge_runtime.nodes.classify import LABELS
 
     model, classes, meta = load_checkpoint(args.checkpoint)
@@ -190,11 +190,7 @@ def main(argv=None) -> int:
             "notes": args.note,
         },
     }
-    if not entry["metrics"]:
-        del entry["metrics"]
-    entry["variants"] = variants
-    upsert_model(args.manifest, entry)
-    print(f"shipped {len(variants)} variants to {out_dir}; manifest {args.manifest}")
+    write_entry(args.manifest, entry, variants, out_dir)
     return 0
 
 

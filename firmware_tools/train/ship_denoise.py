@@ -128,9 +128,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from export_denoise import export_onnx, load_checkpoint
-    from shipping import copy_variants, run_quantize
+    from shipping import copy_variants, run_quantize, write_entry
 
-    from edge_runtime.models.manifest import manifest_entry, upsert_model
+    from edge_runtime.models.manifest import manifest_entry
 
     model = load_checkpoint(args.checkpoint)
     meta = dict(np.load(args.checkpoint, allow_pickle=False))
@@ -206,11 +206,7 @@ def main(argv=None) -> int:
                              "firmware_tools/eval/eval_denoise.py") if results else "not yet evaluated",
         },
     }
-    if not entry["metrics"]:
-        del entry["metrics"]
-    entry["variants"] = variants
-    upsert_model(args.manifest, entry)
-    print(f"shipped {len(variants)} variants to {out_dir}; manifest {args.manifest}")
+    write_entry(args.manifest, entry, variants, out_dir)
     return 0
 
 

@@ -121,10 +121,10 @@ def main(argv=None) -> int:
     ap.add_argument("--manifest", default=os.path.join(ROOT, "models_int8", "manifest.toml"))
     args = ap.parse_args(argv)
 
-    from shipping import copy_variants, run_quantize
+    from shipping import copy_variants, run_quantize, write_entry
     from train_vad import export_onnx, load_checkpoint, load_features
 
-    from edge_runtime.models.manifest import load_manifest, manifest_entry, upsert_model
+    from edge_runtime.models.manifest import load_manifest, manifest_entry
 
     model = load_checkpoint(args.checkpoint)
     meta = dict(np.load(args.checkpoint, allow_pickle=False))
@@ -211,11 +211,7 @@ def main(argv=None) -> int:
                              "threshold 0.5") if results else "not yet evaluated",
         },
     }
-    if not entry["metrics"]:
-        del entry["metrics"]
-    entry["variants"] = variants
-    upsert_model(args.manifest, entry)
-    print(f"shipped {len(variants)} variants to {out_dir}; manifest {args.manifest}")
+    write_entry(args.manifest, entry, variants, out_dir)
     return 0
 
 

@@ -1,5 +1,5 @@
 """What every ship script does the same way: run the quantization pipeline on an FP32 ONNX
-model, and copy the shipped variant files into models_int8/<model>/."""
+model, copy the shipped variant files into models_int8/<model>/, and write the manifest entry."""
 from __future__ import annotations
 
 import json
@@ -37,3 +37,15 @@ def copy_variants(src_dir: str, out_dir: str, names) -> None:
         shutil.copyfile(os.path.join(src_dir, name), os.path.join(out_dir, name))
         if name.endswith(".xml"):
             shutil.copyfile(os.path.join(src_dir, name[:-4] + ".bin"), os.path.join(out_dir, name[:-4] + ".bin"))
+
+
+def write_entry(manifest: str, entry: dict, variants: list, out_dir: str) -> None:
+    """Upsert ``entry`` with its ``variants`` into ``manifest`` (an empty ``metrics`` table is
+    left out) and say so."""
+    from edge_runtime.models.manifest import upsert_model
+
+    if not entry.get("metrics"):
+        entry.pop("metrics", None)
+    entry["variants"] = variants
+    upsert_model(manifest, entry)
+    print(f"shipped {len(variants)} variants to {out_dir}; manifest {manifest}")
