@@ -323,8 +323,10 @@ def _seed(rng, split: str) -> int:
     return s if split == "test" else s + 1 if split == "val" else s + 2 + int(rng.integers(0, 2))
 
 
-def make_source(cls: str, pool: dict[str, dict[str, list[Item]]], split: str, rng, n: int = CLIP_SAMPLES) -> np.ndarray:
-    """The clean source of one window of class ``cls`` (``n`` samples, arbitrary level)."""
+def make_source(cls: str, pool: dict[str, dict[str, list[Item]]], split: str, rng, n: int = CLIP_SAMPLES,
+                tag: list | None = None) -> np.ndarray:
+    """The clean source of one window of class ``cls`` (``n`` samples, arbitrary level); ``tag``,
+    when given, gets the split unit the window came from (for per-source error analysis)."""
     origins = pool[cls]
     names = sorted(origins)
     # origins weighted by sqrt(files): one wheel's single clip must not be a seventh of speech
@@ -334,6 +336,8 @@ def make_source(cls: str, pool: dict[str, dict[str, list[Item]]], split: str, rn
     if its[0].synth:
         it = its[int(rng.integers(0, len(its)))]
         g = np.random.default_rng(_seed(rng, split))
+        if tag is not None:
+            tag.append(it.unit)
         if it.synth == "room":
             return synth_events.room_tone(n, SR, g)
         fam, kind = it.synth.split(":")
@@ -344,6 +348,8 @@ def make_source(cls: str, pool: dict[str, dict[str, list[Item]]], split: str, rn
     ulist = sorted(units)
     unit = ulist[int(rng.integers(0, len(ulist)))]
     files = units[unit]
+    if tag is not None:
+        tag.append(unit)
 
     def pick_file(from_all=False):
         src = its if from_all else files
@@ -404,23 +410,31 @@ def augment(x: np.ndarray, cls: str, rng) -> np.ndarray:
     return x
 
 
-def make_window(cls: str, pool, split: str, rng, n: int = CLIP_SAMPLES, partial: bool = True) -> np.ndarray:
+def make_window(cls: str, pool, split: str, rng, n: int = CLIP_SAMPLES, partial: bool = True,
+                tag: list | None = None) -> np.ndarray:
     """One window (or, with ``n``, a longer clip) of class ``cls`` from ``split``'s units;
-    ``partial=False`` keeps the sound over the whole clip (stream segments)."""
+    ``partial=False`` keeps the sound over the whole clip (stream segments); ``tag`` gets the
+    window's split unit."""
     if cls == "silence":
         r = rng.random()
         if r < 0.1:
+            if tag is not None:
+                tag.append("digital-zero")
             return np.zeros(n, np.float32)
         if r < 0.25 and "ambience" in pool["silence"]:
+            if tag is not None:
+                tag.append("ambience")
             x = _segment(load(pool["silence"]["ambience"][int(rng.integers(0, len(pool["silence"]["ambience"])))].path),
                          n, rng)
         else:
+            if tag is not None:
+                tag.append("synth:room")
             x = synth_events.room_tone(n, SR, np.random.default_rng(_seed(rng, split)))
         x = augment(x, cls, rng)
         level = 10 ** (rng.uniform(-95, -55) / 20)
         x *= level / (np.sqrt(np.mean(x ** 2)) + 1e-20)
         return x.astype(np.float32)
-    x = augment(make_source(cls, pool, split, rng, n), cls, rng)
+    x = augment(make_source(cls, pool, split, rng, n, tag), cls, rng)
     if partial and rng.random() < 0.2:   # the sound fills only part of the window (onsets/ends in a stream)
         keep = int(rng.uniform(0.4, 0.9) * n)
         fade = np.hanning(2 * 160)[:160]
@@ -457,9 +471,10 @@ def _job(args):
     items, split, cls, count, seed = args
     pool = _pool(items)
     rng = np.random.default_rng(seed)
-    clips = np.stack([make_window(cls, pool, split, rng) for _ in range(count)])
+    tags: list[str] = []
+    clips = np.stack([make_window(cls, pool, split, rng, tag=tags) for _ in range(count)])
     feats = logmel_windows(clips)
-    return cls, feats.astype(np.float16)
+    return cls, feats.astype(np.float16), tags
 
 
 def all_items(cache: Path, jobs: int = 2, n_scores: int = 150, log=print) -> list[Item]:
@@ -496,18 +511,19 @@ def build(out: Path, cache: Path, train_per_class: int, test_per_class: int, job
     summary = {"classes": list(CLASSES), "splits": {}}
     k = 0
     for name, per in sizes:
-        feats, labels = [], []
+        feats, labels, tags = [], [], []
         for ci, c in enumerate(CLASSES):
             for _ in range(0, per, chunk):
-                cls, f = res[k]
+                cls, f, t = res[k]
                 k += 1
-                assert cls == c
+                assert cls == c and len(t) == len(f)
                 feats.append(f)
                 labels.append(np.full(len(f), ci, np.int64))
+                tags += t
         X = np.concatenate(feats)
         y = np.concatenate(labels)
         tmp = out / f"{name}.tmp.npz"
-        np.savez(tmp, x=X, y=y)
+        np.savez(tmp, x=X, y=y, unit=np.array(tags))   # unit: a str array (loads without pickle)
         os.replace(tmp, out / f"{name}.npz")
         summary["splits"][name] = {"windows": int(len(y)), "per_class": per}
     units = {name: {c: sorted({it.unit for it in split[name] if it.cls == c}) for c in CLASSES}

@@ -1,13 +1,17 @@
 """Evaluate the shipped sound classifier on the held-out TEST split.
 
     python firmware_tools/eval/eval_classify.py --data firmware_tools/work/classify16k \
-        [--models models_int8/classify] [--out firmware_tools/eval/results] [--streams 40]
+        [--models models_int8/classify] [--out firmware_tools/eval/results] [--streams 40] \
+        [--vad-data firmware_tools/work/vad16k]
 
 Prints accuracy, macro-F1, per-class F1 and the confusion matrix of every variant in the
 models folder (through edge_runtime's model layer, the backend each format reads), the FP32 vs
 INT8 differences, and time per window (one thread; median and p99 over the test windows,
 model call only, and the node's log-mel front end per window); writes ``classify.json``,
 ``classify.md`` and the FP32 and INT8 confusion figures (``classify_confusion.png``) to --out.
+With ``--vad-data`` (the output of build_vad.py) the same command then runs the VAD comparison
+(:mod:`eval_vad`: our VAD variants vs Silero VAD, frame F1 and CPU time), prints it, writes
+``vad.md`` to --out and adds its table to ``classify.md``.
 
 TEST windows come from split units (speakers, voices, recordings, renderings, seeds) that no
 TRAIN or VAL window used (firmware_tools/data/build_classify.py, split.json).
@@ -199,7 +203,11 @@ def main(argv=None) -> int:
     ap.add_argument("--streams", type=int, default=0,
                     help="also run the whole node on N 30 s streams of TEST segments (needs the data cache)")
     ap.add_argument("--cache", default=os.path.join(ROOT, "firmware_tools", "work", "cache"))
+    ap.add_argument("--vad-data", help="also compare our VAD with Silero VAD on this build_vad.py output")
     a = ap.parse_args(argv)
+    if a.vad_data and not os.path.exists(os.path.join(a.vad_data, "clips.jsonl")):
+        raise SystemExit(f"--vad-data {a.vad_data}: no clips.jsonl there (expected the output folder of "
+                         "firmware_tools/data/build_vad.py)")
     from edge_runtime.nodes.classify import LABELS
 
     z = np.load(os.path.join(a.data, "test.npz"))
@@ -259,6 +267,15 @@ def main(argv=None) -> int:
         json.dump(res, f, indent=1)
     os.replace(os.path.join(a.out, "classify.json.tmp"), os.path.join(a.out, "classify.json"))
     md = report(res, a, fig)
+    if a.vad_data:   # last: eval_vad pins the process to one core for its CPU timing
+        sys.path.insert(0, HERE)
+        import eval_vad
+
+        vad_md = os.path.join(a.out, "vad.md")
+        eval_vad.main(["--data", a.vad_data, "--out", vad_md])
+        table = open(vad_md).read().split("## By condition")[0].split("\n", 2)[2].strip()
+        md += "\n## Voice activity detection: ours vs Silero VAD\n\n" + table + \
+            f"\n\nBy condition: [{os.path.basename(vad_md)}]({os.path.basename(vad_md)}).\n"
     with open(os.path.join(a.out, "classify.md.tmp"), "w") as f:
         f.write(md)
     os.replace(os.path.join(a.out, "classify.md.tmp"), os.path.join(a.out, "classify.md"))
@@ -270,7 +287,8 @@ def report(res: dict, a, fig: str) -> str:
     labels = res["labels"]
     L = ["# Sound classifier: held-out TEST split", "",
          f"`python firmware_tools/eval/eval_classify.py --data {os.path.relpath(a.data, ROOT)}"
-         + (f" --limit {a.limit}" if a.limit else "") + (f" --streams {a.streams}" if a.streams else "") + "`", "",
+         + (f" --limit {a.limit}" if a.limit else "") + (f" --streams {a.streams}" if a.streams else "")
+         + (f" --vad-data {os.path.relpath(a.vad_data, ROOT)}" if a.vad_data else "") + "`", "",
          f"{res['windows']} windows of 0.99 s ({res['windows'] // len(labels)} per class) from split units "
          "(speakers, voices, recordings, renderings, synthetic seeds) that no TRAIN or VAL window used. "
          "Times: one model call on one thread through edge_runtime's bound session (median / p99 over "

@@ -3,7 +3,7 @@
     python firmware_tools/train/ship_classify.py --checkpoint firmware_tools/work/classify_run/checkpoint.npz \
         --data firmware_tools/work/classify16k [--eval firmware_tools/eval/results/classify.json] [--skip-export]
 
-1. exports the FP32 ONNX model (logmel (1, 96, 40) -> probs (1, 7), embedding (1, 4 x width));
+1. exports the FP32 ONNX model (logmel (1, 96, 40) -> probs (1, 7), embedding (1, 4 or 8 x width, by pooling));
 2. calibration rows: 1,000 TRAIN windows; held-out rows: 500 VAL windows (never TEST);
 3. runs firmware_tools/quantize/quantize.py (FP16, INT8 dynamic, INT8 static QDQ, OpenVINO IR);
 4. makes TFLite FP32, INT8 dynamic and INT8 static (firmware_tools/export/tflite.py) and checks
@@ -146,18 +146,19 @@ def main(argv=None) -> int:
                                format=fmt, metrics=metrics_for(name) or None) for fmt, prec, name in SHIP]
     today = datetime.date.today().isoformat()
     trained = datetime.date.fromtimestamp(os.path.getmtime(args.checkpoint)).isoformat()
-    width = int(meta["width"])
+    dim = model.embed_dim
+    pooling = "; mean and max over time" if model.pool == "meanmax" else ""
     entry = {
         "name": "classify",
         "task": "sound-classification",
         "description": (f"DS-CNN ({sum(p.numel() for p in model.parameters())} parameters) over a 96 x 40 "
-                        "log-mel window (32 ms Hann frames every 10 ms, 40 mel bands 50-8000 Hz, ln power); "
-                        f"classes {', '.join(LABELS)}; outputs probs and the {4 * width}-d embedding "
+                        "log-mel window (32 ms Hann frames every 10 ms, 40 mel bands 50-8000 Hz, ln power)"
+                        f"{pooling}; classes {', '.join(LABELS)}; outputs probs and the {dim}-d embedding "
                         "(the layer before the classifier)"),
         "sample_rate": 16000, "frame": 512, "hop": 160,
         "inputs": [{"name": "logmel", "shape": [1, 96, 40], "dtype": "float32"}],
         "outputs": [{"name": "probs", "shape": [1, len(LABELS)], "dtype": "float32"},
-                    {"name": "embedding", "shape": [1, 4 * width], "dtype": "float32"}],
+                    {"name": "embedding", "shape": [1, dim], "dtype": "float32"}],
         "metrics": {k: v for k, v in metrics_for("classify_fp32.onnx").items()
                     if k in ("accuracy", "macro_f1")},
         "primary_metric": "accuracy",

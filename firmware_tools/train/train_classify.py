@@ -5,8 +5,11 @@
 
 Reads train.npz and val.npz (never test.npz; ``--train-on-val`` makes VAL part of the final
 fit, keeping the last epoch), trains with AdamW (warm-up + cosine over epochs or --minutes, whichever runs out first), label smoothing,
-SpecAugment masks, random time shifts and mixup-free class balancing, and keeps the checkpoint
-with the best validation macro-F1 (checkpoint.npz: arrays only, no pickle).
+SpecAugment masks, random time shifts, class-balanced windows and optional mixup (``--mixup P``:
+that share of batches mixes pairs of windows in the band-power domain, the log of a weighted sum
+of two sounds, with the labels weighted alike), and keeps the checkpoint with the best
+validation macro-F1 (checkpoint.npz: arrays only, no pickle). ``--pool`` picks the classifier's
+pooling (classify_model.py).
 """
 from __future__ import annotations
 
@@ -55,6 +58,18 @@ def spec_augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.roll(x, shifts=shift, dims=1)
 
 
+def mixup(x: torch.Tensor, y: torch.Tensor, n: int, g: torch.Generator, alpha: float = 0.4):
+    """Pairs of log-mel windows mixed as sounds: log(l * exp(a) + (1 - l) * exp(b)), l ~ Beta
+    (alpha, alpha) per pair; soft targets l * onehot(a) + (1 - l) * onehot(b)."""
+    b = x.shape[0]
+    lam = torch.distributions.Beta(alpha, alpha).sample((b,)).clamp(1e-3, 1 - 1e-3)
+    perm = torch.randperm(b, generator=g)
+    la = lam.view(b, 1, 1)
+    xm = torch.logaddexp(x + torch.log(la), x[perm] + torch.log(1 - la))
+    t = F.one_hot(y, n).float()
+    return xm, lam.view(b, 1) * t + (1 - lam.view(b, 1)) * t[perm]
+
+
 def evaluate(model, x: torch.Tensor, y: np.ndarray, n: int, batch: int = 512):
     model.eval()
     preds = []
@@ -75,6 +90,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=4e-3)
     ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--pool", choices=("mean", "meanmax"), default="mean")
+    ap.add_argument("--mixup", type=float, default=0.0, help="share of batches mixed (0: none)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", help="checkpoint.npz to start from (fine-tuning on rebuilt data)")
@@ -100,14 +117,14 @@ def main(argv=None) -> int:
     sub = tr["x"][:: max(1, len(tr["x"]) // 2000)].astype(np.float32)
     mean = sub.mean(axis=(0, 1))
     std = float(sub.std())
-    model = SoundClassifier(n, a.width, mean=mean, std=std)
+    model = SoundClassifier(n, a.width, mean=mean, std=std, pool=a.pool)
     if a.init:   # continue from an earlier run (its normalization constants included)
         from classify_model import load_checkpoint
 
         init, init_classes, _ = load_checkpoint(a.init)
-        if list(init_classes) != list(classes) or init.width != a.width:
-            raise SystemExit(f"--init {a.init}: classes/width {init_classes}/{init.width} differ from "
-                             f"{classes}/{a.width}")
+        if list(init_classes) != list(classes) or init.width != a.width or init.pool != a.pool:
+            raise SystemExit(f"--init {a.init}: classes/width/pool {init_classes}/{init.width}/{init.pool} "
+                             f"differ from {classes}/{a.width}/{a.pool}")
         model.load_state_dict(init.state_dict())
     print(f"{sum(p.numel() for p in model.parameters())} parameters; train {len(ytr)}, val {len(yva)} windows; "
           f"classes {classes}", flush=True)
@@ -132,9 +149,11 @@ def main(argv=None) -> int:
         for s in range(steps_per_epoch):
             set_lr(max((ep + s / steps_per_epoch) / a.epochs, (time.time() - t0) / 60 / a.minutes))
             idx = perm[s * a.batch:(s + 1) * a.batch]
-            xb = spec_augment(xtr[idx].float(), g)
+            xb, yb = spec_augment(xtr[idx].float(), g), ytr[idx]
+            if a.mixup and float(torch.rand(1, generator=g)) < a.mixup:
+                xb, yb = mixup(xb, yb, n, g)
             logits, _ = model(xb)
-            loss = F.cross_entropy(logits, ytr[idx], label_smoothing=0.05)
+            loss = F.cross_entropy(logits, yb, label_smoothing=0.05)
             opt.zero_grad()
             loss.backward()
             opt.step()
