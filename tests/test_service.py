@@ -48,6 +48,26 @@ def write_pipe(tmp_path, name="passthru", gain_db=0.0):
     return p
 
 
+def mic_service(tmp_path, seconds: float, channels: int = 1, output: str = "out.raw", extra: str = "",
+                service_extra: str = "", more: str = ""):
+    """A paced sawtooth file (``in.raw``), the limiter pipeline and a service config running it as
+    pipeline "mic" (``extra``: more keys of that table; ``more``: further tables); returns the
+    input frames and the config path."""
+    data = sawtooth(int(SR * seconds), channels=channels)
+    (tmp_path / "in.raw").write_bytes(data.tobytes())
+    write_pipe(tmp_path)
+    cfg = write_service(tmp_path, f"""[[pipelines]]
+name = "mic"
+pipeline = "passthru.toml"
+input = "in.raw"
+output = "{output}"
+{extra}sample_rate = 16000
+channels = {channels}
+pace = true
+{more}""", service_extra=service_extra)
+    return data, cfg
+
+
 def write_service(tmp_path, body: str, metrics: str = '""', service_extra: str = ""):
     cfg = tmp_path / "service.toml"
     cfg.write_text(f"[service]\nmetrics = {metrics}\nstop_timeout_s = 10\n{service_extra}\n{body}")
@@ -62,19 +82,7 @@ def notify(tmp_path):
 
 
 def test_ready_watchdog_then_sigterm_loses_and_duplicates_no_frame(tmp_path, notify):
-    data = sawtooth(SR * 6, channels=2)
-    (tmp_path / "in.raw").write_bytes(data.tobytes())
-    write_pipe(tmp_path)
-    cfg = write_service(tmp_path, """[[pipelines]]
-name = "mic"
-pipeline = "passthru.toml"
-input = "in.raw"
-output = "out.wav"
-events = "events.jsonl"
-sample_rate = 16000
-channels = 2
-pace = true
-""")
+    data, cfg = mic_service(tmp_path, 6, channels=2, output="out.wav", extra='events = "events.jsonl"\n')
     d = ServeProcess(cfg, notify, watchdog_usec=400_000)       # pings every 0.2 s
     try:
         assert notify.wait_for("READY", timeout=30), d.raw
@@ -154,18 +162,7 @@ def test_bad_config_is_refused_before_ready(tmp_path, notify, body, expect):
 
 
 def test_sighup_swaps_same_shape_pipeline_without_a_gap(tmp_path, notify):
-    data = sawtooth(SR * 20)                                  # SIGTERM ends it long before
-    (tmp_path / "in.raw").write_bytes(data.tobytes())
-    write_pipe(tmp_path, gain_db=0.0)
-    cfg = write_service(tmp_path, """[[pipelines]]
-name = "mic"
-pipeline = "passthru.toml"
-input = "in.raw"
-output = "out.raw"
-sample_rate = 16000
-channels = 1
-pace = true
-""", service_extra="crossfade_ms = 20\n")
+    data, cfg = mic_service(tmp_path, 20, service_extra="crossfade_ms = 20\n")   # SIGTERM ends it long before
     d = ServeProcess(cfg, notify)
     try:
         assert notify.wait_for("READY", timeout=30), d.raw
@@ -325,17 +322,7 @@ def test_service_config_errors_name_key_and_value(tmp_path):
 
 
 def test_sighup_with_a_new_shape_restarts_that_pipeline(tmp_path, notify):
-    (tmp_path / "in.raw").write_bytes(sawtooth(SR * 6).tobytes())
-    write_pipe(tmp_path)
-    cfg = write_service(tmp_path, """[[pipelines]]
-name = "mic"
-pipeline = "passthru.toml"
-input = "in.raw"
-output = "out.raw"
-sample_rate = 16000
-channels = 1
-pace = true
-""")
+    _, cfg = mic_service(tmp_path, 6)
     d = ServeProcess(cfg, notify)
     try:
         assert notify.wait_for("READY", timeout=30), d.raw
