@@ -1,0 +1,68 @@
+"""The classifier's training recipe end to end on a tiny made-up set (``-m train``; needs the
+``train`` extra's torch): trains, writes a pickle-free checkpoint that loads back with its
+pooling, exports an ONNX graph with the node's interface; mixup keeps the soft targets summing
+to one and mixes windows as sounds (a weighted mean of band powers)."""
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.train
+torch = pytest.importorskip("torch")
+sys.path.insert(0, str(ROOT / "firmware_tools" / "train"))
+
+
+def tiny_set(path, per_class=12, seed=0):
+    rng = np.random.default_rng(seed)
+    classes = ["silence", "speech", "music", "keyboard", "alarm", "machine", "water"]
+    for name, n in (("train", per_class), ("val", per_class // 2)):
+        y = np.repeat(np.arange(len(classes)), n)
+        x = rng.normal(-8.0, 2.0, (len(y), 96, 40)) + y[:, None, None] * 0.5   # a learnable offset per class
+        np.savez(path / f"{name}.npz", x=x.astype(np.float16), y=y.astype(np.int64))
+    (path / "summary.json").write_text(json.dumps({"classes": classes}))
+    return classes
+
+
+def test_mixup_targets_and_band_power_mixing():
+    import train_classify as tc
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 96, 40) - 6
+    y = torch.arange(16) % 7
+    xm, t = tc.mixup(x, y, 7, g)
+    assert torch.allclose(t.sum(1), torch.ones(16))
+    # a weighted mean of two band powers lies between them: within the batch's range
+    assert torch.isfinite(xm).all()
+    assert float(x.amin()) - 1e-5 <= float(xm.amin()) and float(xm.amax()) <= float(x.amax()) + 1e-5
+    assert not torch.allclose(xm, x)
+
+
+@pytest.mark.parametrize("pool", ["mean", "meanmax"])
+def test_train_export_roundtrip(tmp_path, pool):
+    import onnxruntime as ort
+
+    import train_classify as tc
+    from classify_model import export_onnx, load_checkpoint
+
+    data = tmp_path / "data"
+    data.mkdir()
+    classes = tiny_set(data)
+    out = tmp_path / "run"
+    assert tc.main(["--data", str(data), "--out", str(out), "--epochs", "2", "--batch", "16", "--width", "8",
+                    "--threads", "1", "--pool", pool, "--mixup", "0.5"]) == 0
+    z = np.load(out / "checkpoint.npz", allow_pickle=False)
+    assert str(z["meta_pool"]) == pool
+    model, cl, meta = load_checkpoint(str(out / "checkpoint.npz"))
+    assert cl == classes and model.pool == pool and int(meta["epoch"]) >= 1
+    onnx_path = tmp_path / "m.onnx"
+    export_onnx(model, str(onnx_path))
+    s = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    probs, emb = s.run(["probs", "embedding"], {"logmel": np.full((1, 96, 40), -8.0, np.float32)})
+    assert probs.shape == (1, 7) and abs(float(probs.sum()) - 1) < 1e-4
+    assert emb.shape == (1, model.embed_dim) and model.embed_dim == (64 if pool == "meanmax" else 32)
+    with torch.no_grad():
+        ref = torch.softmax(model(torch.full((1, 96, 40), -8.0))[0], -1).numpy()
+    assert np.allclose(probs, ref, atol=1e-5)
