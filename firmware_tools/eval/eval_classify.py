@@ -46,6 +46,22 @@ def per_class(y: np.ndarray, p: np.ndarray, n: int) -> tuple[np.ndarray, np.ndar
     return cm, prec, rec, f1
 
 
+def worst_units(y: np.ndarray, p: np.ndarray, unit: np.ndarray, labels, top: int = 12) -> list[dict]:
+    """The source units with the most wrong windows (a diagnostic of where errors come from:
+    one recording or rendering taken for another class, or errors spread thin)."""
+    rows = []
+    for u in np.unique(unit):
+        sel = unit == u
+        wrong = sel & (p != y)
+        if wrong.any():
+            got = np.bincount(p[wrong], minlength=len(labels))
+            rows.append({"unit": str(u), "class": labels[int(y[sel][0])], "windows": int(sel.sum()),
+                         "wrong": int(wrong.sum()),
+                         "taken_for": {labels[k]: int(v) for k, v in enumerate(got) if v}})
+    rows.sort(key=lambda r: -r["wrong"])
+    return rows[:top]
+
+
 def run_variant(path: str, backend: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities for every window and the per-call times (s), through a bound session."""
     from edge_runtime.backends import load_session
@@ -212,9 +228,11 @@ def main(argv=None) -> int:
 
     z = np.load(os.path.join(a.data, "test.npz"))
     x, y = z["x"].astype(np.float32), z["y"]
+    unit = z["unit"] if "unit" in z.files else None   # sets built before the unit record: none
     if a.limit:
         keep = np.concatenate([np.nonzero(y == c)[0][: a.limit] for c in range(len(LABELS))])
         x, y = x[keep], y[keep]
+        unit = unit[keep] if unit is not None else None
     n = len(LABELS)
     res = {"windows": int(len(y)), "labels": list(LABELS), "data": os.path.abspath(a.data), "variants": {}}
     cms = {}
@@ -243,6 +261,8 @@ def main(argv=None) -> int:
         print(f"{name:30} {backend:12} acc {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  "
               f"{r['ms_per_window_median']:.3f} ms/window (p99 {r['ms_per_window_p99']:.3f})  {r['size_bytes']} B")
     probs = res.pop("_probs", {})
+    if unit is not None and "classify_int8.onnx" in probs:
+        res["worst_units"] = worst_units(y, probs["classify_int8.onnx"].argmax(1), unit, LABELS)
     fp, i8 = res["variants"].get("classify_fp32.onnx"), res["variants"].get("classify_int8.onnx")
     if fp and i8:
         res["int8_vs_fp32"] = {"accuracy_points": round(100 * (i8["accuracy"] - fp["accuracy"]), 2),
@@ -272,7 +292,7 @@ def main(argv=None) -> int:
         import eval_vad
 
         vad_md = os.path.join(a.out, "vad.md")
-        eval_vad.main(["--data", a.vad_data, "--out", vad_md])
+        eval_vad.main(["--data", a.vad_data, "--out", vad_md] + (["--limit", str(a.limit)] if a.limit else []))
         table = open(vad_md).read().split("## By condition")[0].split("\n", 2)[2].strip()
         md += "\n## Voice activity detection: ours vs Silero VAD\n\n" + table + \
             f"\n\nBy condition: [{os.path.basename(vad_md)}]({os.path.basename(vad_md)}).\n"
@@ -327,6 +347,16 @@ def report(res: dict, a, fig: str) -> str:
               "| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
         for i, c in enumerate(labels):
             L.append(f"| {c} | " + " | ".join(str(v) for v in r["confusion"][i]) + " |")
+    wu = res.get("worst_units")
+    if wu:
+        total = sum(r["wrong"] for r in wu)
+        L += ["", "## Where the INT8 model's errors come from (TEST source units with the most wrong windows)", "",
+              f"A diagnostic, not for tuning: these {len(wu)} units hold {total} of the "
+              f"{round(res['windows'] * (1 - res['variants']['classify_int8.onnx']['accuracy']))} wrong windows.", "",
+              "| unit | class | windows | wrong | taken for |", "|---|---|---|---|---|"]
+        for r in wu:
+            L.append(f"| {r['unit']} | {r['class']} | {r['windows']} | {r['wrong']} | "
+                     + ", ".join(f"{k} {v}" for k, v in r["taken_for"].items()) + " |")
     L += ["", f"![confusion]({os.path.basename(fig)})", ""]
     return "\n".join(L)
 
