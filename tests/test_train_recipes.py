@@ -38,6 +38,9 @@ def test_mixup_targets_and_band_power_mixing():
     assert torch.isfinite(xm).all()
     assert float(x.amin()) - 1e-5 <= float(xm.amin()) and float(xm.amax()) <= float(x.amax()) + 1e-5
     assert not torch.allclose(xm, x)
+    # a window of silence (class 0) pairs with nothing: both keep their sound and their label
+    assert torch.all(t[y == 0, 0] == 1) and torch.all(t[:, 0][y != 0] == 0)
+    assert torch.allclose(xm[y == 0], x[y == 0])
 
 
 @pytest.mark.parametrize("pool", ["mean", "meanmax"])

@@ -91,7 +91,7 @@ MODEL_KEYS = ("name", "task", "description", "sample_rate", "frame", "hop", "inp
               "provenance", "metrics", "primary_metric", "lower_is_better", "labels", "variants")
 VARIANT_KEYS = ("format", "precision", "path", "sha256", "size", "metrics", "inputs", "outputs",
                 "weights_sha256", "weights_size", "notes", "name", "package")
-PROVENANCE_KEYS = ("recipe", "data", "trained_on", "evaluated_on", "notes")
+PROVENANCE_KEYS = ("recipe", "data", "trained_on", "training", "evaluated_on", "notes")
 SPEC_KEYS = ("name", "shape", "dtype")
 
 
@@ -117,6 +117,7 @@ class Provenance:
     recipe: str = ""
     data: str = ""
     trained_on: str = ""
+    training: str = ""        # the run's settings (epochs, regularization ...)
     evaluated_on: str = ""
     notes: str = ""
 

@@ -185,6 +185,7 @@ def main(argv=None) -> int:
                      "-45..-4 dBFS, room-tone floor (or digital silence), partial windows, speech over "
                      "music/machines"),
             "trained_on": trained,
+            "training": training_recipe(args.checkpoint),
             "evaluated_on": (f"{today}: TEST split of build_classify.py ({results.get('windows')} windows, "
                              "units never in TRAIN/VAL) by firmware_tools/eval/eval_classify.py")
                             if results else "not yet evaluated",
@@ -193,6 +194,19 @@ def main(argv=None) -> int:
     }
     write_entry(args.manifest, entry, variants, out_dir)
     return 0
+
+
+def training_recipe(checkpoint: str) -> str:
+    """The run's settings, from the train_log.json train_classify.py wrote beside the checkpoint."""
+    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "train_log.json")
+    if not os.path.exists(path):
+        return "unknown (no train_log.json beside the checkpoint)"
+    log = json.load(open(path))
+    a = log["args"]
+    return (f"train_classify.py: width {a.get('width')}, pooling {a.get('pool', 'mean')}, mixup on "
+            f"{a.get('mixup', 0.0):.0%} of batches, batch {a.get('batch')}, lr {a.get('lr')}, "
+            f"{len(log['epochs'])} epochs" + (", TRAIN+VAL, last epoch kept" if a.get("train_on_val")
+                                              else f", best VAL epoch {log.get('best_epoch')}"))
 
 
 if __name__ == "__main__":

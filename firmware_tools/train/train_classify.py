@@ -60,12 +60,17 @@ def spec_augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.roll(x, shifts=shift, dims=1)
 
 
-def mixup(x: torch.Tensor, y: torch.Tensor, n: int, g: torch.Generator, alpha: float = 0.4):
+def mixup(x: torch.Tensor, y: torch.Tensor, n: int, g: torch.Generator, alpha: float = 0.4,
+          silence: int | None = 0):
     """Pairs of log-mel windows mixed as sounds: log(l * exp(a) + (1 - l) * exp(b)), l ~ Beta
-    (alpha, alpha) per pair; soft targets l * onehot(a) + (1 - l) * onehot(b)."""
+    (alpha, alpha) per pair; soft targets l * onehot(a) + (1 - l) * onehot(b). A pair with a
+    ``silence`` window is not mixed: a sound over room tone is that sound, not part silence
+    (mixing them taught the first mixup model to call quiet sounds silence)."""
     b = x.shape[0]
     lam = torch.distributions.Beta(alpha, alpha).sample((b,)).clamp(1e-3, 1 - 1e-3)
     perm = torch.randperm(b, generator=g)
+    if silence is not None:
+        lam = torch.where((y == silence) | (y[perm] == silence), torch.ones_like(lam), lam)
     la = lam.view(b, 1, 1)
     xm = torch.logaddexp(x + torch.log(la), x[perm] + torch.log(1 - la))
     t = F.one_hot(y, n).float()
@@ -153,7 +158,7 @@ def main(argv=None) -> int:
             idx = perm[s * a.batch:(s + 1) * a.batch]
             xb, yb = spec_augment(xtr[idx].float(), g), ytr[idx]
             if a.mixup and float(torch.rand(1, generator=g)) < a.mixup:
-                xb, yb = mixup(xb, yb, n, g)
+                xb, yb = mixup(xb, yb, n, g, silence=classes.index("silence") if "silence" in classes else None)
             logits, _ = model(xb)
             loss = F.cross_entropy(logits, yb, label_smoothing=0.05)
             opt.zero_grad()
