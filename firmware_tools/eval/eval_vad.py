@@ -112,7 +112,7 @@ def cpu_ms_per_s(variants: list[str], audio: np.ndarray, rounds: int = 5) -> dic
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.path.join(ROOT, "firmware_tools", "work", "vad16k"))
-    ap.add_argument("--variants", default="fp32,int8-static,int8-dynamic,tflite:int8-dynamic,silero")
+    ap.add_argument("--variants", default="fp32,int8-static,int8-dynamic,tflite:fp32,tflite:int8-dynamic,silero")
     ap.add_argument("--out", default=os.path.join(ROOT, "firmware_tools", "eval", "results", "vad.md"))
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
     ap.add_argument("--cpu", type=int, default=None, help="core to pin to (default: the last allowed)")
