@@ -21,9 +21,18 @@ desktop sound themes (Debian ``oxygen-sounds``, ``yaru-theme-sound``, ``deepin-s
 window whooshes, shutters and clicks). Sonic Pi's phone samples are alarms, its 3D-printer
 loop a machine, its robot voices no class; its single tabla strokes are one unit.
 
+Builder v6 adds (``V6_PACKAGES``, split group "v6"): SuperTuxKart's soundtrack (one unit per
+track, its fast variant included) and its engine, horn, start-beep and water effects; Asterisk's
+music on hold (5 recorded tracks), its telephone prompts (one more recorded voice, 8 kHz) and
+its beep tones; OpenTTD's OpenMSX MIDI pieces rendered with two of three sound fonts
+(FluidR3_GM, TimGM6mb, MuseScore_General_Lite; one unit per piece); the ring and chat tones of
+linphone, Pidgin's and Gajim's alerts, XBoard's dings, gong, phone and horn, and the beeps of
+sound-icons. A file byte-identical to an alarm already used is left out.
+
 Split: each source has a split unit (speaker or voice for speech; original recording, file
-family, GM program or synthetic seed for the rest). Per class, a quarter of the units (by a
-stable hash) are TEST, the next 15% VAL (schedule choices), the rest TRAIN; synthetic
+family, GM program or synthetic seed for the rest). Per class and split group (the v5 sources,
+the v6 sources), a quarter of the units (by a stable hash) are TEST, the next 15% VAL
+(schedule choices), the rest TRAIN, so adding the v6 sources moved no v5 unit; synthetic
 generators split by seed (seed % 4: 0 TEST, 1 VAL, 2-3 TRAIN). Every window is assembled from one split's units only; ``split.json`` records them.
 
 Each window: source audio (segments of long files, or short events sequenced at natural
@@ -47,6 +56,7 @@ import io
 import json
 import os
 import re
+import shutil
 import struct
 import sys
 import time
@@ -102,6 +112,32 @@ THEME_NOT_ALARM = re.compile(r"log-?in|log-?off|log-?out|startup|shutdown|system
                              r"sent-to-desktop|suspend-resume|file-open-foes|send\b", re.I)
 SYNTH_MACHINE = ("hum", "fan", "traffic")   # plain white/pink/brown noise is no machine (and sounds like rain)
 
+# Added in builder v6 (split group "v6": split among themselves, so the v5 units keep their
+# splits and models of both builders are compared on the same TEST units): produced music
+# (SuperTuxKart's soundtrack, Asterisk's music on hold, OpenTTD's OpenMSX MIDI rendered with
+# three sound fonts), phone and messenger alerts, recorded engines, horns and water, and one more
+# recorded voice (Asterisk's telephone prompts, 8 kHz).
+V6_PACKAGES = ("supertuxkart-data", "asterisk-moh-opsound-wav", "asterisk-core-sounds-en-wav", "openttd-openmsx",
+               "linphone-common", "pidgin-data", "gajim", "xboard", "sound-icons", "musescore-general-soundfont-small")
+STK_DIR = "/usr/share/games/supertuxkart/data"
+STK_SFX = {"airplane_jetEngine": "machine", "engine_large": "machine", "engine_small": "machine",
+           "car_accel": "machine", "car_revup": "machine", "machine_sound": "machine",
+           "horn": "alarm", "pre_start_race": "alarm", "start_race": "alarm",
+           "rain": "water", "river_loop": "water", "waterfall_loop_2": "water", "splash": "water"}
+ASTERISK_DIR = "/usr/share/asterisk/sounds/en_US_f_Allison"
+ASTERISK_TONES = ("beep", "beeperr", "ascending-2tone", "descending-2tone")
+# package: (folder, file stems that are alarms); messenger log-in/-out jingles and "sent" whooshes are not
+V6_ALARMS = {
+    "linphone-common": ("/usr/share/sounds/linphone", ("ringback", "incoming_chat", "toy-mono", "oldphone-mono")),
+    "pidgin-data": ("/usr/share/sounds/purple", ("alert", "receive")),
+    "gajim": ("/usr/lib/python3/dist-packages/gajim/data/sounds",
+              ("attention", "call_incoming", "call_outgoing", "message1", "message2", "gc_message1", "gc_message2")),
+    "xboard": ("/usr/share/games/xboard/sounds", ("ding1", "gong", "phone", "honkhonk", "penalty")),
+    "sound-icons": ("/usr/share/sounds/sound-icons", ("pisk-up", "pisk-down", "pisk-up-cink", "pisk-down-cink", "prompt")),
+}
+OPENMSX_DIR = "/usr/share/games/openttd/baseset/openmsx"
+MUSESCORE_SF3 = "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3"
+
 
 @dataclasses.dataclass
 class Item:
@@ -112,6 +148,7 @@ class Item:
     synth: str = ""  # generator for synthetic items: "alarm:<kind>", "water:<kind>"
     events: bool = False   # short event: sequenced/tiled, not cut as a segment
     licence: str = ""
+    group: str = ""  # split group: units are split per class within their group ("" = builder v5)
 
 
 def _h(s: str) -> int:
@@ -172,6 +209,114 @@ def theme_alarm_items() -> list[Item]:
                 continue
             items.append(Item("alarm", f"{pkg}:{stem}", f"deb:{pkg}", path, events=dur < 1.2,
                               licence=f"Debian {pkg} (see /usr/share/doc/{pkg}/copyright)"))
+    return items
+
+
+def _file_sha(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _render_midi(args) -> str | None:
+    """One MIDI file through fluidsynth with one sound font: 16 kHz mono FLAC (first 90 s)."""
+    mid, sf2, out = args
+    if os.path.exists(out):
+        return out
+    import soundfile as sf
+    import soxr
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="midi_") as tmp:
+        wav = os.path.join(tmp, "out.wav")
+        try:
+            subprocess.run(["fluidsynth", "-ni", "-q", "-r", "48000", "-g", "0.5", "-F", wav, sf2, mid],
+                           check=True, capture_output=True, timeout=300)
+            x, sr = sf.read(wav, dtype="float32", always_2d=True)
+        except (subprocess.SubprocessError, OSError, RuntimeError) as e:
+            print(f"build_classify: {mid} with {os.path.basename(sf2)}: not rendered ({e!r})"[:200], file=sys.stderr)
+            return None
+    x = soxr.resample(x.mean(axis=1), sr, SR)[: 90 * SR]
+    if np.max(np.abs(x), initial=0.0) < 1e-4:
+        return None
+    x *= 0.9 / float(np.max(np.abs(x)))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    sf.write(out + ".tmp.flac", x, SR, subtype="PCM_16")
+    os.replace(out + ".tmp.flac", out)
+    return out
+
+
+def v6_items(cache: Path, existing: list[Item], jobs: int = 2) -> list[Item]:
+    """The builder-v6 sources (``V6_PACKAGES``) that are installed; split group "v6". A file
+    byte-identical to one already used (messengers share sounds) is left out."""
+    import soundfile as sf
+
+    seen = {_file_sha(it.path) for it in existing if it.path and it.cls == "alarm"}
+    items: list[Item] = []
+
+    def add(cls, unit, pkg, path, events=None, origin=None):
+        if cls == "alarm":
+            h = _file_sha(path)
+            if h in seen:
+                return
+            seen.add(h)
+        if events is None:
+            events = sf.info(path).duration < 1.2
+        items.append(Item(cls, unit, origin or f"deb:{pkg}", path, events=events, group="v6",
+                          licence=f"Debian {pkg} (see /usr/share/doc/{pkg}/copyright)"))
+
+    if os.path.isdir(f"{STK_DIR}/music"):
+        fast = {}
+        for m in sorted(Path(f"{STK_DIR}/music").glob("*.music")):
+            txt = m.read_text(errors="replace")
+            f, ff = re.search(r'\bfile\s*=\s*"([^"]+)"', txt), re.search(r'fast-filename\s*=\s*"([^"]+)"', txt)
+            if f and ff:
+                fast[ff.group(1)] = f.group(1)
+        for path in sorted(Path(f"{STK_DIR}/music").glob("*.ogg")):
+            base = fast.get(path.name, path.name)
+            add("music", "stk-music:" + Path(base).stem, "supertuxkart-data", str(path), events=False,
+                origin="deb:supertuxkart-data:music")
+        for stem, cls in sorted(STK_SFX.items()):
+            path = f"{STK_DIR}/sfx/{stem}.ogg"
+            if os.path.isfile(path):
+                add(cls, f"stk-sfx:{stem}", "supertuxkart-data", path, events=cls == "water" and stem == "splash",
+                    origin=f"deb:supertuxkart-data:{cls}")
+    for path in sorted(Path("/usr/share/asterisk/moh").glob("*.wav")):
+        add("music", f"moh:{path.stem}", "asterisk-moh-opsound-wav", str(path), events=False)
+    if os.path.isdir(ASTERISK_DIR):
+        for path in sorted(Path(ASTERISK_DIR).rglob("*.wav")):
+            rel = path.relative_to(ASTERISK_DIR)
+            if rel.parts[0] == "silence":
+                continue
+            if path.stem in ASTERISK_TONES:
+                add("alarm", f"asterisk:{path.stem}", "asterisk-core-sounds-en-wav", str(path),
+                    origin="deb:asterisk-core-sounds-en-wav:tones")
+            else:   # one speaker, one unit
+                add("speech", "asterisk:en_US_f_Allison", "asterisk-core-sounds-en-wav", str(path))
+    for pkg, (folder, stems) in V6_ALARMS.items():
+        for stem in stems:
+            path = f"{folder}/{stem}.wav"
+            if os.path.isfile(path):
+                add("alarm", f"{pkg}:{stem}", pkg, path)
+    mids = sorted(Path(OPENMSX_DIR).glob("*.mid")) if os.path.isdir(OPENMSX_DIR) else []
+    fonts = [f for f in (render_scores.FLUID_SF2, render_scores.timgm_sf2(), MUSESCORE_SF3) if f and os.path.exists(f)]
+    if mids and fonts and shutil.which("fluidsynth"):
+        tasks = []
+        for mid in mids:   # each piece with two of the sound fonts (both renderings: one unit)
+            order = sorted(fonts, key=lambda f: _h(f"openmsx|{mid.name}|{os.path.basename(f)}"))
+            for sf2 in order[:2]:
+                tasks.append((str(mid), sf2, str(cache / "openmsx" / f"{mid.stem}.{Path(sf2).stem}.flac")))
+        if jobs > 1:
+            import multiprocessing as mp
+            with mp.get_context("fork").Pool(jobs) as p:
+                done = p.map(_render_midi, tasks, chunksize=1)
+        else:
+            done = [_render_midi(t) for t in tasks]
+        for (mid, sf2, _), out in zip(tasks, done):
+            if out:
+                items.append(Item("music", f"openmsx:{Path(mid).stem}", "render:openmsx", out, group="v6",
+                                  licence="OpenMSX (Debian openttd-openmsx, GPL-2), rendered here with fluidsynth + "
+                                          + os.path.basename(sf2)))
     return items
 
 
@@ -243,14 +388,15 @@ def split_items(items: list[Item]) -> dict[str, list[Item]]:
     never fine-tuned across builder versions."""
     out = {"train": [], "val": [], "test": []}
     for c in CLASSES:
-        real = [it for it in items if it.cls == c and not it.synth]
-        units = sorted({it.unit for it in real}, key=lambda u: _h("classify-split|" + u))
-        n_test = max(1, int(round(TEST_SHARE * len(units)))) if len(units) >= 3 else 0
-        n_val = max(1, int(round(VAL_SHARE * len(units)))) if len(units) >= 3 else 0
-        test_units = set(units[:n_test])
-        val_units = set(units[n_test:n_test + n_val])
-        for it in real:
-            out["test" if it.unit in test_units else "val" if it.unit in val_units else "train"].append(it)
+        for group in sorted({it.group for it in items if it.cls == c and not it.synth}):
+            real = [it for it in items if it.cls == c and not it.synth and it.group == group]
+            units = sorted({it.unit for it in real}, key=lambda u: _h("classify-split|" + u))
+            n_test = max(1, int(round(TEST_SHARE * len(units)))) if len(units) >= 3 else 0
+            n_val = max(1, int(round(VAL_SHARE * len(units)))) if len(units) >= 3 else 0
+            test_units = set(units[:n_test])
+            val_units = set(units[n_test:n_test + n_val])
+            for it in real:
+                out["test" if it.unit in test_units else "val" if it.unit in val_units else "train"].append(it)
         for it in items:
             if it.cls == c and it.synth:
                 for name in out:
@@ -482,7 +628,10 @@ def all_items(cache: Path, jobs: int = 2, n_scores: int = 150, log=print) -> lis
     cat = sources.build_catalogue(cache, jobs, log=log)
     scores = render_scores.render_all(cache, n_scores, jobs=jobs)
     log(f"music21 scores rendered: {len(scores)}")
-    return catalogue_items(cat, scores) + extract_opensfx(cache) + theme_alarm_items()
+    items = catalogue_items(cat, scores) + extract_opensfx(cache) + theme_alarm_items()
+    extra = v6_items(cache, items, jobs)
+    log(f"builder-v6 sources: {len(extra)} files, {len({it.unit for it in extra})} units")
+    return items + extra
 
 
 def build(out: Path, cache: Path, train_per_class: int, test_per_class: int, jobs: int, seed: int,
@@ -536,8 +685,10 @@ def build(out: Path, cache: Path, train_per_class: int, test_per_class: int, job
     files = {name: {c: sorted({it.path or it.synth for it in split[name] if it.cls == c}) for c in CLASSES}
              for name in split}
     record = {"classes": list(CLASSES), "test_share": TEST_SHARE,
-              "rule": "per class, first 25% of units by sha256('classify-split|'+unit) are test; "
-                      "next 15% val; synthetic generators split by seed (seed % 4: 0 test, 1 val, 2-3 train)",
+              "rule": "per class and split group (builder v5 sources, v6 sources), first 25% of units by "
+                      "sha256('classify-split|'+unit) are test; next 15% val; synthetic generators split by "
+                      "seed (seed % 4: 0 test, 1 val, 2-3 train)",
+              "groups": {g: sorted({it.unit for it in items if it.group == g}) for g in ("v6",)},
               "units": units, "files": files,
               "origins": {name: {c: sorted({it.origin for it in split[name] if it.cls == c}) for c in CLASSES}
                           for name in split},
@@ -566,7 +717,7 @@ def main(argv=None) -> int:
     chk = sources.check_packages()
     if not os.path.exists(OPENSFX_CAT):
         chk["missing_deb"].append("openttd-opensfx")
-    chk["missing_deb"] += [p for p in THEME_PACKAGES if not sources.deb_installed(p)]
+    chk["missing_deb"] += [p for p in THEME_PACKAGES + V6_PACKAGES if not sources.deb_installed(p)]
     chk["apt_line"] = ("apt-get install -y " + " ".join(chk["missing_deb"])) if chk["missing_deb"] else ""
     if a.check_only:
         print(json.dumps(chk, indent=1))

@@ -62,6 +62,33 @@ def worst_units(y: np.ndarray, p: np.ndarray, unit: np.ndarray, labels, top: int
     return rows[:top]
 
 
+def split_groups(data: str) -> dict[str, set]:
+    """Units of each later split group from the builder's split.json (builder v6 on): their units
+    were split among themselves, so the other TEST units are those of the earlier builder."""
+    try:
+        with open(os.path.join(data, "split.json")) as f:
+            return {g: set(u) for g, u in json.load(f).get("groups", {}).items()}
+    except (OSError, ValueError):
+        return {}
+
+
+def by_group(y: np.ndarray, preds: dict, unit: np.ndarray, groups: dict, n: int) -> dict:
+    """Accuracy and macro-F1 of each variant on the TEST windows of each split group ("v5": the
+    units every earlier builder had, the same TEST units as before; then each later group)."""
+    later = set().union(*groups.values())
+    masks = {"v5": ~np.isin(unit, sorted(later))}
+    masks.update({g: np.isin(unit, sorted(u)) for g, u in groups.items()})
+    out = {}
+    for g, m in masks.items():
+        out[g] = {"windows": int(m.sum()),
+                  "per_class_windows": np.bincount(y[m], minlength=n).tolist()}
+        for name, p in preds.items():
+            out[g][name] = {"accuracy": float(np.mean(p[m] == y[m])) if m.any() else None,
+                            "macro_f1": float(per_class(y[m], p[m], n)[3][np.bincount(y[m], minlength=n) > 0].mean())
+                            if m.any() else None}
+    return out
+
+
 def run_variant(path: str, backend: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities for every window and the per-call times (s), through a bound session."""
     from edge_runtime.backends import load_session
@@ -263,6 +290,9 @@ def main(argv=None) -> int:
     probs = res.pop("_probs", {})
     if unit is not None and "classify_int8.onnx" in probs:
         res["worst_units"] = worst_units(y, probs["classify_int8.onnx"].argmax(1), unit, LABELS)
+        groups = split_groups(a.data)
+        if groups:
+            res["by_group"] = by_group(y, {k: v.argmax(1) for k, v in probs.items()}, unit, groups, n)
     fp, i8 = res["variants"].get("classify_fp32.onnx"), res["variants"].get("classify_int8.onnx")
     if fp and i8:
         res["int8_vs_fp32"] = {"accuracy_points": round(100 * (i8["accuracy"] - fp["accuracy"]), 2),
@@ -347,6 +377,18 @@ def report(res: dict, a, fig: str) -> str:
               "| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
         for i, c in enumerate(labels):
             L.append(f"| {c} | " + " | ".join(str(v) for v in r["confusion"][i]) + " |")
+    bg = res.get("by_group")
+    if bg:
+        names = [k for k in ("classify_fp32.onnx", "classify_int8.onnx") if k in bg["v5"]]
+        L += ["", "## By split group", "",
+              "The builder's later sources were split among themselves (split.json `groups`), so `v5` "
+              "is the TEST units every earlier builder had; macro-F1 over the classes a group has.", "",
+              "| group | windows | " + " | ".join(f"{k} accuracy | {k} macro-F1" for k in names) + " |",
+              "|---|---|" + "---|---|" * len(names)]
+        for g, r in bg.items():
+            cells = " | ".join(f"{r[k]['accuracy']:.4f} | {r[k]['macro_f1']:.4f}" if r[k]["accuracy"] is not None
+                               else "— | —" for k in names)
+            L.append(f"| {g} | {r['windows']} | {cells} |")
     wu = res.get("worst_units")
     if wu:
         total = sum(r["wrong"] for r in wu)
