@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .spectral import filter_bank, log_mel, mel_filterbank, power_spectrum, stft_analyzer
+from .spectral import filter_bank, mel_filterbank, stft_analyzer
 
 SAMPLE_RATE = 16000
 N_FFT = 512
@@ -36,9 +36,7 @@ class LogMelFrontEnd:
         self.mel = np.zeros((self.channels, N_MELS), np.float32)
 
     def push(self, hop_block: np.ndarray) -> np.ndarray:
-        self.ana.push(hop_block)
-        power_spectrum(self.ana.re, self.ana.im, self.power)
-        log_mel(self.fb, self.power, self.mel, LOG_FLOOR)
+        self.ana.push_log_mel(hop_block, self.fb, self.power, self.mel, LOG_FLOOR)
         return self.mel
 
     def reset(self) -> None:

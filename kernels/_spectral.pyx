@@ -514,6 +514,29 @@ cdef class StftAnalyzer:
         with nogil:
             self.c_push(block)
 
+    def push_log_mel(self, const float[:, ::1] block, FilterBank fb not None, float[:, ::1] power,
+                     float[:, ::1] out, float floor=1e-10):
+        """``push(block)``, then each channel's ``re**2 + im**2`` into ``power`` (channels, n_bins)
+        and ``log(max(fb.apply(power), floor))`` into ``out`` (channels, fb.n_bands): a log-mel
+        front end's hop in one compiled call (no Python between the three steps)."""
+        cdef Py_ssize_t c
+        if block.shape[0] != self.channels or block.shape[1] != self.hop:
+            raise ValueError(f"StftAnalyzer.push_log_mel needs a ({self.channels}, {self.hop}) float32 block, "
+                             f"got ({block.shape[0]}, {block.shape[1]})")
+        if fb.n_bins != self.n_bins or power.shape[0] != self.channels or power.shape[1] != self.n_bins:
+            raise ValueError(f"push_log_mel needs a filter bank of {self.n_bins} bins and power "
+                             f"({self.channels}, {self.n_bins})")
+        if out.shape[0] != self.channels or out.shape[1] != fb.n_bands:
+            raise ValueError(f"push_log_mel needs out ({self.channels}, {fb.n_bands})")
+        if not floor > 0:
+            raise ValueError(f"log_mel floor must be > 0, got {floor}")
+        with nogil:
+            self.c_push(block)
+            for c in range(self.channels):
+                power_spectrum_1d(&self.re_v[c, 0], &self.im_v[c, 0], &power[c, 0], self.n_bins)
+                fb._apply(&power[c, 0], &out[c, 0])
+                log_floor_1d(&out[c, 0], fb.n_bands, floor)
+
     def push_many(self, const float[:, ::1] block, Py_ssize_t count):
         """Push the same block ``count`` times in a compiled loop (benchmarks)."""
         cdef Py_ssize_t i

@@ -53,3 +53,17 @@ def test_synthetic_generators_are_in_every_split():
     split = B.split_items(items)
     for name in ("train", "val", "test"):
         assert any(it.synth == "alarm:smoke" for it in split[name])
+
+
+@pytest.mark.parametrize("pkg,stems,same", [
+    ("wesnoth-1.16-music", ("frantic", "frantic-old"), True),
+    ("wesnoth-1.16-music", ("victory", "victory2"), True),
+    ("wesnoth-1.16-music", ("victory", "defeat"), False),
+    ("warzone2100-music", ("track3", "track3_enhanced"), True),
+    ("warzone2100-music", ("track3", "track13"), False),
+    ("baresip-core", ("sound1", "soundstar"), True),
+    ("baresip-core", ("ring", "ringback"), False),
+])
+def test_versions_of_one_piece_share_a_unit(pkg, stems, same):
+    a, b = (B._v7_unit(pkg, s) for s in stems)
+    assert (a == b) is same

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ModelError
-from ..spectral import filter_bank, log_mel, mel_filterbank, power_spectrum, stft_analyzer
+from ..spectral import filter_bank, mel_filterbank, stft_analyzer
 from .decision import DecisionMixin
 from .model import ModelNode
 
@@ -54,9 +54,7 @@ class VadFrontEnd:
     def push(self, hop: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """One 10 ms hop in; its 32 log-mel energies into ``out`` (1, 32) (default ``feat``)."""
         out = self.feat if out is None else out
-        self.ana.push(hop)
-        power_spectrum(self.ana.re, self.ana.im, self.power)
-        log_mel(self.fb, self.power, out, LOG_FLOOR)
+        self.ana.push_log_mel(hop, self.fb, self.power, out, LOG_FLOOR)
         return out
 
 

@@ -27,12 +27,18 @@ music on hold (5 recorded tracks), its telephone prompts (one more recorded voic
 its beep tones; OpenTTD's OpenMSX MIDI pieces rendered with two of three sound fonts
 (FluidR3_GM, TimGM6mb, MuseScore_General_Lite; one unit per piece); the ring and chat tones of
 linphone, Pidgin's and Gajim's alerts, XBoard's dings, gong, phone and horn, and the beeps of
-sound-icons. A file byte-identical to an alarm already used is left out.
+sound-icons. Builder v7 (``--v7``, not the default: tried, and the model trained with it scored
+lower on every TEST group, README) adds (``V7_SOURCES``, split group "v7"): produced music of six more
+games (Wesnoth's orchestral score, Warzone 2100's three albums, Extreme Tux Racer, X-Moto,
+Frozen Bubble, Freeciv; versions of one piece are one unit), the ring tones and notifications of
+a phone (``lomiri-sounds``), a softphone's call tones and DTMF digits (``baresip-core``), and
+Simutrans' vehicles, tools, ship horn, level crossing and water, Freeciv's splashes. A file
+byte-identical to an alarm already used is left out.
 
 Split: each source has a split unit (speaker or voice for speech; original recording, file
 family, GM program or synthetic seed for the rest). Per class and split group (the v5 sources,
-the v6 sources), a quarter of the units (by a stable hash) are TEST, the next 15% VAL
-(schedule choices), the rest TRAIN, so adding the v6 sources moved no v5 unit; synthetic
+the v6 sources, the v7 sources), a quarter of the units (by a stable hash) are TEST, the next 15% VAL
+(schedule choices), the rest TRAIN, so adding a group moved no earlier unit; synthetic
 generators split by seed (seed % 4: 0 TEST, 1 VAL, 2-3 TRAIN). Every window is assembled from one split's units only; ``split.json`` records them.
 
 Each window: source audio (segments of long files, or short events sequenced at natural
@@ -51,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
 import hashlib
 import io
 import json
@@ -135,6 +142,50 @@ V6_ALARMS = {
     "xboard": ("/usr/share/games/xboard/sounds", ("ding1", "gong", "phone", "honkhonk", "penalty")),
     "sound-icons": ("/usr/share/sounds/sound-icons", ("pisk-up", "pisk-down", "pisk-up-cink", "pisk-down-cink", "prompt")),
 }
+# Builder v7 (``--v7``; split group "v7", split among themselves like v6): more produced music (Wesnoth's
+# orchestral score, Warzone 2100's three albums, Extreme Tux Racer, X-Moto, Frozen Bubble,
+# Freeciv), a phone's ring tones and notifications (lomiri-sounds), a softphone's call tones
+# (baresip), and Simutrans' vehicles, tools, horn, level crossing and water; Freeciv's splashes.
+V7_PACKAGES = ("lomiri-sounds", "baresip-core", "simutrans-pak64", "wesnoth-1.16-music", "warzone2100-music",
+               "extremetuxracer-data", "xmoto-data", "frozen-bubble-data", "freeciv-data")
+SIMUTRANS = "/usr/share/games/simutrans/pak/sound"
+
+
+def _v7_unit(pkg: str, stem: str) -> str:
+    """One unit per piece or sound; versions of one piece (Wesnoth's "-old"/"2", Warzone's
+    "_enhanced", Frozen Bubble's 1p/2p mains) and the softphone's DTMF digits share one."""
+    if pkg == "wesnoth-1.16-music":
+        stem = re.sub(r"(-old|-epic|\d+)$", "", stem)
+    elif pkg == "warzone2100-music":
+        stem = stem.replace("_enhanced", "")
+    elif pkg == "frozen-bubble-data" and "mainzik" in stem:
+        stem = "mainzik"
+    elif pkg == "baresip-core" and re.fullmatch(r"sound(\d|star|route)", stem):
+        stem = "dtmf"
+    return f"{pkg}:{stem}"
+
+
+# (class, package, glob patterns); files named "silence" are left out
+V7_SOURCES = [
+    ("music", "wesnoth-1.16-music", ["/usr/share/games/wesnoth/1.16/data/core/music/*.ogg"]),
+    ("music", "warzone2100-music", ["/usr/share/games/warzone2100/music/*.opus",
+                                    "/usr/share/games/warzone2100/music/albums/*/*.opus"]),
+    ("music", "extremetuxracer-data", ["/usr/share/games/etr/music/*.ogg"]),
+    ("music", "xmoto-data", ["/usr/share/games/xmoto/Textures/Musics/*.ogg"]),
+    ("music", "frozen-bubble-data", ["/usr/share/games/frozen-bubble/snd/*zik*.ogg"]),
+    ("music", "freeciv-data", ["/usr/share/games/freeciv/stdmusic/*.ogg"]),
+    ("alarm", "lomiri-sounds", ["/usr/share/sounds/lomiri/notifications/*.ogg", "/usr/share/sounds/lomiri/ringtones/*.ogg"]),
+    ("alarm", "baresip-core", [f"/usr/share/baresip/{s}.wav" for s in
+                               ("busy", "callwaiting", "error", "message", "notfound", "ring", "ringback",
+                                "sound[0-9]", "soundstar", "soundroute")]),
+    ("alarm", "simutrans-pak64", [f"{SIMUTRANS}/boat-horn.wav", f"{SIMUTRANS}/crossing.wav"]),
+    ("machine", "simutrans-pak64", [f"{SIMUTRANS}/{s}.wav" for s in
+                                    ("bus", "buzzsaw", "comet-jet", "diesel", "jackhammer", "planelow", "steam",
+                                     "tree-cutting", "truck")]),
+    ("water", "simutrans-pak64", [f"{SIMUTRANS}/Water.wav"]),
+    ("water", "freeciv-data", ["/usr/share/games/freeciv/stdsounds/Splash.ogg",
+                               "/usr/share/games/freeciv/stdsounds/inh2o.ogg"]),
+]
 OPENMSX_DIR = "/usr/share/games/openttd/baseset/openmsx"
 MUSESCORE_SF3 = "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3"
 
@@ -246,15 +297,16 @@ def _render_midi(args) -> str | None:
     return out
 
 
-def v6_items(cache: Path, existing: list[Item], jobs: int = 2) -> list[Item]:
-    """The builder-v6 sources (``V6_PACKAGES``) that are installed; split group "v6". A file
-    byte-identical to one already used (messengers share sounds) is left out."""
+def v6_items(cache: Path, existing: list[Item], jobs: int = 2, v7: bool = False) -> list[Item]:
+    """The builder-v6 sources (``V6_PACKAGES``) that are installed, split group "v6", and with
+    ``v7`` the ``V7_SOURCES`` (group "v7"). A file byte-identical to one already used (messengers
+    share sounds) is left out."""
     import soundfile as sf
 
     seen = {_file_sha(it.path) for it in existing if it.path and it.cls == "alarm"}
     items: list[Item] = []
 
-    def add(cls, unit, pkg, path, events=None, origin=None):
+    def add(cls, unit, pkg, path, events=None, origin=None, group="v6"):
         if cls == "alarm":
             h = _file_sha(path)
             if h in seen:
@@ -262,7 +314,7 @@ def v6_items(cache: Path, existing: list[Item], jobs: int = 2) -> list[Item]:
             seen.add(h)
         if events is None:
             events = sf.info(path).duration < 1.2
-        items.append(Item(cls, unit, origin or f"deb:{pkg}", path, events=events, group="v6",
+        items.append(Item(cls, unit, origin or f"deb:{pkg}", path, events=events, group=group,
                           licence=f"Debian {pkg} (see /usr/share/doc/{pkg}/copyright)"))
 
     if os.path.isdir(f"{STK_DIR}/music"):
@@ -298,6 +350,12 @@ def v6_items(cache: Path, existing: list[Item], jobs: int = 2) -> list[Item]:
             path = f"{folder}/{stem}.wav"
             if os.path.isfile(path):
                 add("alarm", f"{pkg}:{stem}", pkg, path)
+    for cls, pkg, patterns in V7_SOURCES if v7 else []:
+        for path in sorted({p for pat in patterns for p in glob.glob(pat)}):
+            stem = Path(path).stem
+            if stem.lower() == "silence":
+                continue
+            add(cls, _v7_unit(pkg, stem), pkg, path, origin=f"deb:{pkg}:{cls}", group="v7")
     mids = sorted(Path(OPENMSX_DIR).glob("*.mid")) if os.path.isdir(OPENMSX_DIR) else []
     fonts = [f for f in (render_scores.FLUID_SF2, render_scores.timgm_sf2(), MUSESCORE_SF3) if f and os.path.exists(f)]
     if mids and fonts and shutil.which("fluidsynth"):
@@ -623,21 +681,23 @@ def _job(args):
     return cls, feats.astype(np.float16), tags
 
 
-def all_items(cache: Path, jobs: int = 2, n_scores: int = 150, log=print) -> list[Item]:
+def all_items(cache: Path, jobs: int = 2, n_scores: int = 150, log=print, v7: bool = False) -> list[Item]:
     """Every classified source: the catalogue, the rendered music21 scores, OpenSFX."""
     cat = sources.build_catalogue(cache, jobs, log=log)
     scores = render_scores.render_all(cache, n_scores, jobs=jobs)
     log(f"music21 scores rendered: {len(scores)}")
     items = catalogue_items(cat, scores) + extract_opensfx(cache) + theme_alarm_items()
-    extra = v6_items(cache, items, jobs)
-    log(f"builder-v6 sources: {len(extra)} files, {len({it.unit for it in extra})} units")
+    extra = v6_items(cache, items, jobs, v7)
+    for g in ("v6", "v7"):
+        log(f"builder-{g} sources: {sum(it.group == g for it in extra)} files, "
+            f"{len({it.unit for it in extra if it.group == g})} units")
     return items + extra
 
 
 def build(out: Path, cache: Path, train_per_class: int, test_per_class: int, jobs: int, seed: int,
-          log=print, n_scores: int = 150) -> dict:
+          log=print, n_scores: int = 150, v7: bool = False) -> dict:
     t0 = time.time()
-    items = all_items(cache, jobs, n_scores, log)
+    items = all_items(cache, jobs, n_scores, log, v7)
     for it in items:
         if it.path:
             sources.check_allowed(it.path)
@@ -688,7 +748,8 @@ def build(out: Path, cache: Path, train_per_class: int, test_per_class: int, job
               "rule": "per class and split group (builder v5 sources, v6 sources), first 25% of units by "
                       "sha256('classify-split|'+unit) are test; next 15% val; synthetic generators split by "
                       "seed (seed % 4: 0 test, 1 val, 2-3 train)",
-              "groups": {g: sorted({it.unit for it in items if it.group == g}) for g in ("v6",)},
+              "groups": {g: sorted({it.unit for it in items if it.group == g}) for g in ("v6", "v7")
+                         if any(it.group == g for it in items)},
               "units": units, "files": files,
               "origins": {name: {c: sorted({it.origin for it in split[name] if it.cls == c}) for c in CLASSES}
                           for name in split},
@@ -712,18 +773,22 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scores", type=int, default=150, help="music21 corpus pieces to render (render_scores.py)")
+    ap.add_argument("--v7", action="store_true",
+                    help="also the builder-v7 sources (tried, not shipped: a model trained with them scored "
+                         "lower on every TEST group; README)")
     ap.add_argument("--check-only", action="store_true", help="list missing packages and exit")
     a = ap.parse_args(argv)
     chk = sources.check_packages()
     if not os.path.exists(OPENSFX_CAT):
         chk["missing_deb"].append("openttd-opensfx")
-    chk["missing_deb"] += [p for p in THEME_PACKAGES + V6_PACKAGES if not sources.deb_installed(p)]
+    chk["missing_deb"] += [p for p in THEME_PACKAGES + V6_PACKAGES + (V7_PACKAGES if a.v7 else ())
+                           if not sources.deb_installed(p)]
     chk["apt_line"] = ("apt-get install -y " + " ".join(chk["missing_deb"])) if chk["missing_deb"] else ""
     if a.check_only:
         print(json.dumps(chk, indent=1))
         return 0
     s = build(Path(a.out), Path(a.cache), a.train_per_class, a.test_per_class, a.jobs, a.seed,
-              n_scores=a.scores)
+              n_scores=a.scores, v7=a.v7)
     print(json.dumps(s, indent=1))
     return 0
 
