@@ -363,8 +363,8 @@ def test_upsert_model(tmp_path):
     mf.upsert_model(p, _model_dict([e], name="other"))
     mf.upsert_model(p, _model_dict([e], description="new"))
     man = mf.load_manifest(p)
-    assert [m.name for m in man.models] == ["other", "fc"]
-    assert man.models[1].description == "new"
+    assert [m.name for m in man.models] == ["fc", "other"]     # replaced in its place
+    assert man.models[0].description == "new"
 
 
 def test_toml_writer_round_trip():
@@ -415,3 +415,33 @@ def test_cli_models_lists_the_shipped_manifest(cli):
     r = cli("models", "--manifest", ROOT / "models_int8" / "manifest.toml")
     out = r.stdout.decode()
     assert r.returncode == 0 and "denoise  [denoise]" in out and "SHA MISMATCH" not in out
+
+
+def test_ship_vad_metrics_only_updates_metrics_and_keeps_files(tmp_path):
+    # a re-measurement of the shipped VAD files replaces the entry's and variants' metrics and
+    # evaluated_on; paths, hashes, sizes and the other models stay as they were
+    sys.path.insert(0, str(ROOT / "firmware_tools" / "train"))
+    import ship_vad
+
+    shutil.copytree(ROOT / "models_int8", tmp_path / "m")
+    man = tmp_path / "m" / "manifest.toml"
+    before = {m["name"]: m for m in mf.load_manifest(man).to_dict()["models"]}
+
+    def method(f1, ms):
+        return {"groups": {"all": {"f1": f1, "precision": 0.9, "recall": 0.8, "auc": 0.93}}, "cpu_ms_per_audio_s": ms}
+    results = {"clips": 225, "minutes": 30.0, "methods": {"fp32": method(0.861, 0.65), "silero": method(0.777, 2.5),
+                                                          "tflite:fp32": method(0.862, 0.55)}}
+    assert ship_vad.update_metrics(str(man), results) == 0
+    after = {m["name"]: m for m in mf.load_manifest(man).to_dict()["models"]}
+    vad, old = after["vad"], before["vad"]
+    assert vad["metrics"]["f1"] == 0.861 and vad["metrics"]["cpu_ms_per_audio_s"] == 0.65
+    assert "225 clips" in vad["provenance"]["evaluated_on"]
+    by = {(v["format"], v["precision"], v.get("name", "")): v for v in vad["variants"]}
+    assert by[("onnx", "fp32", "")]["metrics"]["f1"] == 0.861
+    assert by[("tflite", "fp32", "")]["metrics"]["cpu_ms_per_audio_s"] == 0.55
+    assert next(v for v in vad["variants"] if v.get("name") == "silero")["metrics"]["f1"] == 0.777
+    assert [(v["path"], v["sha256"], v["size"]) for v in vad["variants"]] == \
+        [(v["path"], v["sha256"], v["size"]) for v in old["variants"]]
+    assert {k: v for k, v in after.items() if k != "vad"} == {k: v for k, v in before.items() if k != "vad"}
+    with pytest.raises(SystemExit, match="fp32"):
+        ship_vad.update_metrics(str(man), {"clips": 1, "minutes": 1.0, "methods": {}})

@@ -813,14 +813,18 @@ def write_manifest(path, data: Mapping | Manifest, header: str = HEADER) -> Mani
 
 def upsert_model(path, model: Mapping) -> Manifest:
     """Add ``model`` (a ``[[models]]`` dict) to the manifest at ``path`` (created if missing),
-    replacing a model of the same name; written atomically."""
+    replacing a model of the same name in its place (a new one goes last); written atomically."""
     p = Path(os.fspath(path))
     if p.exists():
         current = load_manifest(p).to_dict()
     else:
         current = {"schema": SCHEMA, "models": []}
-    models = [m for m in current["models"] if m["name"] != model.get("name")]
-    models.append(dict(model))
+    models = list(current["models"])
+    names = [m["name"] for m in models]
+    if model.get("name") in names:
+        models[names.index(model.get("name"))] = dict(model)
+    else:
+        models.append(dict(model))
     return write_manifest(p, {"schema": SCHEMA, "models": models})
 
 

@@ -11,7 +11,7 @@ model call only, and the node's log-mel front end per window); writes ``classify
 ``classify.md`` and the FP32 and INT8 confusion figures (``classify_confusion.png``) to --out.
 With ``--vad-data`` (the output of build_vad.py) the same command then runs the VAD comparison
 (:mod:`eval_vad`: our VAD variants vs Silero VAD, frame F1 and CPU time), prints it, writes
-``vad.md`` to --out and adds its table to ``classify.md``.
+``vad.md`` and ``vad.json`` to --out and adds its table to ``classify.md``.
 
 TEST windows come from split units (speakers, voices, recordings, renderings, seeds) that no
 TRAIN or VAL window used (firmware_tools/data/build_classify.py, split.json).
@@ -322,7 +322,8 @@ def main(argv=None) -> int:
         import eval_vad
 
         vad_md = os.path.join(a.out, "vad.md")
-        eval_vad.main(["--data", a.vad_data, "--out", vad_md] + (["--limit", str(a.limit)] if a.limit else []))
+        eval_vad.main(["--data", a.vad_data, "--out", vad_md, "--json", os.path.join(a.out, "vad.json")]
+                      + (["--limit", str(a.limit)] if a.limit else []))
         table = open(vad_md).read().split("## By condition")[0].split("\n", 2)[2].strip()
         md += "\n## Voice activity detection: ours vs Silero VAD\n\n" + table + \
             f"\n\nBy condition: [{os.path.basename(vad_md)}]({os.path.basename(vad_md)}).\n"

@@ -115,11 +115,20 @@ def silero_variant(manifest_dir: str) -> dict | None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--data", required=True, help="firmware_tools/data/build_vad.py output (TRAIN split used)")
+    ap.add_argument("--checkpoint", help="the trained checkpoint (not needed with --metrics-only)")
+    ap.add_argument("--data", help="firmware_tools/data/build_vad.py output (TRAIN split used)")
     ap.add_argument("--eval", help="--json output of firmware_tools/eval/eval_vad.py")
     ap.add_argument("--manifest", default=os.path.join(ROOT, "models_int8", "manifest.toml"))
+    ap.add_argument("--metrics-only", action="store_true",
+                    help="keep the shipped files and provenance; only replace the metrics and evaluated_on of "
+                         "the manifest entry with those of --eval (a re-measurement of exactly those files)")
     args = ap.parse_args(argv)
+    if args.metrics_only:
+        if not args.eval:
+            ap.error("--metrics-only needs --eval")
+        return update_metrics(args.manifest, json.load(open(args.eval)))
+    if not args.checkpoint or not args.data:
+        ap.error("--checkpoint and --data are required (unless --metrics-only)")
 
     from shipping import copy_variants, run_quantize, write_entry
     from train_vad import export_onnx, load_checkpoint, load_features
@@ -143,17 +152,9 @@ def main(argv=None) -> int:
     results = json.load(open(args.eval)) if args.eval else None
 
     def metrics_for(key):
-        m = {}
-        r = ((results or {}).get("methods") or {}).get(key)
-        if r and "groups" in r:
-            g = r["groups"]["all"]
-            m = {"f1": round(g["f1"], 4), "precision": round(g["precision"], 4), "recall": round(g["recall"], 4),
-                 "auc": round(g.get("auc", 0.0), 4), "cpu_ms_per_audio_s": round(r["cpu_ms_per_audio_s"], 3)}
-        return m
+        return eval_metrics(results, key)
 
-    keys = {("onnx", "fp32"): "fp32", ("onnx", "int8-static"): "int8-static", ("onnx", "int8-dynamic"): "int8-dynamic",
-            ("tflite", "int8-dynamic"): "tflite:int8-dynamic", ("onnx", "fp16"): "fp16",
-            ("tflite", "fp32"): "tflite:fp32", ("openvino-ir", "fp16"): "openvino-ir:fp16"}
+    keys = VARIANT_KEYS
     variants = []
     for fmt, prec, name in SHIP:
         m = metrics_for(keys.get((fmt, prec), ""))
@@ -206,12 +207,54 @@ def main(argv=None) -> int:
                      "sweeps/buzz; -5..30 dB SNR, 30% no-speech clips, 25% synthetic rooms, -50..-6 dBFS; labels "
                      "from the clean speech's 10 ms energy (" + data_meta["label_rule"] + ")"),
             "trained_on": trained,
-            "evaluated_on": (f"{today}: TEST split of build_vad.py ({results['clips']} clips, "
-                             f"{results['minutes']:.0f} min) by firmware_tools/eval/eval_vad.py, frame-level at "
-                             "threshold 0.5") if results else "not yet evaluated",
+            "evaluated_on": evaluated_on(results, today) if results else "not yet evaluated",
         },
     }
     write_entry(args.manifest, entry, variants, out_dir)
+    return 0
+
+
+# manifest (format, precision) -> eval_vad.py method key
+VARIANT_KEYS = {("onnx", "fp32"): "fp32", ("onnx", "int8-static"): "int8-static",
+                ("onnx", "int8-dynamic"): "int8-dynamic", ("tflite", "int8-dynamic"): "tflite:int8-dynamic",
+                ("onnx", "fp16"): "fp16", ("tflite", "fp32"): "tflite:fp32", ("openvino-ir", "fp16"): "openvino-ir:fp16"}
+
+
+def eval_metrics(results: dict | None, key: str) -> dict:
+    """F1, precision, recall, AUC and CPU time of one eval_vad.py method (empty if not measured)."""
+    r = ((results or {}).get("methods") or {}).get(key)
+    if not r or "groups" not in r:
+        return {}
+    g = r["groups"]["all"]
+    return {"f1": round(g["f1"], 4), "precision": round(g["precision"], 4), "recall": round(g["recall"], 4),
+            "auc": round(g.get("auc", 0.0), 4), "cpu_ms_per_audio_s": round(r["cpu_ms_per_audio_s"], 3)}
+
+
+def evaluated_on(results: dict, today: str) -> str:
+    return (f"{today}: TEST split of build_vad.py ({results['clips']} clips, {results['minutes']:.0f} min) by "
+            "firmware_tools/eval/eval_vad.py, frame-level at threshold 0.5")
+
+
+def update_metrics(manifest: str, results: dict) -> int:
+    """Replace the ``vad`` entry's metrics (entry and per variant, Silero's included) and its
+    ``evaluated_on`` with those of an eval_vad.py run; files, hashes and the rest stay."""
+    from edge_runtime.models.manifest import load_manifest, upsert_model
+
+    entry = next((m for m in load_manifest(manifest).to_dict()["models"] if m["name"] == "vad"), None)
+    if entry is None:
+        raise SystemExit(f"{manifest}: no 'vad' model to update (ship it first)")
+    top = eval_metrics(results, "fp32")
+    if not top:
+        raise SystemExit("--eval: no 'fp32' method with groups in it (expected eval_vad.py --json output)")
+    entry["metrics"] = top
+    for v in entry["variants"]:
+        key = "silero" if v.get("name") == "silero" else VARIANT_KEYS.get((v["format"], v["precision"]), "")
+        m = eval_metrics(results, key)
+        if m:
+            v["metrics"] = {**(v.get("metrics") or {}), **m}
+    entry["provenance"]["evaluated_on"] = evaluated_on(results, datetime.date.today().isoformat())
+    upsert_model(manifest, entry)
+    print(f"updated the metrics of 'vad' in {manifest} from the evaluation")
     return 0
 
 
