@@ -273,27 +273,20 @@ def _render_midi(args) -> str | None:
     mid, sf2, out = args
     if os.path.exists(out):
         return out
-    import soundfile as sf
-    import soxr
     import subprocess
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="midi_") as tmp:
-        wav = os.path.join(tmp, "out.wav")
         try:
-            subprocess.run(["fluidsynth", "-ni", "-q", "-r", "48000", "-g", "0.5", "-F", wav, sf2, mid],
-                           check=True, capture_output=True, timeout=300)
-            x, sr = sf.read(wav, dtype="float32", always_2d=True)
+            x = render_scores.fluidsynth_mono(mid, sf2, tmp)[: 90 * SR]
         except (subprocess.SubprocessError, OSError, RuntimeError) as e:
             print(f"build_classify: {mid} with {os.path.basename(sf2)}: not rendered ({e!r})"[:200], file=sys.stderr)
             return None
-    x = soxr.resample(x.mean(axis=1), sr, SR)[: 90 * SR]
     if np.max(np.abs(x), initial=0.0) < 1e-4:
         return None
     x *= 0.9 / float(np.max(np.abs(x)))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    sf.write(out + ".tmp.flac", x, SR, subtype="PCM_16")
-    os.replace(out + ".tmp.flac", out)
+    render_scores.write_flac(x, out)
     return out
 
 
@@ -745,7 +738,7 @@ def build(out: Path, cache: Path, train_per_class: int, test_per_class: int, job
     files = {name: {c: sorted({it.path or it.synth for it in split[name] if it.cls == c}) for c in CLASSES}
              for name in split}
     record = {"classes": list(CLASSES), "test_share": TEST_SHARE,
-              "rule": "per class and split group (builder v5 sources, v6 sources), first 25% of units by "
+              "rule": "per class and split group (builder v5 sources, then each later group), first 25% of units by "
                       "sha256('classify-split|'+unit) are test; next 15% val; synthetic generators split by "
                       "seed (seed % 4: 0 test, 1 val, 2-3 train)",
               "groups": {g: sorted({it.unit for it in items if it.group == g}) for g in ("v6", "v7")

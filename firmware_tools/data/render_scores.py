@@ -92,11 +92,31 @@ def timgm_sf2() -> str | None:
     return p if os.path.exists(p) else None
 
 
+def fluidsynth_mono(mid: str, sf2: str, tmp: str) -> np.ndarray:
+    """``mid`` rendered by fluidsynth with ``sf2`` (48 kHz, gain 0.5, in folder ``tmp``) as
+    16 kHz mono float32; raises what fluidsynth or the WAV reader raise."""
+    import soundfile as sf
+    import soxr
+
+    wav = os.path.join(tmp, "out.wav")
+    subprocess.run(["fluidsynth", "-ni", "-q", "-r", "48000", "-g", "0.5", "-F", wav, sf2, mid],
+                   check=True, capture_output=True, timeout=300)
+    x, sr = sf.read(wav, dtype="float32", always_2d=True)
+    return soxr.resample(x.mean(axis=1), sr, SR)
+
+
+def write_flac(x: np.ndarray, out: str) -> None:
+    """16-bit FLAC at 16 kHz, written to a temporary name and renamed (no half-written file)."""
+    import soundfile as sf
+
+    t = out + ".tmp.flac"
+    sf.write(t, x, SR, subtype="PCM_16")
+    os.replace(t, out)
+
+
 def render_score(rel: str, out_dir: Path, seconds: float) -> dict | None:
     """Render one score (deterministic given its path); None if it has no notes or fails."""
     import pretty_midi
-    import soundfile as sf
-    import soxr
     from music21 import corpus
 
     rng = np.random.default_rng(_h("render", rel))
@@ -151,20 +171,14 @@ def render_score(rel: str, out_dir: Path, seconds: float) -> dict | None:
             pm.instruments.append(kit)
         mid2 = os.path.join(tmp, "out.mid")
         pm.write(mid2)
-        wav = os.path.join(tmp, "out.wav")
-        subprocess.run(["fluidsynth", "-ni", "-q", "-r", "48000", "-g", "0.5", "-F", wav, sf2, mid2],
-                       check=True, capture_output=True, timeout=300)
-        x, sr = sf.read(wav, dtype="float32", always_2d=True)
-        x = soxr.resample(x.mean(axis=1), sr, SR)[: int((limit + 1.5) * SR)]
+        x = fluidsynth_mono(mid2, sf2, tmp)[: int((limit + 1.5) * SR)]
         nz = np.nonzero(np.abs(x) > 1e-4)[0]
         if nz.size < SR:
             return None
         x = x[nz[0]: nz[-1] + 1]
         x *= 0.9 / max(float(np.max(np.abs(x))), 1e-9)
         out_dir.mkdir(parents=True, exist_ok=True)
-        t = str(out) + ".tmp.flac"
-        sf.write(t, x, SR, subtype="PCM_16")
-        os.replace(t, out)
+        write_flac(x, str(out))
         return info
     except Exception as e:   # a score music21 cannot parse or write (in time) is skipped, with its reason
         print(f"render_scores: {rel}: skipped ({e!r})"[:200], file=sys.stderr)

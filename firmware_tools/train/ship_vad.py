@@ -150,14 +150,9 @@ def main(argv=None) -> int:
         tfl_snr = make_tflite(model, tmp, held)
         copy_variants(qdir, out_dir, [name for _, _, name in SHIP])
     results = json.load(open(args.eval)) if args.eval else None
-
-    def metrics_for(key):
-        return eval_metrics(results, key)
-
-    keys = VARIANT_KEYS
     variants = []
     for fmt, prec, name in SHIP:
-        m = metrics_for(keys.get((fmt, prec), ""))
+        m = eval_metrics(results, VARIANT_KEYS.get((fmt, prec), ""))
         s = snr.get((fmt, prec))
         if name in TFLITE:
             m["state_snr_vs_fp32_db"] = round(float(tfl_snr[name]), 2)
@@ -174,7 +169,7 @@ def main(argv=None) -> int:
             old = None
         sil = next((v for v in (old or {}).get("variants", []) if v.get("name") == "silero"), None)
     if sil is not None:
-        sm = metrics_for("silero")
+        sm = eval_metrics(results, "silero")
         if sm:
             sil["metrics"] = sm
         variants.append(sil)
@@ -193,7 +188,7 @@ def main(argv=None) -> int:
                    {"name": "state", "shape": [1, layers * hidden], "dtype": "float32"}],
         "outputs": [{"name": "prob", "shape": [1, stack], "dtype": "float32"},
                     {"name": "state_out", "shape": [1, layers * hidden], "dtype": "float32"}],
-        "metrics": metrics_for("fp32"),
+        "metrics": eval_metrics(results, "fp32"),
         "primary_metric": "f1",
         "provenance": {
             "recipe": "firmware_tools/train/train_vad.py (model: vad_model.py; data: firmware_tools/data/build_vad.py; "
