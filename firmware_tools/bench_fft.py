@@ -10,6 +10,8 @@ batch's time divided by its calls is one sample and the table gives the median s
 * ``fft`` / ``dft``: ``RealFFT(n, route).forward_many`` (the kernel in a compiled loop, the
   cost inside ``StftAnalyzer.c_push``); ``fft (def)``: one Python call of ``forward`` per
   frame (adds the call and buffer acquisition overhead).
+* ``fft, direct leaf``: the same FFT with its composite leaf (q = r * s) computed as direct
+  q-point DFTs (``factor_leaf=False``) instead of one mixed-radix step.
 * ``numpy``: ``numpy.fft.rfft(x)`` per frame (pocketfft in double, plus its Python-call
   and allocation overhead; there is no way to call it without those).
 
@@ -40,7 +42,8 @@ def bench_size(n: int, repeats: int) -> dict:
     re = np.empty(nb, np.float32)
     im = np.empty(nb, np.float32)
     calls = max(100, 100_000 // n)     # a batch is ~0.1-2 ms
-    row = {"n": n, "default_route": default_route(n), "fft": None, "fft_def": None, "dft": None}
+    row = {"n": n, "default_route": default_route(n), "fft": None, "fft_def": None, "dft": None,
+           "fft_direct": None}
     fns = {}
     for route in ("fft", "dft"):
         try:
@@ -50,6 +53,10 @@ def bench_size(n: int, repeats: int) -> dict:
         fns[route] = lambda k, f=f: f.forward_many(x, re, im, k)
         if route == "fft":
             row["fft_leaf"] = f.leaf_size
+            row["fft_leaf_factor"] = f.leaf_factor
+            if f.leaf_factor > 1:    # the same size with direct q-point leaves
+                fd = RealFFT(n, "fft", factor_leaf=False)
+                fns["fft_direct"] = lambda k, f=fd: f.forward_many(x, re, im, k)
 
             def per_call(k, fwd=f.forward):
                 for _ in range(k):
@@ -93,13 +100,16 @@ def main(argv=None) -> int:
           f"numpy {np.__version__}, Python {platform.python_version()})")
     print("command: python firmware_tools/bench_fft.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     print()
-    print("| n | fft (leaf q) | fft (def call) | dft matrix | numpy.fft.rfft | dft / fft | numpy / fft | default route |")
-    print("|---:|---:|---:|---:|---:|---:|---:|:---|")
+    print("| n | fft (leaf q) | fft, direct leaf | fft (def call) | dft matrix | numpy.fft.rfft | dft / fft | numpy / fft | default route |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|:---|")
     for r in rows:
-        leaf = f" (q={r['fft_leaf']})" if r.get("fft") is not None else ""
+        leaf = ""
+        if r.get("fft") is not None:
+            fac = r.get("fft_leaf_factor", 1)
+            leaf = f" (q={r['fft_leaf']}" + (f" = {fac}x{r['fft_leaf'] // fac})" if fac > 1 else ")")
         ratio_dft = f"{r['dft'] / r['fft']:.1f}x" if r.get("fft") and r.get("dft") else "n/a"
         ratio_np = f"{r['numpy'] / r['fft']:.1f}x" if r.get("fft") else "n/a"
-        print(f"| {r['n']} | {f(r.get('fft'))}{leaf} | {f(r.get('fft_def'))} | {f(r['dft'])} | "
+        print(f"| {r['n']} | {f(r.get('fft'))}{leaf} | {f(r.get('fft_direct'))} | {f(r.get('fft_def'))} | {f(r['dft'])} | "
               f"{f(r['numpy'])} | {ratio_dft} | {ratio_np} | {r['default_route']} |")
     if args.json:
         with open(args.json, "w") as fh:

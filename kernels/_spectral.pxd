@@ -17,9 +17,14 @@ cdef class RealFFT:
     cdef Py_ssize_t m                # n // 2 (complex FFT size of the "fft" route)
     # "fft" route tables
     cdef int[::1] perm               # leaf input order: position p*q + j <- z[bitrev(p) + j * 2**stages]
-    cdef float[::1] leaf_cos         # (q*q) cos(2 pi jk/q)
-    cdef float[::1] leaf_sin         # (q*q) sin(2 pi jk/q)
-    cdef float[::1] leaf_buf         # (6*q) gathered leaf input and its symmetric sums/differences
+    cdef readonly Py_ssize_t leaf_factor  # r > 1: the leaf runs as r s-point DFTs, twiddles and s r-point DFTs (q = r*s)
+    cdef float[::1] leaf_cos         # (s*s) cos(2 pi jk/s), s = q / leaf_factor (s = q unfactored)
+    cdef float[::1] leaf_sin         # (s*s) sin(2 pi jk/s)
+    cdef float[::1] leaf2_cos        # (r*r) cos(2 pi jk/r) of a factored leaf
+    cdef float[::1] leaf2_sin
+    cdef float[::1] leaf_tw_cos      # (r*s) cos(2 pi j1 k2/q) of a factored leaf, index j1*s + k2
+    cdef float[::1] leaf_tw_sin
+    cdef float[::1] leaf_buf         # (6*q) gathered leaf input, the factored leaf's middle, scratch
     cdef float[::1] tw_cos           # per-stage contiguous twiddles, m entries in all
     cdef float[::1] tw_sin
     cdef float[::1] post_cos         # cos(2 pi k/n), k = 0..m

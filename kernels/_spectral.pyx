@@ -29,6 +29,18 @@ from libc.string cimport memcpy, memmove, memset
 #     960    5.86 (q=15)      51.31        13.01            8.8x
 #     1024   5.18 (q=1)       59.05        12.92            11.4x
 #
+# Leaves (2026-12-02, same VM, --repeats 51): unrolled 3- and 5-point DFTs and one mixed-radix
+# step for composite leaves (q = r*s) against the direct q-point leaf, µs per frame:
+#
+#     n      fft now (leaf)        direct leaf   numpy.fft.rfft
+#     320    1.00 (5, unrolled)    1.24 (before the unrolled 5)
+#     400    1.24 (25 = 5 x 5)     2.06          5.84
+#     480    1.70 (15 = 3 x 5)     1.98          6.31
+#     960    3.67 (15 = 3 x 5)     4.27          8.15
+#
+# (the mixed-radix step alone, with generic 3/5-point loops, was no faster: 1.98 vs 1.99 at
+# 400, slower at 480 and 960; the gain is the unrolled small DFTs it then calls.)
+#
 # numpy's column includes its Python call, float32->float64 conversion and output
 # allocation (rfft of n=8 takes ~7 µs), so it is what a per-frame numpy loop would pay, not
 # pocketfft's kernel alone. The VM's absolute speed drifted up to ~2x between runs; the
@@ -65,6 +77,114 @@ cdef extern from *:
     void er_mul(Py_ssize_t n, const float* x, const float* w, float* y) noexcept nogil
 
 
+# cos/sin(2 pi k/5), sin(2 pi/3), rounded once to float
+cdef float _C5_1 = 0.30901699437494745
+cdef float _C5_2 = -0.8090169943749473
+cdef float _S5_1 = 0.9510565162951535
+cdef float _S5_2 = 0.5877852522924732
+cdef float _S3_1 = 0.8660254037844386
+
+
+cdef inline void _odd_dft(const float* xr, const float* xi, Py_ssize_t istr,
+                          float* yr, float* yi, Py_ssize_t ostr, Py_ssize_t q,
+                          const float* lc, const float* ls, float* scratch) noexcept nogil:
+    # q-point complex DFT (q odd, exp(-2 pi i jk/q)) of x[j*istr] into y[k*ostr], pairing j with
+    # q-j and k with q-k:
+    #   X[k] = A_k - i B_k,  X[q-k] = A_k + i B_k,
+    #   A_k = x_0 + sum_j (x_j + x_{q-j}) cos(2 pi jk/q),  B_k = sum_j (x_j - x_{q-j}) sin(...)
+    # (j, k = 1..(q-1)/2): a quarter of the direct DFT's multiplies. lc/ls: (q*q) tables;
+    # scratch: 4*(q+1)/2 floats.
+    cdef Py_ssize_t h = (q - 1) // 2
+    cdef Py_ssize_t j, k
+    cdef float sr, si, tr, ti, c, s
+    cdef float a1r, a1i, a2r, a2i, b1r, b1i, b2r, b2i, t1r, t1i, t2r, t2i, u1r, u1i, u2r, u2i
+    cdef float* sre = scratch
+    cdef float* sim = sre + h + 1
+    cdef float* dre = sim + h + 1
+    cdef float* dim = dre + h + 1
+    if q == 5:       # unrolled: the same pairing with the constants in registers
+        a1r = xr[istr] + xr[4 * istr]
+        a1i = xi[istr] + xi[4 * istr]
+        a2r = xr[2 * istr] + xr[3 * istr]
+        a2i = xi[2 * istr] + xi[3 * istr]
+        b1r = xr[istr] - xr[4 * istr]
+        b1i = xi[istr] - xi[4 * istr]
+        b2r = xr[2 * istr] - xr[3 * istr]
+        b2i = xi[2 * istr] - xi[3 * istr]
+        t1r = xr[0] + _C5_1 * a1r + _C5_2 * a2r
+        t1i = xi[0] + _C5_1 * a1i + _C5_2 * a2i
+        t2r = xr[0] + _C5_2 * a1r + _C5_1 * a2r
+        t2i = xi[0] + _C5_2 * a1i + _C5_1 * a2i
+        u1r = _S5_1 * b1r + _S5_2 * b2r
+        u1i = _S5_1 * b1i + _S5_2 * b2i
+        u2r = _S5_2 * b1r - _S5_1 * b2r
+        u2i = _S5_2 * b1i - _S5_1 * b2i
+        yr[0] = xr[0] + a1r + a2r
+        yi[0] = xi[0] + a1i + a2i
+        yr[ostr] = t1r + u1i
+        yi[ostr] = t1i - u1r
+        yr[4 * ostr] = t1r - u1i
+        yi[4 * ostr] = t1i + u1r
+        yr[2 * ostr] = t2r + u2i
+        yi[2 * ostr] = t2i - u2r
+        yr[3 * ostr] = t2r - u2i
+        yi[3 * ostr] = t2i + u2r
+        return
+    if q == 3:
+        a1r = xr[istr] + xr[2 * istr]
+        a1i = xi[istr] + xi[2 * istr]
+        u1r = _S3_1 * (xr[istr] - xr[2 * istr])
+        u1i = _S3_1 * (xi[istr] - xi[2 * istr])
+        t1r = xr[0] - 0.5 * a1r
+        t1i = xi[0] - 0.5 * a1i
+        yr[0] = xr[0] + a1r
+        yi[0] = xi[0] + a1i
+        yr[ostr] = t1r + u1i
+        yi[ostr] = t1i - u1r
+        yr[2 * ostr] = t1r - u1i
+        yi[2 * ostr] = t1i + u1r
+        return
+    sr = xr[0]
+    si = xi[0]
+    for j in range(1, h + 1):
+        sre[j] = xr[j * istr] + xr[(q - j) * istr]
+        sim[j] = xi[j * istr] + xi[(q - j) * istr]
+        dre[j] = xr[j * istr] - xr[(q - j) * istr]
+        dim[j] = xi[j * istr] - xi[(q - j) * istr]
+        sr = sr + sre[j]
+        si = si + sim[j]
+    yr[0] = sr
+    yi[0] = si
+    for k in range(1, h + 1):
+        sr = xr[0]
+        si = xi[0]
+        tr = 0.0
+        ti = 0.0
+        for j in range(1, h + 1):
+            c = lc[k * q + j]
+            s = ls[k * q + j]
+            sr = sr + sre[j] * c
+            si = si + sim[j] * c
+            tr = tr + dre[j] * s
+            ti = ti + dim[j] * s
+        yr[k * ostr] = sr + ti
+        yi[k * ostr] = si - tr
+        yr[(q - k) * ostr] = sr - ti
+        yi[(q - k) * ostr] = si + tr
+
+
+def _smallest_factor(Py_ssize_t q):
+    """The smallest prime factor of odd ``q`` (``q`` itself when prime, 1 for 1)."""
+    cdef Py_ssize_t f = 3
+    if q < 2:
+        return 1
+    while f * f <= q:
+        if q % f == 0:
+            return f
+        f += 2
+    return q
+
+
 def _split_pow2(Py_ssize_t m):
     """m = 2**a * q with q odd; returns (a, q)."""
     cdef Py_ssize_t a = 0
@@ -97,16 +217,19 @@ cdef class RealFFT:
     * ``"fft"`` (even ``n``): the real-input packing trick, ``z[t] = x[2t] + i x[2t+1]``
       through an ``n/2``-point complex FFT and a twiddle post-processing pass. The complex
       FFT is iterative radix-2 decimation in time; when ``n/2 = 2**a * q`` with ``q`` odd
-      (320, 480, 960 = 2 * 2**a * {5, 15, 15}) the recursion stops at ``2**a`` direct
-      ``q``-point DFTs (pure radix-2 for powers of two, ``q == 1``).
+      (320, 400, 480, 960 = 2 * 2**a * {5, 25, 15, 15}) the recursion stops at ``2**a``
+      ``q``-point DFTs (pure radix-2 for powers of two, ``q == 1``). A composite leaf
+      ``q = r * s`` (``r`` its smallest prime factor: 15 = 3 * 5, 25 = 5 * 5) runs as one
+      mixed-radix step, ``r`` ``s``-point DFTs, twiddles and ``s`` ``r``-point DFTs, unless
+      ``factor_leaf=False`` (direct ``q``-point DFTs, for comparison).
     * ``"dft"`` (any ``n``): a precomputed real DFT matrix, folded by the symmetry of real
       input (``x[j] +- x[n-j]``), so ``(n/2+1)^2`` multiply-adds each for cos and sin.
 
     Float32 data and accumulation; tables are computed in double and rounded once.
     """
 
-    def __cinit__(self, Py_ssize_t n, route=None):
-        cdef Py_ssize_t a, q, m, p, j, k, r, L, off, nb, P
+    def __cinit__(self, Py_ssize_t n, route=None, factor_leaf=None):
+        cdef Py_ssize_t a, q, m, p, j, k, r, L, off, nb, P, sq, rr
         if n < 1:
             raise ValueError(f"RealFFT size must be >= 1, got {n}")
         if route is None:
@@ -142,10 +265,24 @@ cdef class RealFFT:
                 for j in range(q):
                     perm[p * q + j] = r + j * P
             self.perm = keep(perm)
-            jk = (np.arange(q)[:, None] * np.arange(q)[None, :]) % q   # [k, j]
-            self.leaf_cos = keep(np.ascontiguousarray(np.cos(2 * np.pi * jk / q).ravel(), np.float32))
-            self.leaf_sin = keep(np.ascontiguousarray(np.sin(2 * np.pi * jk / q).ravel(), np.float32))
-            self.leaf_buf = keep(np.zeros(6 * q, np.float32))
+            r = _smallest_factor(q)
+            if factor_leaf is None:
+                factor_leaf = r < q          # composite leaves (9, 15, 25, ...) are factored
+            if not factor_leaf or r == q:
+                r = 1
+            self.leaf_factor = r
+            sq = q // r
+            jk = (np.arange(sq)[:, None] * np.arange(sq)[None, :]) % sq   # [k, j]
+            self.leaf_cos = keep(np.ascontiguousarray(np.cos(2 * np.pi * jk / sq).ravel(), np.float32))
+            self.leaf_sin = keep(np.ascontiguousarray(np.sin(2 * np.pi * jk / sq).ravel(), np.float32))
+            rr = max(r, 1)
+            jk = (np.arange(rr)[:, None] * np.arange(rr)[None, :]) % rr
+            self.leaf2_cos = keep(np.ascontiguousarray(np.cos(2 * np.pi * jk / rr).ravel(), np.float32))
+            self.leaf2_sin = keep(np.ascontiguousarray(np.sin(2 * np.pi * jk / rr).ravel(), np.float32))
+            jk = np.arange(rr)[:, None] * np.arange(sq)[None, :]        # [j1, k2]
+            self.leaf_tw_cos = keep(np.ascontiguousarray(np.cos(2 * np.pi * jk / q).ravel(), np.float32))
+            self.leaf_tw_sin = keep(np.ascontiguousarray(np.sin(2 * np.pi * jk / q).ravel(), np.float32))
+            self.leaf_buf = keep(np.zeros(6 * q + 4, np.float32))
             twc = np.zeros(max(m, 1), np.float64)
             tws = np.zeros(max(m, 1), np.float64)
             L = q
@@ -167,6 +304,7 @@ cdef class RealFFT:
         else:
             self.radix2_stages = 0
             self.leaf_size = n
+            self.leaf_factor = 1
             jk = (np.arange(nb)[:, None] * np.arange(nb)[None, :]) % n
             self.dft_cos = keep(np.ascontiguousarray(np.cos(2 * np.pi * jk / n), np.float32))
             self.dft_sin = keep(np.ascontiguousarray(np.sin(2 * np.pi * jk / n), np.float32))
@@ -176,7 +314,9 @@ cdef class RealFFT:
 
     def __repr__(self):
         return (f"RealFFT(n={self.n}, route={self.route!r}"
-                + (f", radix2_stages={self.radix2_stages}, leaf_size={self.leaf_size})"
+                + (f", radix2_stages={self.radix2_stages}, leaf_size={self.leaf_size}"
+                   + (f" = {self.leaf_factor} x {self.leaf_size // self.leaf_factor})"
+                      if self.leaf_factor > 1 else ")")
                    if self.route == "fft" else ")"))
 
     # -- complex FFT core ("fft" route) ---------------------------------------------------
@@ -186,14 +326,13 @@ cdef class RealFFT:
         cdef Py_ssize_t m = self.m
         cdef Py_ssize_t q = self.leaf_size
         cdef Py_ssize_t P = m // q
-        cdef Py_ssize_t p, j, k, t, base, L, b, off, i0, i1, h
-        cdef float sr, si, xr, xi, c, s, tr, ti
+        cdef Py_ssize_t p, j, k, t, base, L, b, off, i0, i1, r, sq
+        cdef float xr, xi, c, s, tr, ti
         cdef float* gr
         cdef float* gi
         cdef float* sre
         cdef float* sim
         cdef float* dre
-        cdef float* dim
         cdef float* br = &self.br[0]
         cdef float* bi = &self.bi[0]
         cdef const int* perm = &self.perm[0]
@@ -208,52 +347,41 @@ cdef class RealFFT:
                 br[p] = inr[t]
                 bi[p] = isign * ini[t]
         else:
-            # q-point DFTs of complex input, pairing j with q-j and k with q-k:
-            #   X[k]   = A_k - i B_k,  X[q-k] = A_k + i B_k,
-            #   A_k = x_0 + sum_j (x_j + x_{q-j}) cos(2 pi jk/q),  B_k = sum_j (x_j - x_{q-j}) sin(...)
-            # (j, k = 1..(q-1)/2): a quarter of the direct DFT's multiplies.
+            # q-point DFTs of the gathered leaf input: direct (_odd_dft), or, with q = r*s, r
+            # s-point DFTs of x[r*j2 + j1], twiddles W_q^(j1*k2), and s r-point DFTs across j1:
+            #   X[k2 + s*k1] = sum_j1 W_r^(j1*k1) (W_q^(j1*k2) Y_j1[k2])
             lc = &self.leaf_cos[0]
             ls = &self.leaf_sin[0]
-            h = (q - 1) // 2
+            r = self.leaf_factor
+            sq = q // r
             gr = &self.leaf_buf[0]
             gi = gr + q
-            sre = gi + q
+            sre = gi + q                 # the factored leaf's middle (2q)
             sim = sre + q
-            dre = sim + q
-            dim = dre + q
+            dre = sim + q                # _odd_dft scratch (2q + 4 >= 4 * (q + 1) / 2)
             for p in range(P):
                 base = p * q
                 for j in range(q):
                     t = perm[base + j] * stride
                     gr[j] = inr[t]
                     gi[j] = isign * ini[t]
-                sr = gr[0]
-                si = gi[0]
-                for j in range(1, h + 1):
-                    sre[j] = gr[j] + gr[q - j]
-                    sim[j] = gi[j] + gi[q - j]
-                    dre[j] = gr[j] - gr[q - j]
-                    dim[j] = gi[j] - gi[q - j]
-                    sr = sr + sre[j]
-                    si = si + sim[j]
-                br[base] = sr
-                bi[base] = si
-                for k in range(1, h + 1):
-                    sr = gr[0]
-                    si = gi[0]
-                    tr = 0.0
-                    ti = 0.0
-                    for j in range(1, h + 1):
-                        c = lc[k * q + j]
-                        s = ls[k * q + j]
-                        sr = sr + sre[j] * c
-                        si = si + sim[j] * c
-                        tr = tr + dre[j] * s
-                        ti = ti + dim[j] * s
-                    br[base + k] = sr + ti
-                    bi[base + k] = si - tr
-                    br[base + q - k] = sr - ti
-                    bi[base + q - k] = si + tr
+                if r == 1:
+                    _odd_dft(gr, gi, 1, br + base, bi + base, 1, q, lc, ls, dre)
+                    continue
+                for j in range(r):
+                    _odd_dft(gr + j, gi + j, r, sre + j * sq, sim + j * sq, 1, sq, lc, ls, dre)
+                twc = &self.leaf_tw_cos[0]
+                tws = &self.leaf_tw_sin[0]
+                for k in range(sq, q):
+                    c = twc[k]
+                    s = tws[k]
+                    xr = sre[k]
+                    xi = sim[k]
+                    sre[k] = xr * c + xi * s
+                    sim[k] = xi * c - xr * s
+                for k in range(sq):
+                    _odd_dft(sre + k, sim + k, sq, br + base + k, bi + base + k, sq, r,
+                             &self.leaf2_cos[0], &self.leaf2_sin[0], dre)
         # radix-2 stages: blocks of 2L from pairs of L-point DFTs
         L = q
         off = 0

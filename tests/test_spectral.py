@@ -76,6 +76,30 @@ def test_real_fft_routing():
         assert RealFFT(n).route == "dft", n
     assert RealFFT(960).leaf_size == 15 and RealFFT(960).radix2_stages == 5
     assert RealFFT(1024).leaf_size == 1 and RealFFT(1024).radix2_stages == 9
+    assert RealFFT(960).leaf_factor == 3 and RealFFT(400).leaf_factor == 5   # 15 = 3*5, 25 = 5*5
+    assert RealFFT(320).leaf_factor == 1 and RealFFT(1024).leaf_factor == 1  # prime leaf 5, none
+    assert RealFFT(400, "fft", factor_leaf=False).leaf_factor == 1
+
+
+# composite leaves q = r*s: 9 = 3*3, 25 = 5*5, 45 = 3*15 (inner 15 direct), 75 = 3*25, 125 = 5*25,
+# 63 = 3*21 (7-point DFTs through the generic path), 135 = 3*45; prime leaves 7 and 11 unfactored
+@pytest.mark.parametrize("n", [18, 50, 90, 150, 126, 400, 1200, 2000, 540, 28, 44])
+def test_real_fft_factored_leaf_matches_direct_and_numpy(n, rng):
+    x = rng.standard_normal(n).astype(np.float32)
+    ref = np.fft.rfft(x.astype(np.float64))
+    atol = SPEC_ATOL * np.max(np.abs(ref))
+    out = {}
+    for factor in (None, False):
+        f = RealFFT(n, "fft", factor_leaf=factor)
+        re, im, back = _bufs(n)
+        f.forward(x, re, im)
+        np.testing.assert_allclose(re, ref.real, rtol=1e-5, atol=atol, err_msg=f"{factor} re")
+        np.testing.assert_allclose(im, ref.imag, rtol=1e-5, atol=atol, err_msg=f"{factor} im")
+        f.inverse(re, im, back)
+        np.testing.assert_allclose(back, x, rtol=0, atol=ROUNDTRIP_ATOL, err_msg=f"{factor}")
+        out[factor] = f.leaf_factor
+    q = RealFFT(n, "fft").leaf_size
+    assert out[False] == 1 and (out[None] > 1) == (q not in (1, 3, 5, 7, 11))
 
 
 def test_real_fft_shape_errors():
