@@ -11,8 +11,8 @@ then the average and the maximum over time side by side (embedding 8w), so a sou
 loud in a short part of the window (a chime, a beep) is told from one that goes on (music)
 without more weights in the convolutions.
 
-Width w = 32: 36 k parameters and 3.5 M multiply-adds per window; w = 48 (shipped): 77 k and
-7.5 M. The embedding (the layer before the classifier) is an output of its own for the
+Width w = 32: 36 k parameters and 3.5 M multiply-adds per window; w = 48: 77 k and 7.5 M;
+w = 56 (shipped): 103 k and ~10 M. The embedding (the layer before the classifier) is an output of its own for the
 anomaly / personalization work.
 """
 from __future__ import annotations
