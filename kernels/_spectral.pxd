@@ -24,7 +24,7 @@ cdef class RealFFT:
     cdef float[::1] leaf2_sin
     cdef float[::1] leaf_tw_cos      # (r*s) cos(2 pi j1 k2/q) of a factored leaf, index j1*s + k2
     cdef float[::1] leaf_tw_sin
-    cdef float[::1] leaf_buf         # (6*q) gathered leaf input, the factored leaf's middle, scratch
+    cdef float[::1] leaf_buf         # (6*q + 4) gathered leaf input, the factored leaf's middle, scratch
     cdef float[::1] tw_cos           # per-stage contiguous twiddles, m entries in all
     cdef float[::1] tw_sin
     cdef float[::1] post_cos         # cos(2 pi k/n), k = 0..m
