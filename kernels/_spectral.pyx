@@ -340,6 +340,10 @@ cdef class RealFFT:
         cdef const float* ls
         cdef const float* twc
         cdef const float* tws
+        cdef const float* lc2
+        cdef const float* ls2
+        cdef const float* ltc
+        cdef const float* lts
         # leaves: bit-reversed gather (q == 1) or direct q-point DFTs
         if q == 1:
             for p in range(m):
@@ -352,6 +356,10 @@ cdef class RealFFT:
             #   X[k2 + s*k1] = sum_j1 W_r^(j1*k1) (W_q^(j1*k2) Y_j1[k2])
             lc = &self.leaf_cos[0]
             ls = &self.leaf_sin[0]
+            lc2 = &self.leaf2_cos[0]
+            ls2 = &self.leaf2_sin[0]
+            ltc = &self.leaf_tw_cos[0]
+            lts = &self.leaf_tw_sin[0]
             r = self.leaf_factor
             sq = q // r
             gr = &self.leaf_buf[0]
@@ -370,18 +378,15 @@ cdef class RealFFT:
                     continue
                 for j in range(r):
                     _odd_dft(gr + j, gi + j, r, sre + j * sq, sim + j * sq, 1, sq, lc, ls, dre)
-                twc = &self.leaf_tw_cos[0]
-                tws = &self.leaf_tw_sin[0]
                 for k in range(sq, q):
-                    c = twc[k]
-                    s = tws[k]
+                    c = ltc[k]
+                    s = lts[k]
                     xr = sre[k]
                     xi = sim[k]
                     sre[k] = xr * c + xi * s
                     sim[k] = xi * c - xr * s
                 for k in range(sq):
-                    _odd_dft(sre + k, sim + k, sq, br + base + k, bi + base + k, sq, r,
-                             &self.leaf2_cos[0], &self.leaf2_sin[0], dre)
+                    _odd_dft(sre + k, sim + k, sq, br + base + k, bi + base + k, sq, r, lc2, ls2, dre)
         # radix-2 stages: blocks of 2L from pairs of L-point DFTs
         L = q
         off = 0
