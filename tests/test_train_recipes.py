@@ -49,6 +49,39 @@ def test_mixup_targets_and_band_power_mixing(torch):
     assert torch.allclose(xm[y == 0], x[y == 0])
 
 
+def test_freq_shift_moves_whole_bands_with_edges_repeated(torch):
+    import train_classify as tc
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.arange(40.0).view(1, 1, 40).repeat(64, 96, 1)
+    out = tc.freq_shift(x, 2, g)
+    shifts = set()
+    for row in out[:, 0]:
+        s = int(row[20] - x[0, 0, 20])
+        shifts.add(s)
+        want = (torch.arange(40.0) + s).clamp(0, 39)   # band j holds band j + s, the edge repeated
+        assert torch.equal(row, want)
+    assert shifts == {-2, -1, 0, 1, 2}
+    assert torch.equal(out[:, 0], out[:, 95])        # the same shift at every frame of a window
+    assert tc.freq_shift(x, 0, g) is x
+
+
+def test_weight_ema_tracks_the_average_and_leaves_the_model_alone(torch):
+    import train_classify as tc
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = tc.WeightEma(model, 0.5)
+    w0 = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(2.0)
+    model[1].num_batches_tracked += 4
+    ema.update(model)
+    assert torch.allclose(ema.model[0].weight, w0 + 1.0)        # 0.5 * w0 + 0.5 * (w0 + 2)
+    assert torch.allclose(model[0].weight, w0 + 2.0)
+    assert int(ema.model[1].num_batches_tracked) == 4           # integer buffers are copied
+    assert not any(p.requires_grad for p in ema.model.parameters())
+
+
 @pytest.mark.parametrize("pool", ["mean", "meanmax"])
 def test_train_export_roundtrip(tmp_path, pool, torch):
     import onnxruntime as ort

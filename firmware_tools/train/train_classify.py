@@ -61,6 +61,39 @@ def spec_augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.roll(x, shifts=shift, dims=1)
 
 
+def freq_shift(x: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
+    """Per example, the mel axis moved by a whole number of bands in [-k, k] (the edge band
+    repeated into the gap): the same sound a little higher or lower, as another engine, ring tone
+    or voice of its kind would be."""
+    if k <= 0:
+        return x
+    b, t, m = x.shape
+    s = torch.randint(-k, k + 1, (b,), generator=g)
+    src = (torch.arange(m).view(1, m) - s.view(b, 1)).clamp(0, m - 1)   # out[..., j] = x[..., j - s]
+    return torch.gather(x, 2, src.view(b, 1, m).expand(b, t, m))
+
+
+class WeightEma:
+    """Exponential moving average of the parameters and buffers (BatchNorm statistics included),
+    updated after every optimizer step; ``model`` holds the averaged copy."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        import copy
+
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for e, v in zip(self.model.state_dict().values(), model.state_dict().values()):
+            if e.dtype.is_floating_point:
+                e.mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+            else:
+                e.copy_(v)
+
+
 def mixup(x: torch.Tensor, y: torch.Tensor, n: int, g: torch.Generator, alpha: float = 0.4,
           silence: int | None = 0):
     """Pairs of log-mel windows mixed as sounds: log(l * exp(a) + (1 - l) * exp(b)), l ~ Beta
@@ -100,6 +133,10 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=56)
     ap.add_argument("--pool", choices=("mean", "meanmax"), default="mean")
     ap.add_argument("--mixup", type=float, default=0.0, help="share of batches mixed (0: none)")
+    ap.add_argument("--freq-shift", type=int, default=0, help="move each window's mel axis by up to this many bands")
+    ap.add_argument("--ema", type=float, default=0.0,
+                    help="keep an exponential moving average of the weights with this decay per step "
+                         "(0: none); it is evaluated, selected and saved instead of the raw weights")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", help="checkpoint.npz to start from (fine-tuning on rebuilt data)")
@@ -138,6 +175,7 @@ def main(argv=None) -> int:
           f"classes {classes}", flush=True)
     steps_per_epoch = len(ytr) // a.batch
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=1e-3)
+    ema = WeightEma(model, a.ema) if a.ema else None
 
     def set_lr(frac: float) -> None:
         """Warm-up then cosine decay over the run's progress (the larger of epochs and time done),
@@ -157,7 +195,7 @@ def main(argv=None) -> int:
         for s in range(steps_per_epoch):
             set_lr(max((ep + s / steps_per_epoch) / a.epochs, (time.time() - t0) / 60 / a.minutes))
             idx = perm[s * a.batch:(s + 1) * a.batch]
-            xb, yb = spec_augment(xtr[idx].float(), g), ytr[idx]
+            xb, yb = spec_augment(freq_shift(xtr[idx].float(), a.freq_shift, g), g), ytr[idx]
             if a.mixup and float(torch.rand(1, generator=g)) < a.mixup:
                 xb, yb = mixup(xb, yb, n, g, silence=classes.index("silence") if "silence" in classes else None)
             logits, _ = model(xb)
@@ -165,19 +203,26 @@ def main(argv=None) -> int:
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update(model)
             tot += float(loss.detach())
             if (time.time() - t0) / 60 >= a.minutes:
                 steps_per_epoch = s + 1
                 break
-        acc, f1 = evaluate(model, xva, yva, n)
+        entry = {"epoch": ep + 1, "loss": tot / steps_per_epoch}
+        if ema is not None:   # the raw weights' score too, so one run compares both
+            entry["raw_val_acc"], entry["raw_val_macro_f1"] = evaluate(model, xva, yva, n)
+        keep = ema.model if ema is not None else model
+        acc, f1 = evaluate(keep, xva, yva, n)
         el = (time.time() - t0) / 60
-        log.append({"epoch": ep + 1, "loss": tot / steps_per_epoch, "val_acc": acc, "val_macro_f1": f1,
-                    "minutes": el})
-        print(f"epoch {ep + 1:3d}  loss {tot / steps_per_epoch:.4f}  val acc {acc:.4f}  macro-F1 {f1:.4f}  "
+        entry.update(val_acc=acc, val_macro_f1=f1, minutes=el)
+        log.append(entry)
+        raw = f"  (raw weights {entry['raw_val_macro_f1']:.4f})" if ema is not None else ""
+        print(f"epoch {ep + 1:3d}  loss {tot / steps_per_epoch:.4f}  val acc {acc:.4f}  macro-F1 {f1:.4f}{raw}  "
               f"{el:.1f} min", flush=True)
         if f1 > best[0] or a.train_on_val:   # with VAL in training its score selects nothing
             best = (f1, ep + 1)
-            save_checkpoint(model, os.path.join(a.out, "checkpoint.npz"), classes, epoch=ep + 1,
+            save_checkpoint(keep, os.path.join(a.out, "checkpoint.npz"), classes, epoch=ep + 1,
                             val_macro_f1=f1, val_acc=acc, data=os.path.abspath(a.data),
                             train_on_val=bool(a.train_on_val))
         if el >= a.minutes * 0.999:
