@@ -10,7 +10,9 @@ Reads train.npz and val.npz (never test.npz; ``--train-on-val`` makes VAL part o
 fit, keeping the last epoch), trains with AdamW (warm-up + cosine over epochs or --minutes, whichever runs out first), label smoothing,
 SpecAugment masks, random time shifts, class-balanced windows and optional mixup (``--mixup P``:
 that share of batches mixes pairs of windows in the band-power domain, the log of a weighted sum
-of two sounds, with the labels weighted alike), and keeps the checkpoint with the best
+of two sounds, with the labels weighted alike), optional band shifts (``--freq-shift K``: each
+window's mel axis moved by up to K bands) and an optional moving average of the weights
+(``--ema DECAY``, evaluated and saved in place of the raw weights), and keeps the checkpoint with the best
 validation macro-F1 (checkpoint.npz: arrays only, no pickle). ``--pool`` picks the classifier's
 pooling (classify_model.py).
 """
