@@ -66,6 +66,23 @@ def test_freq_shift_moves_whole_bands_with_edges_repeated(torch):
     assert tc.freq_shift(x, 0, g) is x
 
 
+def test_random_eq_is_smooth_bounded_and_keeps_the_floor(torch):
+    import train_classify as tc
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.full((32, 96, 40), -5.0)
+    x[:, :10] = -20.0                                # a quiet stretch at the window's floor
+    out = tc.random_eq(x, 6.0, g)
+    gain = (out - x)[:, 50] / tc.DB                  # dB per band, loud frames
+    assert float(gain.abs().max()) <= 6.0 + 1e-4 and float(gain.abs().max()) > 1.0
+    step = (gain[:, 1:] - gain[:, :-1]).abs().max()   # a smooth curve: |slope| <= db * 2 pi / 39 per band
+    assert float(step) <= 6.0 * 2 * torch.pi / 39 + 1e-4
+    assert torch.equal(out[:, 20], out[:, 90])       # one curve for every frame of a window
+    assert float(out[:, :10].amin()) >= -20.0        # the floor is not pushed below itself
+    assert not torch.allclose(gain[0], gain[1])      # each window its own curve
+    assert tc.random_eq(x, 0.0, g) is x
+
+
 def test_weight_ema_tracks_the_average_and_leaves_the_model_alone(torch):
     import train_classify as tc
 

@@ -11,7 +11,8 @@ fit, keeping the last epoch), trains with AdamW (warm-up + cosine over epochs or
 SpecAugment masks, random time shifts, class-balanced windows and optional mixup (``--mixup P``:
 that share of batches mixes pairs of windows in the band-power domain, the log of a weighted sum
 of two sounds, with the labels weighted alike), optional band shifts (``--freq-shift K``: each
-window's mel axis moved by up to K bands) and an optional moving average of the weights
+window's mel axis moved by up to K bands), optional random colouring (``--eq-db D``: a smooth
+gain curve within +-D dB over the bands, as another microphone or room would give) and an optional moving average of the weights
 (``--ema DECAY``, evaluated and saved in place of the raw weights), and keeps the checkpoint with the best
 validation macro-F1 (checkpoint.npz: arrays only, no pickle). ``--pool`` picks the classifier's
 pooling (classify_model.py).
@@ -75,6 +76,23 @@ def freq_shift(x: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
     return torch.gather(x, 2, src.view(b, 1, m).expand(b, t, m))
 
 
+DB = float(np.log(10.0) / 10.0)   # one decibel of power in the log-mel's natural-log units
+
+
+def random_eq(x: torch.Tensor, db: float, g: torch.Generator) -> torch.Tensor:
+    """Per example, a smooth gain curve over the mel bands (the sum of three cosines across the
+    axis, coefficients uniform in [-db/3, db/3] dB, so within +-db dB): the same sound through
+    another microphone, room or loudspeaker. Values are kept at or above the example's minimum
+    (the log floor of a digital silence is not coloured)."""
+    if db <= 0:
+        return x
+    b, t, m = x.shape
+    a = (torch.rand(b, 3, generator=g) * 2 - 1) * (db / 3) * DB
+    basis = torch.cos(torch.pi * torch.arange(1, 4).view(3, 1) * torch.arange(m).view(1, m) / (m - 1))
+    curve = (a @ basis).view(b, 1, m)
+    return torch.maximum(x + curve, x.amin(dim=(1, 2), keepdim=True))
+
+
 class WeightEma:
     """Exponential moving average of the parameters and buffers (BatchNorm statistics included),
     updated after every optimizer step; ``model`` holds the averaged copy."""
@@ -136,6 +154,8 @@ def main(argv=None) -> int:
     ap.add_argument("--pool", choices=("mean", "meanmax"), default="mean")
     ap.add_argument("--mixup", type=float, default=0.0, help="share of batches mixed (0: none)")
     ap.add_argument("--freq-shift", type=int, default=0, help="move each window's mel axis by up to this many bands")
+    ap.add_argument("--eq-db", type=float, default=0.0,
+                    help="colour each window by a random smooth gain curve within +-this many dB (0: none)")
     ap.add_argument("--ema", type=float, default=0.0,
                     help="keep an exponential moving average of the weights with this decay per step "
                          "(0: none); it is evaluated, selected and saved instead of the raw weights")
@@ -197,7 +217,8 @@ def main(argv=None) -> int:
         for s in range(steps_per_epoch):
             set_lr(max((ep + s / steps_per_epoch) / a.epochs, (time.time() - t0) / 60 / a.minutes))
             idx = perm[s * a.batch:(s + 1) * a.batch]
-            xb, yb = spec_augment(freq_shift(xtr[idx].float(), a.freq_shift, g), g), ytr[idx]
+            xb = random_eq(freq_shift(xtr[idx].float(), a.freq_shift, g), a.eq_db, g)
+            xb, yb = spec_augment(xb, g), ytr[idx]
             if a.mixup and float(torch.rand(1, generator=g)) < a.mixup:
                 xb, yb = mixup(xb, yb, n, g, silence=classes.index("silence") if "silence" in classes else None)
             logits, _ = model(xb)
