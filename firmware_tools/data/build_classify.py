@@ -73,6 +73,8 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
+from edge_runtime import atomic
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
@@ -232,7 +234,7 @@ def extract_opensfx(cache: Path) -> list[Item]:
             x = np.frombuffer(raw, "<i2").reshape(-1, w.getnchannels()).mean(axis=1)
             import soundfile as sf
             sf.write(str(path) + ".tmp.wav", x.astype(np.int16), w.getframerate(), subtype="PCM_16")
-            os.replace(str(path) + ".tmp.wav", path)
+            atomic.commit(str(path) + ".tmp.wav", path)
         orig = re.search(r'Original "([^"]+)"', name)
         unit = "opensfx:" + (orig.group(1) if orig else f"{i:02d}")
         lic = re.search(r"License: ([^.]+)", name)
@@ -726,7 +728,7 @@ def build(out: Path, cache: Path, train_per_class: int, test_per_class: int, job
         y = np.concatenate(labels)
         tmp = out / f"{name}.tmp.npz"
         np.savez(tmp, x=X, y=y, unit=np.array(tags))   # unit: a str array (loads without pickle)
-        os.replace(tmp, out / f"{name}.npz")
+        atomic.commit(tmp, out / f"{name}.npz")
         summary["splits"][name] = {"windows": int(len(y)), "per_class": per}
     units = {name: {c: sorted({it.unit for it in split[name] if it.cls == c}) for c in CLASSES}
              for name in split}
@@ -749,7 +751,7 @@ def build(out: Path, cache: Path, train_per_class: int, test_per_class: int, job
               "licences": sorted({f"{it.origin}: {it.licence}" for it in items if it.licence})}
     with open(out / "split.json.tmp", "w") as f:
         json.dump(record, f, indent=1)
-    os.replace(out / "split.json.tmp", out / "split.json")
+    atomic.commit(out / "split.json.tmp", out / "split.json")
     summary["seconds"] = round(time.time() - t0, 1)
     summary["units"] = {name: {c: len(v) for c, v in units[name].items()} for name in units}
     with open(out / "summary.json", "w") as f:

@@ -23,13 +23,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from scipy import signal
+
+from edge_runtime import atomic
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -237,8 +238,9 @@ def build_pool(sources: list[S.Source], rate: int, cache: Path, jobs: int, log=p
                     f.write(x.tobytes())
                     index[sid] = [off, len(x)]
                     off += len(x)
-        os.replace(tmp, data_path)
-        json.dump(index, open(index_path, "w"))
+        atomic.commit(tmp, data_path)
+        with atomic.AtomicFile(str(index_path)) as f:
+            json.dump(index, f)
         log(f"pool at {rate} Hz built: {off / rate / 3600:.2f} h in {data_path.name}")
     data = np.memmap(data_path, dtype=np.float16, mode="r")
     return data, index
@@ -516,7 +518,7 @@ def build(out: Path, rate: int, hours_train: float, hours_test: float, seed: int
             pool_w.close()
             pool_w.join()
         manifest.close()
-    os.replace(out / "manifest.jsonl.tmp", out / "manifest.jsonl")
+    atomic.commit(out / "manifest.jsonl.tmp", out / "manifest.jsonl")
     elapsed = time.time() - t0
     stats = {
         "builder_version": VERSION, "rate": rate, "seed": seed, "clip_seconds": clip_seconds, "dtype": "float16",

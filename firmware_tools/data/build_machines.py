@@ -21,6 +21,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import soundfile as sf
 
+from edge_runtime import atomic
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import machines as M  # noqa: E402
 
@@ -31,7 +33,7 @@ def _job(args):
         x = M.render(mid, seconds, seed, kind, sev)
         tmp = path + ".tmp.wav"
         sf.write(tmp, x, M.SR, subtype="PCM_16")
-        os.replace(tmp, path)
+        atomic.commit(tmp, path)
     return path
 
 

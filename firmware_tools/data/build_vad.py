@@ -30,12 +30,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from edge_runtime import atomic
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -279,15 +280,15 @@ def build(out: Path, minutes: dict, seed: int, clip_seconds: float, cache: Path,
             tmp_a, tmp_l = d / f"audio_{k // SHARD:03d}.tmp.npy", d / f"labels_{k // SHARD:03d}.tmp.npy"
             np.save(tmp_a, np.stack([c[0] for c in chunk]))
             np.save(tmp_l, np.stack([c[1] for c in chunk]))
-            os.replace(tmp_a, d / f"audio_{k // SHARD:03d}.npy")
-            os.replace(tmp_l, d / f"labels_{k // SHARD:03d}.npy")
+            atomic.commit(tmp_a, d / f"audio_{k // SHARD:03d}.npy")
+            atomic.commit(tmp_l, d / f"labels_{k // SHARD:03d}.npy")
         infos += [c[2] for c in results]
         frac = float(np.mean([c[1].mean() for c in results])) if results else 0.0
         log(f"{sp}: {n} clips ({n * clip_seconds / 60:.1f} min), speech in {100 * frac:.1f}% of frames")
     with open(out / "clips.jsonl.tmp", "w") as f:
         for inf in infos:
             f.write(json.dumps(inf) + "\n")
-    os.replace(out / "clips.jsonl.tmp", out / "clips.jsonl")
+    atomic.commit(out / "clips.jsonl.tmp", out / "clips.jsonl")
     meta = {"version": VERSION, "rate": RATE, "hop": HOP, "clip_seconds": clip_seconds, "seed": seed,
             "minutes": minutes, "split_rule": split["rule"],
             "speakers": speakers, "noise_groups": {sp: {k: len(v) for k, v in noise_ids[sp].items()}
@@ -299,7 +300,7 @@ def build(out: Path, minutes: dict, seed: int, clip_seconds: float, cache: Path,
             "seconds": round(time.time() - t0, 1)}
     with open(out / "meta.json.tmp", "w") as f:
         json.dump(meta, f, indent=1)
-    os.replace(out / "meta.json.tmp", out / "meta.json")
+    atomic.commit(out / "meta.json.tmp", out / "meta.json")
     return meta
 
 

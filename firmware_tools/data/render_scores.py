@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime import atomic
+
 SR = 16000
 FLUID_SF2 = "/usr/share/sounds/sf2/FluidR3_GM.sf2"
 # GM program palettes (0-based program numbers); the last part of a score (its bass line)
@@ -111,7 +113,7 @@ def write_flac(x: np.ndarray, out: str) -> None:
 
     t = out + ".tmp.flac"
     sf.write(t, x, SR, subtype="PCM_16")
-    os.replace(t, out)
+    atomic.commit(t, out)
 
 
 def render_score(rel: str, out_dir: Path, seconds: float) -> dict | None:
@@ -215,7 +217,7 @@ def render_all(cache: Path, n_scores: int = 150, seconds: float = 40.0, jobs: in
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "index.json.tmp", "w") as f:
         json.dump(index, f, indent=1)
-    os.replace(out_dir / "index.json.tmp", out_dir / "index.json")
+    atomic.commit(out_dir / "index.json.tmp", out_dir / "index.json")
     return index
 
 

@@ -25,6 +25,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from edge_runtime import atomic
+
 
 def export_tflite(module, sample_inputs: Mapping, output_names: Sequence[str], out: str) -> str:
     """Convert ``module`` (forward(**sample_inputs) -> tuple of tensors) to an FP32 .tflite."""
@@ -48,7 +50,7 @@ def export_tflite(module, sample_inputs: Mapping, output_names: Sequence[str], o
     edge = litert_torch.convert(wrapped, sample_args=(), sample_kwargs=kw)
     tmp = out + ".tmp"
     edge.export(tmp)
-    os.replace(tmp, out)
+    atomic.commit(tmp, out)
     return out
 
 
@@ -95,5 +97,5 @@ def _export(result, out: str) -> str:
     if os.path.exists(tmp):
         os.remove(tmp)
     result.export_model(tmp)
-    os.replace(tmp, out)
+    atomic.commit(tmp, out)
     return out

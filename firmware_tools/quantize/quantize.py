@@ -32,6 +32,8 @@ import sys
 
 import numpy as np
 
+from edge_runtime import atomic
+
 
 def sha256(path: str) -> str:
     h = hashlib.sha256()
@@ -199,9 +201,7 @@ def main(argv=None) -> int:
     tmp = rpt + ".tmp"
     with open(tmp, "w") as f:
         json.dump(report, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, rpt)
+    atomic.commit(tmp, rpt)
     return 0
 
 

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge_runtime import atomic
+
 N_FRAMES, N_MELS = 96, 40
 
 
@@ -85,8 +87,6 @@ class ClassifierExport(nn.Module):
 
 
 def save_checkpoint(model: SoundClassifier, path: str, classes, **meta) -> None:
-    import os
-
     arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     arrays["meta_n_classes"] = np.array(model.n_classes)
     arrays["meta_width"] = np.array(model.width)
@@ -96,7 +96,7 @@ def save_checkpoint(model: SoundClassifier, path: str, classes, **meta) -> None:
         arrays[f"meta_{k}"] = np.array(v)
     tmp = path + ".tmp.npz"
     np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    atomic.commit(tmp, path)
 
 
 def load_checkpoint(path: str) -> tuple[SoundClassifier, list[str], dict]:

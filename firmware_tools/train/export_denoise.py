@@ -14,6 +14,8 @@ import sys
 import numpy as np
 import torch
 
+from edge_runtime import atomic
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from denoise_model import BINS, Denoiser, DenoiseStep  # noqa: E402
 
@@ -34,7 +36,7 @@ def save_checkpoint(model: Denoiser, path: str, **meta) -> None:
         arrays[f"meta_{k}"] = np.array(v)
     tmp = path + ".tmp.npz"
     np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    atomic.commit(tmp, path)
 
 
 def export_onnx(model: Denoiser, out: str) -> None:

@@ -26,6 +26,8 @@ import tempfile
 
 import numpy as np
 
+from edge_runtime import atomic
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
@@ -103,6 +105,8 @@ def main(argv=None) -> int:
     checks_path = os.path.abspath(args.checks)
     if not args.skip_export:
         tr = np.load(os.path.join(args.data, "train.npz"))
+        # agreement with FP32 is a check of the conversion, not a score: VAL rows even after a
+        # final fit that trained on them (this tool never reads TEST)
         va = np.load(os.path.join(args.data, "val.npz"))
         rng = np.random.default_rng(7)
         calib = tr["x"][np.sort(rng.choice(len(tr["y"]), 1000, replace=False))].astype(np.float32)
@@ -126,7 +130,7 @@ def main(argv=None) -> int:
         os.makedirs(os.path.dirname(checks_path), exist_ok=True)
         with open(checks_path + ".tmp", "w") as f:
             json.dump({"held_out": f"{len(held)} VAL windows", "variants": checks}, f, indent=1)
-        os.replace(checks_path + ".tmp", checks_path)
+        atomic.commit(checks_path + ".tmp", checks_path)
     checks = json.load(open(checks_path))["variants"] if os.path.exists(checks_path) else {}
     results = json.load(open(args.eval)) if args.eval else None
 

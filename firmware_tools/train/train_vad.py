@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 
+from edge_runtime import atomic
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
@@ -47,7 +49,7 @@ def load_features(data: str, out: str, split: str = "train") -> tuple[np.ndarray
     n = min(feats.shape[1], labels.shape[1])
     feats, labels = feats[:, :n], labels[:, :n]
     np.save(cache + ".tmp.npy", feats)
-    os.replace(cache + ".tmp.npy", cache)
+    atomic.commit(cache + ".tmp.npy", cache)
     print(f"features of {len(audio)} {split} clips in {time.time() - t0:.0f} s", flush=True)
     return feats, labels
 
@@ -62,7 +64,7 @@ def save_checkpoint(model, path: str, **meta) -> None:
         arrays[f"meta_{k}"] = np.array(v)
     tmp = path + ".tmp.npz"
     np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    atomic.commit(tmp, path)
 
 
 def load_checkpoint(path: str):
