@@ -21,6 +21,8 @@ import os
 import numpy as np
 import soundfile as sf
 
+from edge_runtime import atomic
+
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "fixtures", "audio")
 
 
@@ -76,7 +78,7 @@ def main(argv=None) -> int:
             k += 1
     with open(os.path.join(OUT, "denoise_fixtures.json.tmp"), "w") as f:
         json.dump(picked, f, indent=1)
-    os.replace(os.path.join(OUT, "denoise_fixtures.json.tmp"), os.path.join(OUT, "denoise_fixtures.json"))
+    atomic.commit(os.path.join(OUT, "denoise_fixtures.json.tmp"), os.path.join(OUT, "denoise_fixtures.json"))
     return 0
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from edge_runtime import atomic
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import synth  # noqa: E402
@@ -601,7 +603,7 @@ def render_one(args) -> tuple[str, str, int, float]:
             x = x * (0.99 / peak)
         tmp = str(path) + ".tmp.flac"
         sf.write(tmp, x, sr, subtype="PCM_16")
-        os.replace(tmp, path)
+        atomic.commit(tmp, path)
         return src.id, str(path), int(sr), len(x) / sr
     except Exception as e:
         return src.id, "", 0, f"render failed: {e!r}"[:300]
@@ -667,7 +669,7 @@ def build_catalogue(cache: Path, jobs: int = 2, log=print, **render_kw) -> list[
             check_allowed(s.path)
     with open(str(cat_file) + ".tmp", "w") as f:
         json.dump([s.to_json() for s in allsrc], f, indent=0)
-    os.replace(str(cat_file) + ".tmp", cat_file)
+    atomic.commit(str(cat_file) + ".tmp", cat_file)
     return allsrc
 
 

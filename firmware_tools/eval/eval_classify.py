@@ -26,6 +26,8 @@ import time
 
 import numpy as np
 
+from edge_runtime import atomic
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, ROOT)
@@ -234,7 +236,7 @@ def confusion_figure(cms: dict, labels, path: str) -> None:
     fig.tight_layout()
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    atomic.commit(tmp, path)
 
 
 def main(argv=None) -> int:
@@ -315,7 +317,7 @@ def main(argv=None) -> int:
         confusion_figure(cms, LABELS, fig)
     with open(os.path.join(a.out, "classify.json.tmp"), "w") as f:
         json.dump(res, f, indent=1)
-    os.replace(os.path.join(a.out, "classify.json.tmp"), os.path.join(a.out, "classify.json"))
+    atomic.commit(os.path.join(a.out, "classify.json.tmp"), os.path.join(a.out, "classify.json"))
     md = report(res, a, fig)
     if a.vad_data:   # last: eval_vad pins the process to one core for its CPU timing
         sys.path.insert(0, HERE)
@@ -329,7 +331,7 @@ def main(argv=None) -> int:
             f"\n\nBy condition: [{os.path.basename(vad_md)}]({os.path.basename(vad_md)}).\n"
     with open(os.path.join(a.out, "classify.md.tmp"), "w") as f:
         f.write(md)
-    os.replace(os.path.join(a.out, "classify.md.tmp"), os.path.join(a.out, "classify.md"))
+    atomic.commit(os.path.join(a.out, "classify.md.tmp"), os.path.join(a.out, "classify.md"))
     print(md)
     return 0
 

@@ -44,6 +44,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from edge_runtime import atomic  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 for _p in (str(ROOT), str(HERE)):
@@ -425,7 +427,7 @@ def figure(clip: dict, cfg: dict, path: Path) -> dict:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    atomic.commit(tmp, path)
     return {"clip": clip["clip"], "snr": float(clip["snr"]), "file": path.name, "rows": [r[0] for r in rows]}
 
 

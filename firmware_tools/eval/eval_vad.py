@@ -29,6 +29,8 @@ import time
 
 import numpy as np
 
+from edge_runtime import atomic
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, ROOT)
@@ -245,7 +247,7 @@ def write_markdown(res: dict, path: str) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic.commit(tmp, path)
 
 
 if __name__ == "__main__":
