@@ -749,9 +749,8 @@ def build(out: Path, cache: Path, train_per_class: int, test_per_class: int, job
               "origins": {name: {c: sorted({it.origin for it in split[name] if it.cls == c}) for c in CLASSES}
                           for name in split},
               "licences": sorted({f"{it.origin}: {it.licence}" for it in items if it.licence})}
-    with open(out / "split.json.tmp", "w") as f:
+    with atomic.AtomicFile(str(out / "split.json")) as f:
         json.dump(record, f, indent=1)
-    atomic.commit(out / "split.json.tmp", out / "split.json")
     summary["seconds"] = round(time.time() - t0, 1)
     summary["units"] = {name: {c: len(v) for c, v in units[name].items()} for name in units}
     with open(out / "summary.json", "w") as f:

@@ -285,10 +285,9 @@ def build(out: Path, minutes: dict, seed: int, clip_seconds: float, cache: Path,
         infos += [c[2] for c in results]
         frac = float(np.mean([c[1].mean() for c in results])) if results else 0.0
         log(f"{sp}: {n} clips ({n * clip_seconds / 60:.1f} min), speech in {100 * frac:.1f}% of frames")
-    with open(out / "clips.jsonl.tmp", "w") as f:
+    with atomic.AtomicFile(str(out / "clips.jsonl")) as f:
         for inf in infos:
             f.write(json.dumps(inf) + "\n")
-    atomic.commit(out / "clips.jsonl.tmp", out / "clips.jsonl")
     meta = {"version": VERSION, "rate": RATE, "hop": HOP, "clip_seconds": clip_seconds, "seed": seed,
             "minutes": minutes, "split_rule": split["rule"],
             "speakers": speakers, "noise_groups": {sp: {k: len(v) for k, v in noise_ids[sp].items()}
@@ -298,9 +297,8 @@ def build(out: Path, minutes: dict, seed: int, clip_seconds: float, cache: Path,
             "label_rule": "utterance frames within 35 dB of its loudest 10 ms frame, >-75 dBFS; pauses <150 ms "
                           "bridged, islands <30 ms dropped, edges widened 20 ms",
             "seconds": round(time.time() - t0, 1)}
-    with open(out / "meta.json.tmp", "w") as f:
+    with atomic.AtomicFile(str(out / "meta.json")) as f:
         json.dump(meta, f, indent=1)
-    atomic.commit(out / "meta.json.tmp", out / "meta.json")
     return meta
 
 

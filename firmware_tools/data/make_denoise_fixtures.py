@@ -76,9 +76,8 @@ def main(argv=None) -> int:
                                               "noise": r["noise"], "snr_db_clip": round(r["snr_db"], 2)}
             print(snr, k, r["clip"], r["speech"], r["noise"])
             k += 1
-    with open(os.path.join(OUT, "denoise_fixtures.json.tmp"), "w") as f:
+    with atomic.AtomicFile(os.path.join(OUT, "denoise_fixtures.json")) as f:
         json.dump(picked, f, indent=1)
-    atomic.commit(os.path.join(OUT, "denoise_fixtures.json.tmp"), os.path.join(OUT, "denoise_fixtures.json"))
     return 0
 
 

@@ -215,9 +215,8 @@ def render_all(cache: Path, n_scores: int = 150, seconds: float = 40.0, jobs: in
         res = [_job(t) for t in tasks]
     index = {rel: info for rel, info in res if info}
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "index.json.tmp", "w") as f:
+    with atomic.AtomicFile(str(out_dir / "index.json")) as f:
         json.dump(index, f, indent=1)
-    atomic.commit(out_dir / "index.json.tmp", out_dir / "index.json")
     return index
 
 

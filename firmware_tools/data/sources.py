@@ -667,9 +667,8 @@ def build_catalogue(cache: Path, jobs: int = 2, log=print, **render_kw) -> list[
     for s in allsrc:
         if s.path and s.usable:
             check_allowed(s.path)
-    with open(str(cat_file) + ".tmp", "w") as f:
+    with atomic.AtomicFile(str(cat_file)) as f:
         json.dump([s.to_json() for s in allsrc], f, indent=0)
-    atomic.commit(str(cat_file) + ".tmp", cat_file)
     return allsrc
 
 

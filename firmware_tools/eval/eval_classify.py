@@ -26,11 +26,11 @@ import time
 
 import numpy as np
 
-from edge_runtime import atomic
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, ROOT)
+
+from edge_runtime import atomic  # noqa: E402
 
 VARIANTS = [("classify_fp32.onnx", "onnxruntime"), ("classify_int8.onnx", "onnxruntime"),
             ("classify_int8-dynamic.onnx", "onnxruntime"), ("classify_fp16.onnx", "onnxruntime"),
@@ -315,9 +315,8 @@ def main(argv=None) -> int:
     fig = os.path.join(a.out, "classify_confusion.png")
     if cms:
         confusion_figure(cms, LABELS, fig)
-    with open(os.path.join(a.out, "classify.json.tmp"), "w") as f:
+    with atomic.AtomicFile(os.path.join(a.out, "classify.json")) as f:
         json.dump(res, f, indent=1)
-    atomic.commit(os.path.join(a.out, "classify.json.tmp"), os.path.join(a.out, "classify.json"))
     md = report(res, a, fig)
     if a.vad_data:   # last: eval_vad pins the process to one core for its CPU timing
         sys.path.insert(0, HERE)
@@ -329,9 +328,8 @@ def main(argv=None) -> int:
         table = open(vad_md).read().split("## By condition")[0].split("\n", 2)[2].strip()
         md += "\n## Voice activity detection: ours vs Silero VAD\n\n" + table + \
             f"\n\nBy condition: [{os.path.basename(vad_md)}]({os.path.basename(vad_md)}).\n"
-    with open(os.path.join(a.out, "classify.md.tmp"), "w") as f:
+    with atomic.AtomicFile(os.path.join(a.out, "classify.md")) as f:
         f.write(md)
-    atomic.commit(os.path.join(a.out, "classify.md.tmp"), os.path.join(a.out, "classify.md"))
     print(md)
     return 0
 

@@ -44,14 +44,13 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from edge_runtime import atomic  # noqa: E402
-
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 for _p in (str(ROOT), str(HERE)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+from edge_runtime import atomic  # noqa: E402
 import metrics as M  # noqa: E402
 from methods import build_methods  # noqa: E402
 
@@ -434,12 +433,8 @@ def figure(clip: dict, cfg: dict, path: Path) -> dict:
 # ============================================================================ main
 
 def write_atomic(path: Path, text: str) -> None:
-    from edge_runtime.atomic import commit, temp_path_for
-
-    tmp = temp_path_for(str(path))
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic.AtomicFile(str(path)) as f:
         f.write(text)
-    commit(tmp, str(path))
 
 
 def _jsonable(o):

@@ -29,12 +29,12 @@ import time
 
 import numpy as np
 
-from edge_runtime import atomic
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "firmware_tools", "data"))
+
+from edge_runtime import atomic  # noqa: E402
 
 HOP = 160
 
@@ -244,10 +244,8 @@ def write_markdown(res: dict, path: str) -> None:
     if skipped:
         lines += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items())]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic.AtomicFile(path) as f:
         f.write("\n".join(lines) + "\n")
-    atomic.commit(tmp, path)
 
 
 if __name__ == "__main__":

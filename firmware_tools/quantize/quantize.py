@@ -198,10 +198,8 @@ def main(argv=None) -> int:
         print(f"{fmt:12} {prec:13} {entry['size']:>9} B  " +
               "  ".join(f"{k} SNR {v:6.1f} dB" for k, v in entry["snr_vs_fp32_db"].items()))
     rpt = args.report or os.path.join(args.out_dir, "quantize_report.json")
-    tmp = rpt + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic.AtomicFile(rpt) as f:
         json.dump(report, f, indent=2)
-    atomic.commit(tmp, rpt)
     return 0
 
 

@@ -128,9 +128,8 @@ def main(argv=None) -> int:
                 print(f"{name:32} {checks[name]}")
             copy_variants(qdir, out_dir, [name for _, _, name in SHIP])
         os.makedirs(os.path.dirname(checks_path), exist_ok=True)
-        with open(checks_path + ".tmp", "w") as f:
+        with atomic.AtomicFile(checks_path) as f:
             json.dump({"held_out": f"{len(held)} VAL windows", "variants": checks}, f, indent=1)
-        atomic.commit(checks_path + ".tmp", checks_path)
     checks = json.load(open(checks_path))["variants"] if os.path.exists(checks_path) else {}
     results = json.load(open(args.eval)) if args.eval else None
 
