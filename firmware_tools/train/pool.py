@@ -56,16 +56,42 @@ def train_ids(split: dict) -> set[str]:
     return ids
 
 
+def clean_enough(floor: dict | None, min_floor_snr: float, cid: str) -> tuple[bool, str]:
+    """Keep a speech clip as a training target only when its own noise floor is low enough:
+    ``floor`` is firmware_tools/eval/speech_floor.py's per-clip output (None: no filter)."""
+    if floor is None:
+        return True, ""
+    st = floor.get(cid)
+    if st is None or "floor_snr_db" not in st:
+        return False, "no floor measurement"
+    if st["floor_snr_db"] < min_floor_snr:
+        return False, f"floor SNR {st['floor_snr_db']:.1f} dB < {min_floor_snr:g} dB"
+    return True, ""
+
+
 def pack(catalogue: list[dict], ids: set[str], out: str, speech_minutes: float, noise_minutes: float,
-         seed: int = 0) -> dict:
+         seed: int = 0, floor: dict | None = None, min_floor_snr: float = 0.0,
+         exclude_origins: tuple = ()) -> dict:
     import soundfile as sf
 
     rng = np.random.default_rng(seed)
     os.makedirs(out, exist_ok=True)
-    meta = {"rate": RATE, "speech": [], "noise": []}
+    meta = {"rate": RATE, "speech": [], "noise": [], "dropped": {}}
     for kind, minutes in (("speech", speech_minutes), ("noise", noise_minutes)):
         items = [c for c in catalogue if c["id"] in ids and c.get("usable", True)
-                 and (c["kind"] == kind or (kind == "noise" and c["kind"] == "music"))]
+                 and (c["kind"] == kind or (kind == "noise" and c["kind"] == "music"))
+                 and c.get("origin") not in exclude_origins]
+        if kind == "speech":
+            kept = []
+            for c in items:
+                ok, why = clean_enough(floor, min_floor_snr, c["id"])
+                if ok:
+                    kept.append(c)
+                else:
+                    d = meta["dropped"].setdefault(c.get("origin", ""), {"clips": 0, "minutes": 0.0})
+                    d["clips"] += 1
+                    d["minutes"] = round(d["minutes"] + c.get("duration", 0) / 60, 2)
+            items = kept
         for c in items:
             if any(r in c.get("path", "") or r in c.get("origin", "") for r in RESERVED):
                 raise SystemExit(f"refusing reserved evaluation source {c['id']}")
@@ -103,12 +129,12 @@ def pack(catalogue: list[dict], ids: set[str], out: str, speech_minutes: float, 
 
 
 def load_pool(path: str) -> dict:
-    """-> {"speech": [arrays], "speaker": [ids], "noise": [arrays]}"""
+    """-> {"speech": [arrays], "speaker": [ids], "origin": [origins], "noise": [arrays]}"""
     import soundfile as sf
 
     with open(os.path.join(path, "pool.json")) as f:
         meta = json.load(f)
-    out = {"speech": [], "speaker": [], "noise": []}
+    out = {"speech": [], "speaker": [], "origin": [], "noise": []}
     for kind in ("speech", "noise"):
         audio, sr = sf.read(os.path.join(path, meta[kind]["file"]), dtype="float32")
         assert sr == meta["rate"]
@@ -116,6 +142,7 @@ def load_pool(path: str) -> dict:
             out[kind].append(np.ascontiguousarray(audio[c["offset"]:c["offset"] + c["length"]]))
             if kind == "speech":
                 out["speaker"].append(c["speaker"])
+                out["origin"].append(c.get("origin") or "")
     return out
 
 
@@ -126,6 +153,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--speech-minutes", type=float, default=60)
     ap.add_argument("--noise-minutes", type=float, default=60)
+    ap.add_argument("--floor-json", help="per-clip noise floors (firmware_tools/eval/speech_floor.py --json): "
+                                         "speech clips below --min-floor-snr are not packed")
+    ap.add_argument("--min-floor-snr", type=float, default=35.0)
+    ap.add_argument("--exclude-origin", action="append", default=[],
+                    help="leave out speech/noise of this origin (e.g. render:espeak-ng); repeatable")
     args = ap.parse_args(argv)
     with open(os.path.join(args.data, "split.json")) as f:
         split = json.load(f)
@@ -135,7 +167,11 @@ def main(argv=None) -> int:
         catalogue = json.load(f)
     ids = train_ids(split)
     print(f"{len(ids)} train source ids", flush=True)
-    pack(catalogue, ids, args.out, args.speech_minutes, args.noise_minutes)
+    floor = json.load(open(args.floor_json))["clips"] if args.floor_json else None
+    meta = pack(catalogue, ids, args.out, args.speech_minutes, args.noise_minutes, floor=floor,
+                min_floor_snr=args.min_floor_snr, exclude_origins=tuple(args.exclude_origin))
+    if meta["dropped"]:
+        print(f"speech left out for their noise floor: {meta['dropped']}", flush=True)
     return 0
 
 

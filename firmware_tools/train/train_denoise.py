@@ -40,21 +40,41 @@ from pool import load_pool  # noqa: E402
 class Mixer:
     """Draws training mixtures from the pool (numpy, one RNG per worker)."""
 
-    def __init__(self, pool, seconds: float, seed: int):
+    def __init__(self, pool, seconds: float, seed: int, stationary: float = 0.0,
+                 origin_weights: dict | None = None, snr_range: tuple = (-5.0, 20.0)):
         self.speech, self.speakers, self.noise = pool["speech"], pool["speaker"], pool["noise"]
         self.n = int(seconds * SAMPLE_RATE)
         self.rng = np.random.default_rng(seed)
+        self.stationary = float(stationary)
+        self.snr_range = snr_range
         by_spk: dict[str, list[int]] = {}
-        for i, s in enumerate(self.speakers):
+        origin_of: dict[str, str] = {}
+        origins = pool.get("origin") or [""] * len(self.speakers)
+        for i, (s, o) in enumerate(zip(self.speakers, origins)):
             by_spk.setdefault(s, []).append(i)
+            origin_of.setdefault(s, o)
         self.by_spk = list(by_spk.values())
+        # speakers are drawn uniformly within an origin and origins by weight: uniform over
+        # speakers alone lets the origin with the most voices (espeak-ng: 168) dominate the targets
+        spk_origin = [origin_of[s] for s in by_spk]
+        names = sorted(set(spk_origin))
+        w = np.array([(origin_weights or {}).get(o, 1.0 if origin_weights is None else 0.0) for o in names])
+        if origin_weights is None:  # legacy: uniform over speakers
+            self.spk_p = None
+        else:
+            if w.sum() <= 0:
+                raise SystemExit(f"--speech-origin-weights leave no speech: the pool has {names}")
+            per = {o: w[i] / w.sum() / spk_origin.count(o) for i, o in enumerate(names)}
+            self.spk_p = np.array([per[o] for o in spk_origin])
+            self.spk_p /= self.spk_p.sum()
 
     def _speech(self) -> np.ndarray:
         rng, n = self.rng, self.n
         out = np.zeros(n, np.float32)
         if rng.random() < 0.05:
             return out
-        group = self.by_spk[rng.integers(len(self.by_spk))]  # one speaker per segment
+        k = rng.choice(len(self.by_spk), p=self.spk_p) if self.spk_p is not None else rng.integers(len(self.by_spk))
+        group = self.by_spk[k]  # one speaker per segment
         pos = int(rng.integers(0, SAMPLE_RATE // 2))
         while pos < n:
             clip = self.speech[group[rng.integers(len(group))]]
@@ -73,8 +93,35 @@ class Mixer:
         start = int(self.rng.integers(0, len(x) - n + 1))
         return x[start:start + n]
 
+    def _stationary(self) -> np.ndarray:
+        """Broadband stationary noise made here: coloured (spectral slope -3..+6 dB/octave
+        around pink, i.e. blue-ish to brown), with a random smooth tilt/shelf, sometimes hum."""
+        rng, n = self.rng, self.n
+        spec = np.fft.rfft(rng.standard_normal(n))
+        f = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
+        f[0] = f[1]
+        slope = rng.uniform(-0.5, 2.0)  # power ~ f^-slope (0 white, 1 pink, 2 brown)
+        shape = f ** (-slope / 2)
+        fc = rng.uniform(300, 6000)     # a smooth shelf: +-12 dB above fc
+        shelf = 10 ** (rng.uniform(-12, 12) / 20)
+        shape *= 1 + (shelf - 1) / (1 + (fc / f) ** 2)
+        x = np.fft.irfft(spec * shape, n).astype(np.float32)
+        if rng.random() < 0.15:  # mains hum with harmonics
+            t = np.arange(n) / SAMPLE_RATE
+            f0 = 50.0 if rng.random() < 0.5 else 60.0
+            hum = sum(rng.uniform(0.1, 1.0) / k * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6.3))
+                      for k in range(1, 6))
+            x += (hum * self._rms(x) * rng.uniform(0.3, 3.0)).astype(np.float32)
+        return x
+
     def _noise(self) -> np.ndarray:
         rng = self.rng
+        if self.stationary and rng.random() < self.stationary:
+            x = self._stationary()
+            if rng.random() < 0.3:  # stationary bed under a recorded noise
+                y = self._crop(self.noise[rng.integers(len(self.noise))])
+                x = x / self._rms(x) * self._rms(y) * rng.uniform(0.1, 1.0) + y
+            return x
         r = rng.random()
         if r < 0.12:  # babble of 3-6 other training speakers
             b = np.zeros(self.n, np.float32)
@@ -119,7 +166,7 @@ class Mixer:
             s = self._reverb(s)
         v = self._noise()
         level = 10 ** (rng.uniform(-38, -8) / 20)
-        snr = 30.0 if rng.random() < 0.1 else rng.uniform(-5, 20)
+        snr = 30.0 if rng.random() < 0.1 else rng.uniform(*self.snr_range)
         active = np.abs(s) > 1e-4
         if active.mean() > 0.05:
             s_rms = self._rms(s[active]) if active.any() else 1e-6
@@ -135,13 +182,13 @@ class Mixer:
 
 
 class MixDataset(torch.utils.data.IterableDataset):
-    def __init__(self, pool, seconds, seed):
-        self.pool, self.seconds, self.seed = pool, seconds, seed
+    def __init__(self, pool, seconds, seed, **mixer_kw):
+        self.pool, self.seconds, self.seed, self.mixer_kw = pool, seconds, seed, mixer_kw
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid = info.id if info else 0
-        m = Mixer(self.pool, self.seconds, self.seed * 1000 + wid)
+        m = Mixer(self.pool, self.seconds, self.seed * 1000 + wid, **self.mixer_kw)
         while True:
             yield m.draw()
 
@@ -194,8 +241,16 @@ def main(argv=None) -> int:
                     help="extra weight on removed speech (oversuppression_loss)")
     ap.add_argument("--sisdr-weight", type=float, default=0.0,
                     help="weight of the waveform SI-SDR term (per dB; 0.001-0.005 balances the spectral loss)")
-    ap.add_argument("--init", help="start from this checkpoint.npz (its weights, hidden size and feature "
-                                   "normalization) instead of from scratch")
+    ap.add_argument("--init", help="start from this checkpoint.npz or exported FP32 .onnx (its weights, hidden "
+                                   "size and feature normalization) instead of from scratch")
+    ap.add_argument("--stationary", type=float, default=0.0,
+                    help="share of segments whose noise is broadband stationary noise made on the fly "
+                         "(coloured, shelved, sometimes hum; 30%% of them under a recorded noise)")
+    ap.add_argument("--speech-origin-weights", default=None,
+                    help="origin=weight,... : draw a segment's speaker by origin weight, then uniformly "
+                         "within the origin (default: uniformly over all speakers)")
+    ap.add_argument("--snr-min", type=float, default=-5.0)
+    ap.add_argument("--snr-max", type=float, default=20.0)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -210,7 +265,11 @@ def main(argv=None) -> int:
     print(f"pool: {len(pool['speech'])} speech clips ({len(set(pool['speaker']))} speakers), "
           f"{len(pool['noise'])} noise clips; device {dev}", flush=True)
 
-    loader = torch.utils.data.DataLoader(MixDataset(pool, args.seconds, args.seed), batch_size=args.batch,
+    weights = None
+    if args.speech_origin_weights:
+        weights = {k: float(v) for k, v in (kv.split("=") for kv in args.speech_origin_weights.split(","))}
+    mixer_kw = dict(stationary=args.stationary, origin_weights=weights, snr_range=(args.snr_min, args.snr_max))
+    loader = torch.utils.data.DataLoader(MixDataset(pool, args.seconds, args.seed, **mixer_kw), batch_size=args.batch,
                                          num_workers=args.workers, persistent_workers=args.workers > 0,
                                          prefetch_factor=4 if args.workers else None)
     it = iter(loader)

