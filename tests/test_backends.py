@@ -85,7 +85,9 @@ def dyn_path(name):
 
 # ------------------------------------------------------------------------------------ registry
 def test_registry_and_extensions():
-    assert set(BACKENDS) == {"onnxruntime", "litert", "openvino"}
+    assert set(BACKENDS) == {"onnxruntime", "litert", "openvino", "native"}
+    assert get_backend("native").formats == ("native",)
+    assert [b.name for b in backends_for("lib/librnnoise.so")] == ["native"]
     assert get_backend("onnxruntime").formats == ("onnx",)
     assert get_backend("litert").formats == ("tflite",)
     assert get_backend("openvino").formats == ("onnx", "openvino-ir")

