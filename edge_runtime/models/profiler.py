@@ -184,7 +184,7 @@ def load_device_defaults(name: str) -> dict:
 
 # ------------------------------------------------------------------------------------ profiling
 def variant_label(r: Mapping) -> str:
-    return f"{r.get('format')}/{r.get('precision')}@{r.get('backend')}"
+    return f"{r.get('format')}/{r.get('name') or r.get('precision')}@{r.get('backend')}"
 
 
 def _guess_precision(res: dict) -> str:
@@ -216,7 +216,7 @@ def profile_models(models: Iterable, backends: Iterable[str] | None = None, thre
     ``error`` when it could not be measured.  ``on_result(dict)`` is called after each one."""
     from ..backends import BACKENDS
     from .bench import measure
-    from .manifest import FORMATS, Model, verify
+    from .manifest import FORMATS, Model, package_dir, verify
 
     wanted = None if backends is None else [b for b in backends]
     if wanted is not None:
@@ -248,14 +248,18 @@ def profile_models(models: Iterable, backends: Iterable[str] | None = None, thre
         if isinstance(m, Model):
             ref = m.reference_metric()
             for v in m.variants:
-                if v.alternative:  # another model (e.g. Silero VAD), chosen by name, not a rung of the ladder
-                    continue
                 names = [b for b in v.backends if (wanted is None or b in wanted) and BACKENDS[b].available()]
                 if not names:
                     continue
                 base = {"model": m.name, "format": v.format, "precision": v.precision, "path": str(v.path),
                         "quality_drop": m.quality_drop(v), "metric": ref[0] if ref else None,
                         "metric_value": (m.metric(v) or (None, None))[1]}
+                if v.alternative:
+                    # another model (Silero VAD, RNNoise): measured and reported so a device can pick it
+                    # by name (variant = "<name>"), never chosen by auto nor a rung of the ladder
+                    if v.package and package_dir(v.package) is None:
+                        continue  # its package is not installed: nothing to measure
+                    base.update(name=v.name, alternative=True, quality_drop=None)
                 try:
                     verify(v)
                 except ModelError as exc:
@@ -305,7 +309,7 @@ def choose(results: Iterable[Mapping], budget_ms: float | None = None, max_quali
         by_model.setdefault(r["model"], []).append(r)
     out = {}
     for model, rs in by_model.items():
-        ok = [r for r in rs if not r.get("error") and r.get("median_us") is not None]
+        ok = [r for r in rs if not r.get("error") and r.get("median_us") is not None and not r.get("alternative")]
         if not ok:
             out[model] = {"model": model, "chosen": None, "within_budget": False, "quality_ok": False,
                           "reason": "no variant could be measured: "
@@ -377,7 +381,7 @@ def profile_path(device: str, state_dir_=None, service: bool = False) -> Path:
 
 _RESULT_FIELDS = ("model", "format", "precision", "backend", "device", "path", "load_ms", "median_us", "p99_us",
                   "mean_us", "first_run_us", "rss_mb", "rss_load_mb", "quality_drop", "metric", "metric_value",
-                  "error")
+                  "error", "name", "alternative")
 
 
 def _clean(d: Mapping, fields=_RESULT_FIELDS) -> dict:
