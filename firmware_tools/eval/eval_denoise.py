@@ -282,6 +282,19 @@ def _nanmean(v):
     return float(np.mean(v)) if v else math.nan
 
 
+def _grouped(results: list[dict], methods: list[str], key: str) -> dict:
+    """Means of PESQ / STOI / SI-SDRi per value of ``key`` (speech source, noise family), all SNRs pooled."""
+    groups = sorted({r.get(key) or "?" for r in results})
+    out = {}
+    for g in groups:
+        rs = [r for r in results if (r.get(key) or "?") == g]
+        out[g] = {"n": len(rs)}
+        for name in methods:
+            out[g][name] = {k: _nanmean([r["methods"][name].get(k) for r in rs if name in r["methods"]])
+                            for k in ("pesq", "stoi", "si_sdri")}
+    return out
+
+
 def aggregate(results: list[dict], methods: list[str]) -> dict:
     snrs = sorted({round(float(r["snr"]), 1) for r in results})
     table: dict = {}
@@ -310,20 +323,8 @@ def aggregate(results: list[dict], methods: list[str]) -> dict:
         t["lag_ms_min"] = float(np.min(lags)) * 1e3 / SR if lags else math.nan
         t["lag_ms_max"] = float(np.max(lags)) * 1e3 / SR if lags else math.nan
         table[name] = t
-    sources = sorted({r.get("source") or "?" for r in results})
-    by_source = {src: {"n": sum(1 for r in results if (r.get("source") or "?") == src)} for src in sources}
-    for src in sources:
-        rs = [r for r in results if (r.get("source") or "?") == src]
-        for name in methods:
-            by_source[src][name] = {k: _nanmean([r["methods"][name].get(k) for r in rs if name in r["methods"]])
-                                    for k in ("pesq", "stoi", "si_sdri")}
-    fams = sorted({r.get("family") or "?" for r in results})
-    by_family = {f: {"n": sum(1 for r in results if (r.get("family") or "?") == f)} for f in fams}
-    for f in fams:
-        rs = [r for r in results if (r.get("family") or "?") == f]
-        for name in methods:
-            by_family[f][name] = {k: _nanmean([r["methods"][name].get(k) for r in rs if name in r["methods"]])
-                                  for k in ("pesq", "stoi", "si_sdri")}
+    by_source = _grouped(results, methods, "source")
+    by_family = _grouped(results, methods, "family")
     return {"snrs": snrs, "methods": table, "by_source": by_source, "by_family": by_family}
 
 
