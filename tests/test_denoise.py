@@ -93,6 +93,45 @@ def test_silence_stays_silence(pipe):
     assert np.max(np.abs(y)) == 0.0
 
 
+def pink(n, seed=0):
+    rng = np.random.default_rng(seed)
+    f = np.fft.rfftfreq(n, 1 / 16000)
+    return np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) / np.sqrt(np.maximum(f, 20.0)), n).astype(np.float32)
+
+
+def frame_power(x):
+    return (x[: len(x) // 320 * 320].reshape(-1, 320).astype(np.float64) ** 2).mean(1)
+
+
+# Issue 20's pink-noise target: pink noise at 10 dB SNR comes out >= 10 dB quieter in the speech
+# pauses (frames 40 dB under the clip's loudest), median over the guard clips, while clean speech
+# in the same clips loses at most 3 dB (median level change of its speech frames). The shipped
+# model measured a median 7.7 dB (4.2..19.1) in the pauses and -1.0 dB on speech: not met yet
+# (retraining run r2a of docs/denoise.md: 43.7 dB and -1.8 dB, but a lower PESQ: not shipped).
+PINK_PAUSE_MIN_DB = 10.0
+PINK_SPEECH_MAX_LOSS_DB = 3.0
+
+
+@pytest.mark.xfail(strict=True, reason="issue 20: the shipped model removes a median 7.7 dB of pink noise "
+                                       "in pauses (target 10 dB); a model that meets it must drop this mark")
+def test_pink_noise_at_10db_is_removed_in_pauses_and_speech_is_kept(pipe):
+    cut, kept = [], []
+    for snr, k in CLIPS:
+        clean = load(f"denoise_{snr}db_{k}_clean.flac")
+        noise = pink(len(clean), seed=snr * 3 + k)
+        noise *= np.sqrt(np.sum(clean.astype(np.float64) ** 2) / np.sum(noise.astype(np.float64) ** 2) / 10.0)
+        pipe.reset()
+        y = pipe.process_array((clean + noise)[None])[0]
+        pipe.reset()
+        yc = pipe.process_array(clean[None])[0]
+        ec = frame_power(clean)
+        pause, speech = ec < ec.max() * 1e-4, ec > ec.max() * 1e-2
+        cut.append(10 * np.log10(frame_power(noise)[pause].mean() / frame_power(y)[pause].mean()))
+        kept.append(10 * np.log10(frame_power(yc)[speech].mean() / ec[speech].mean()))
+    assert np.median(kept) >= -PINK_SPEECH_MAX_LOSS_DB, kept
+    assert np.median(cut) >= PINK_PAUSE_MIN_DB, cut
+
+
 def test_noise_alone_is_turned_down(pipe, rng):
     pipe.reset()
     x = (rng.standard_normal(32000) * 0.03).astype(np.float32)
