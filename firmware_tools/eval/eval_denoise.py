@@ -369,25 +369,17 @@ def markdown(res: dict) -> str:
             cells = [_f(per[str(s)], nd, sign) for s in snrs] + [_f(per["mean"], nd, sign)]
             lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(cells) + " |")
         lines.append("")
-    bs = agg.get("by_source") or {}
-    if len(bs) > 1:
-        lines += ["## By speech source (all SNRs pooled): PESQ-WB / SI-SDRi (dB)", "",
-                  "| method | " + " | ".join(f"{k} ({v['n']})" for k, v in bs.items()) + " |",
-                  "|---|" + "---|" * len(bs)]
-        for name in methods:
-            lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(
-                f"{_f(v[name]['pesq'])} / {_f(v[name]['si_sdri'], 1, True)}" for v in bs.values()) + " |")
-        lines.append("")
-    bf = agg.get("by_family") or {}
-    if len(bf) > 1:
-        lines += ["## By noise family (all SNRs pooled): PESQ-WB / STOI / SI-SDRi (dB)", "",
-                  "| method | " + " | ".join(f"{k} ({v['n']})" for k, v in bf.items()) + " |",
-                  "|---|" + "---|" * len(bf)]
-        for name in methods:
-            lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(
-                f"{_f(v[name]['pesq'])} / {_f(v[name]['stoi'], 3)} / {_f(v[name]['si_sdri'], 1, True)}"
-                for v in bf.values()) + " |")
-        lines.append("")
+    for key, title in (("by_source", "By speech source"), ("by_family", "By noise family")):
+        groups = agg.get(key) or {}
+        if len(groups) > 1:
+            lines += [f"## {title} (all SNRs pooled): PESQ-WB / STOI / SI-SDRi (dB)", "",
+                      "| method | " + " | ".join(f"{k} ({v['n']})" for k, v in groups.items()) + " |",
+                      "|---|" + "---|" * len(groups)]
+            for name in methods:
+                lines.append(f"| {LABELS.get(name, name)} | " + " | ".join(
+                    f"{_f(v[name]['pesq'])} / {_f(v[name]['stoi'], 3)} / {_f(v[name]['si_sdri'], 1, True)}"
+                    for v in groups.values()) + " |")
+            lines.append("")
     if any("clean_in_si_sdr_median" in agg["methods"][n] for n in methods):
         lines += ["## Clean input (speech-damage check: each method run on the clean reference)", "",
                   "| method | SI-SDR of output vs clean, median (dB) | speech gain, median | clips with gain < 0.3 |",
