@@ -125,7 +125,7 @@ def test_rnnoise_emits_speech_events_and_silence_stays_silent():
 
 @needs_rnnoise
 def test_rnnoise_refuses_16k_with_a_clear_message():
-    with pytest.raises(ModelError, match="runs at 48000 Hz.*denoise48k"):
+    with pytest.raises(ModelError, match="runs at 48000 Hz.*rnnoise pipeline"):
         Pipeline([Denoise(variant="rnnoise")], sample_rate=16000, block_size=160, channels=1).prepare(1)
 
 

