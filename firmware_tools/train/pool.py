@@ -123,7 +123,10 @@ def pack(catalogue: list[dict], ids: set[str], out: str, speech_minutes: float, 
                 f.write(audio[i:i + (1 << 14)])
         meta[kind] = {"file": fname, "clips": clips, "minutes": total / RATE / 60}
         print(f"{kind}: {len(clips)} clips, {total / RATE / 60:.1f} min", flush=True)
-    with open(os.path.join(out, "pool.json"), "w") as f:
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+    from edge_runtime.atomic import AtomicFile
+
+    with AtomicFile(os.path.join(out, "pool.json")) as f:
         json.dump(meta, f)
     return meta
 
