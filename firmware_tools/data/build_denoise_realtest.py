@@ -171,7 +171,7 @@ def build(args) -> dict:
             dropped += 1
             continue
         speakers.setdefault(c["speaker"], []).append(c["path"])
-    speakers = {k: v for k, v in speakers.items() if sum(1 for _ in v) >= 2}
+    speakers = {k: v for k, v in speakers.items() if len(v) >= 2}
     noise = [c for c in test if c["kind"] in ("noise", "music") and c["origin"] != "synth"]
     kb = [c["path"] for c in noise if c["id"].startswith("fillets-sfx:linux/")]
     pools = {"keyboard": kb, "speakers": speakers,
@@ -182,13 +182,11 @@ def build(args) -> dict:
         if not pools[k]:
             raise SystemExit(f"no TEST sources for the {k} family: build the data with build_denoise.py first")
     spk_names = sorted(speakers)
-    cat_by_id = {c["id"]: c for c in test}
     spk_origin = {}
     for c in test:
         if c["kind"] == "speech" and c["speaker"] in speakers:
             spk_origin[c["speaker"]] = c["origin"]
     origins = sorted(set(spk_origin.values()))
-    del cat_by_id
     n48 = int(args.seconds * SR48)
     out = Path(args.out)
     (out / "test").mkdir(parents=True, exist_ok=True)

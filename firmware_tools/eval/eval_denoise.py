@@ -117,21 +117,20 @@ def select_clips(clips: list[dict], max_clips: int | None) -> list[dict]:
 _SHARDS: dict[str, np.ndarray] = {}
 
 
+def _row(path: str, row: int) -> np.ndarray:
+    """One clip of a shard (memory-mapped once per process), as float32."""
+    if path not in _SHARDS:
+        _SHARDS[path] = np.load(path, mmap_mode="r")
+    return np.asarray(_SHARDS[path][row], np.float32)
+
+
 def load_clip(c: dict) -> tuple[np.ndarray, np.ndarray]:
-    for key in ("noisy", "clean"):
-        if c[key] not in _SHARDS:
-            _SHARDS[c[key]] = np.load(c[key], mmap_mode="r")
-    return (np.asarray(_SHARDS[c["noisy"]][c["row"]], np.float32),
-            np.asarray(_SHARDS[c["clean"]][c["row"]], np.float32))
+    return _row(c["noisy"], c["row"]), _row(c["clean"], c["row"])
 
 
 def load_noisy48(c: dict) -> np.ndarray | None:
     """The clip's noisy mixture made at 48 kHz (real-speech split), or None."""
-    if not c.get("noisy48"):
-        return None
-    if c["noisy48"] not in _SHARDS:
-        _SHARDS[c["noisy48"]] = np.load(c["noisy48"], mmap_mode="r")
-    return np.asarray(_SHARDS[c["noisy48"]][c["row"]], np.float32)
+    return _row(c["noisy48"], c["row"]) if c.get("noisy48") else None
 
 
 # ============================================================================ enhancement
@@ -144,10 +143,16 @@ def to_rate(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return np.asarray(soxr.resample(np.asarray(x, np.float32), sr_in, sr_out, quality="VHQ"), np.float32)
 
 
+def method_input(method, x16: np.ndarray, x48: np.ndarray | None = None) -> np.ndarray:
+    """The clip at ``method``'s rate: ``x48`` (the same mixture made at 48 kHz) for a 48 kHz method
+    when the split has it, else the 16 kHz clip resampled."""
+    return x48 if (x48 is not None and method.rate == 48000) else to_rate(x16, SR, method.rate)
+
+
 def enhance(method, x16: np.ndarray, x48: np.ndarray | None = None) -> np.ndarray:
-    """Run ``method`` on a 16 kHz clip, resampling around it; same length as the input. A 48 kHz
-    method gets ``x48`` (the same mixture made at 48 kHz) when the split has it."""
-    x = x48 if (x48 is not None and method.rate == 48000) else to_rate(x16, SR, method.rate)
+    """Run ``method`` on a 16 kHz clip (see :func:`method_input`), resampling its output back to
+    16 kHz; same length as the input."""
+    x = method_input(method, x16, x48)
     y = method.run(x)
     y16 = to_rate(y, method.rate, SR)
     n = len(x16)
@@ -243,8 +248,7 @@ def run_timing(clips: list[dict], cfg: dict, core: int | None, log=print) -> dic
         out = {"core": core, "clips": [c["clip"] for c in clips[1:]], "warmup_clip": clips[0]["clip"],
                "audio_s": sum(len(x) for x in data[1:]) / SR, "methods": {}}
         for name, m in methods.items():
-            xs = [x48 if (x48 is not None and m.rate == 48000) else to_rate(x, SR, m.rate)
-                  for x, x48 in zip(data, data48)]  # outside the timed region
+            xs = [method_input(m, x, x48) for x, x48 in zip(data, data48)]  # outside the timed region
             m.run(xs[0])  # warm-up (first-call allocations, lazy init), not counted
             m.reset_stats()
             cpu = wall = 0.0

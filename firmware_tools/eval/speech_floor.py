@@ -114,17 +114,13 @@ def _job(item):
     return sid, floor_stats(x)
 
 
-def origin_of(c: dict) -> str:
-    return c["origin"]
-
-
 def summarize(cat: list[dict], stats: dict) -> list[dict]:
     rows = {}
     for c in cat:
         st = stats.get(c["id"])
         if not st or "floor_snr_db" not in st:
             continue
-        rows.setdefault(origin_of(c), []).append((c, st))
+        rows.setdefault(c["origin"], []).append((c, st))
     out = []
     for origin, items in sorted(rows.items()):
         snr = np.array([s["floor_snr_db"] for _, s in items])

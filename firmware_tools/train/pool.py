@@ -17,6 +17,8 @@ import sys
 
 import numpy as np
 
+from edge_runtime.atomic import AtomicFile
+
 RATE = 16000
 RESERVED = ("fillets-ng-data-nl", "bucklespring")
 
@@ -123,9 +125,6 @@ def pack(catalogue: list[dict], ids: set[str], out: str, speech_minutes: float, 
                 f.write(audio[i:i + (1 << 14)])
         meta[kind] = {"file": fname, "clips": clips, "minutes": total / RATE / 60}
         print(f"{kind}: {len(clips)} clips, {total / RATE / 60:.1f} min", flush=True)
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-    from edge_runtime.atomic import AtomicFile
-
     with AtomicFile(os.path.join(out, "pool.json")) as f:
         json.dump(meta, f)
     return meta
