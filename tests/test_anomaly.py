@@ -201,7 +201,7 @@ def test_node_learns_at_start_then_reports_an_episode(tmp_path):
     node.start_fit(wait=True)   # the fit runs on a thread; wait for it here instead of sleeping
     evs = pipe.drain_events()
     assert [e.event for e in evs] == ["learned"] and state.exists()
-    test = machine(12.0, seed=12, clicks_at=(5.0, 8.0))
+    test = machine(15.0, seed=12, clicks_at=(5.0, 12.0))
     pipe.reset()      # a new stream (another clip): feature history and time start again
     t0 = 0.0
     out = pipe.process_array(np.stack([test, test]))
@@ -211,9 +211,10 @@ def test_node_learns_at_start_then_reports_an_episode(tmp_path):
     ends = [e for e in evs if e.event == "anomaly_end"]
     assert len(starts) >= 1 and len(ends) >= 1
     main_start = max(starts, key=lambda e: e.value)
-    # detected within the clicks' first second (the 1 s feature context), ended after them
+    # the episode is dated from the clicks' first second (the 1 s feature context) though it is
+    # confirmed only when 140 of 156 hops (5 s) agree; it ends after them
     assert 5.0 <= main_start.time_s - t0 <= 6.0, main_start
-    assert any(8.0 <= e.time_s - t0 <= 9.5 and e.value > 2.0 for e in ends), ends
+    assert any(12.0 <= e.time_s - t0 <= 13.5 and e.value > 5.0 for e in ends), ends
     # a new node with learn="if_missing" reuses the saved state instead of learning
     node2 = AnomalyDetect(state=str(state), learn="if_missing")
     _pipe(node2).prepare(1)
@@ -250,7 +251,7 @@ def test_node_block_path_allocates_nothing_in_steady_state(models, tmp_path, det
 def wavs(tmp_path_factory):
     d = tmp_path_factory.mktemp("anomaly_cli")
     sf.write(d / "normal.wav", machine(40.0, seed=21), SR)
-    sf.write(d / "test.wav", machine(12.0, seed=22, clicks_at=(4.0, 7.0)), SR)
+    sf.write(d / "test.wav", machine(14.0, seed=22, clicks_at=(4.0, 11.0)), SR)
     return d
 
 
@@ -265,8 +266,8 @@ def test_cli_learn_then_monitor_prints_json_events(wavs, capsys):
     ev = [e for e in lines if e["event"] in ("anomaly_start", "anomaly_end")]
     assert [e["event"] for e in ev] == ["anomaly_start", "anomaly_end"] * (len(ev) // 2)
     episodes = [(a["time_s"], b["time_s"]) for a, b in zip(ev[::2], ev[1::2])]
-    # the clicks (4-7 s) lie in one episode that starts by 5 s (1 s feature context) and ends after them
-    assert any(3.0 <= t0 <= 5.0 and t1 >= 7.0 for t0, t1 in episodes), episodes
+    # the clicks (4-11 s) lie in one episode that starts by 5 s (1 s feature context) and ends after them
+    assert any(3.0 <= t0 <= 5.0 and t1 >= 11.0 for t0, t1 in episodes), episodes
     assert main(["anomaly", "info", str(st), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["detector"] == "iforest"
 
@@ -349,8 +350,8 @@ def test_an_embedding_plugs_in_through_the_extractor_interface(tmp_path):
     register_embedder("test-bands", _BandEnergies)
     cfg = {"type": "embedding", "embedder": "test-bands"}
     fx = make_extractor(cfg)
-    X = extract(fx, machine(20.0), SR)
-    assert X.shape[1] == 8 and len(X) == int(20.0 * SR) // 512 - 1
+    X = extract(fx, machine(30.0), SR)
+    assert X.shape[1] == 8 and len(X) == int(30.0 * SR) // 512 - 1
     m = AnomalyModel.fit(X, "gmm", features=fx.config(), sample_rate=SR)
     p = tmp_path / "emb.state"
     m.save(p)
@@ -358,3 +359,128 @@ def test_an_embedding_plugs_in_through_the_extractor_interface(tmp_path):
     assert m2.features["embedder"] == "test-bands"
     with pytest.raises(ValueError, match="not registered"):
         make_extractor({"type": "embedding", "embedder": "nope"})
+
+
+# ---- round 2: the field's conditions --------------------------------------------------------
+
+def field_machine(seconds, seed, speed=1.0, gain_db=0.0, bearing=0.0, ramp=False, noise_db=-40.0):
+    """The test motor on another day: ``speed`` (ratio), ``gain_db``, its own noise; optional
+    outer-race bearing fault of relative level ``bearing`` (impacts at 3.6x the shaft rate
+    ringing a 3.2 kHz mode; the field set's middle tier is 0.16), growing linearly from 0 over
+    the clip if ``ramp``."""
+    x = machine(seconds, seed=seed, f0=57.0 * speed).astype(np.float64)
+    rng = np.random.default_rng(seed + 1000)
+    x += 10 ** (noise_db / 20) * rng.standard_normal(x.size)
+    if bearing:
+        n = x.size
+        period = SR / (3.6 * 57.0 * speed)
+        exc = np.zeros(n)
+        pos = (np.arange(0, n, period) + 0.02 * period * rng.standard_normal(int(np.ceil(n / period)))).astype(int)
+        exc[np.clip(pos, 0, n - 1)] = rng.uniform(0.6, 1.0, pos.size)
+        from scipy.signal import lfilter
+
+        r = np.exp(-np.pi * 350 / SR)
+        w = 2 * np.pi * 3200 / SR
+        ring = lfilter([1 - r], [1, -2 * r * np.cos(w), r * r], exc)
+        ring *= bearing * np.sqrt(np.mean(x ** 2)) / np.sqrt(np.mean(ring ** 2))
+        x += ring * (np.linspace(0, 1, n) if ramp else 1.0)
+    return (x * 10 ** (gain_db / 20)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def day_model():
+    """GMM learned, with the product's defaults (false-alarm budget 1/h, speed/gain tolerance),
+    on 2 minutes of one day."""
+    fx = LogMelStats()
+    X = extract(fx, field_machine(120.0, seed=40), SR)
+    return AnomalyModel.fit(X, "gmm", features=fx.config(), sample_rate=SR)
+
+
+def _episodes(model, audio):
+    h = Hysteresis.for_model(model)
+    scores = model.score_batch(extract(LogMelStats(), audio, SR))
+    return [i for i, v in enumerate(scores) if h.update(float(v)) > 0]
+
+
+@pytest.mark.parametrize("speed, gain_db", [(0.985, 0.0), (1.015, 0.0), (1.0, -6.0), (1.0, 6.0), (1.015, -6.0),
+                                            (0.985, 6.0)])
+def test_another_days_speed_and_gain_raise_no_alarm(day_model, speed, gain_db):
+    x = field_machine(60.0, seed=41, speed=speed, gain_db=gain_db)
+    assert _episodes(day_model, x) == []
+
+
+def test_without_the_tolerance_the_same_day_change_alarms():
+    """The test above can fail: learned without augmentation, +1.5% speed and -6 dB do alarm."""
+    fx = LogMelStats()
+    X = extract(fx, field_machine(120.0, seed=40), SR)
+    plain = AnomalyModel.fit(X, "gmm", features=fx.config(), sample_rate=SR, augment={"copies": 0})
+    assert _episodes(plain, field_machine(60.0, seed=41, speed=1.015, gain_db=-6.0)) != []
+
+
+@pytest.mark.parametrize("seed", [50, 51, 52])
+@pytest.mark.parametrize("speed, gain_db", [(1.0, 0.0), (0.99, 3.5)])
+def test_middle_tier_bearing_fault_alarms(day_model, seed, speed, gain_db):
+    x = field_machine(15.0, seed=seed, speed=speed, gain_db=gain_db, bearing=0.16)
+    e = _episodes(day_model, x)
+    assert e, "no episode"
+    assert e[0] * 0.032 < 8.0   # confirmed within 8 s of a 15 s clip (1 s context + a 5 s window)
+
+
+def test_false_alarm_budget_holds_on_a_long_normal_stream(day_model):
+    """Ten minutes of new normal audio (three days back to back: other speeds, gains, noise):
+    the 1-per-hour budget allows no episode in that time (one is tolerated: the budget is an
+    expectation)."""
+    days = [field_machine(200.0, seed=60 + i, speed=s, gain_db=g, noise_db=nd)
+            for i, (s, g, nd) in enumerate([(1.01, -2.0, -38.0), (0.99, 3.0, -42.0), (1.005, 0.0, -40.0)])]
+    assert len(_episodes(day_model, np.concatenate(days))) <= 1
+
+
+def test_slowly_growing_fault_still_alarms(day_model):
+    """A bearing fault growing from nothing to the top tier over 5 minutes: the model does not
+    adapt to it, the alarm comes once it reaches the middle tier's level."""
+    x = field_machine(300.0, seed=70, bearing=0.32, ramp=True)
+    e = _episodes(day_model, x)
+    assert e, "the growing fault never alarmed"
+    t = e[0] * 0.032
+    assert 10.0 < t < 0.5 * 300 + 6.0, t   # by the time it is at the middle tier (0.16 = half way)
+
+
+def test_hysteresis_counts_a_share_of_a_window():
+    h = Hysteresis(1.0, 0.5, on_frames=4, off_frames=2, on_window=5)
+    #      0  1  2    3  4  5  6  7  8    9    10 11 12 13
+    seq = [2, 2, 0.8, 2, 0, 2, 2, 2, 0.4, 0.4, 2, 2, 2, 2]
+    out = []
+    for i, v in enumerate(seq):
+        out.append(h.update(v))
+        if out[-1] == 1 and i == 6:
+            # frames 2..6 = 0.8, 2, 0, 2, 2: three above; frames 3..7 = 2, 0, 2, 2, 2: four -> frame 7
+            pytest.fail("started a frame early")
+        if out[-1] == 1 and i == 7:
+            assert h.start_frame == 3   # the window's first frame above the threshold
+        if out[-1] == -1:
+            assert (i, h.end_frame) == (9, 8)
+    assert out.index(1) == 7 and out.index(-1) == 9
+    # after an episode the window starts empty: four more above-threshold frames are needed
+    assert out[10:13] == [0, 0, 0] and out[13] == 1 and h.start_frame == 10
+    with pytest.raises(ValueError, match="on_window"):
+        Hysteresis(1.0, 0.5, on_frames=5, on_window=4)
+
+
+def test_calibration_holds_its_budget_on_fresh_scores():
+    """``calibrate`` on 30 min of correlated normal scores sets a threshold whose episode rate on
+    20 fresh hours of the same process is within the budget (60/h here, so it is measurable)."""
+    from scipy.signal import lfilter
+
+    from edge_runtime.anomaly.model import calibrate
+
+    rng = np.random.default_rng(0)
+
+    def scores(hours):
+        n = int(hours * 3600 / 0.032)
+        return lfilter([1.0], [1.0, -0.95], rng.standard_normal(n))   # AR(1): neighbouring frames agree
+
+    cal = calibrate([scores(0.1) for _ in range(5)], 60.0, on_frames=14, on_window=16)
+    fresh = scores(20.0)
+    h = Hysteresis(cal["threshold_on"], cal["threshold_off"], 14, 10, 16)
+    rate = sum(h.update(v) > 0 for v in fresh) / 20.0
+    assert 5.0 <= rate <= 90.0, rate

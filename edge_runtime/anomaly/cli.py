@@ -28,8 +28,16 @@ def add_parser(sub) -> None:
                     "file; required for stdin/ALSA)")
     le.add_argument("--detector", default="gmm", choices=("gmm", "kmeans", "iforest", "autoencoder"))
     le.add_argument("--sample-rate", type=int, default=DEFAULT_RATE, help="feature sample rate (default 16000)")
-    le.add_argument("--quantile", type=float, default=0.995,
-                    help="threshold = this quantile of the held-back normal scores (default 0.995)")
+    le.add_argument("--false_alarms_per_hour", "--false-alarms-per-hour", dest="false_alarms_per_hour", type=float,
+                    default=1.0, help="false-alarm budget: anomaly episodes per hour of normal audio the threshold "
+                    "allows (default 1; calibrated on the learning audio, see docs/anomaly.md)")
+    le.add_argument("--quantile", type=float, help="instead of the budget: threshold = this quantile of the "
+                    "held-back normal scores (round 1's thresholds, e.g. 0.995)")
+    le.add_argument("--on-frames", type=int, help="hops (32 ms) of the window above the threshold that start an "
+                    "episode (default 140)")
+    le.add_argument("--on-window", type=int, help="window of hops for --on-frames (default 156 = 5 s)")
+    le.add_argument("--no-augment", action="store_true", help="learn without the speed/gain tolerance "
+                    "(augmented copies of the learned frames)")
     le.add_argument("--seed", type=int, default=0)
     _io_args(le)
     le.set_defaults(func=cmd_learn)
@@ -38,8 +46,10 @@ def add_parser(sub) -> None:
     mo.add_argument("--state", "-s", required=True, help="state file from `anomaly learn`")
     mo.add_argument("--input", "-i", required=True, help="audio: file, '-' (raw PCM on stdin) or alsa:DEVICE")
     mo.add_argument("--events", default="-", help="where the JSON lines go (default '-': stdout)")
-    mo.add_argument("--on-frames", type=int, default=20, help="hops (32 ms) above threshold to start an episode")
-    mo.add_argument("--off-frames", type=int, default=10, help="hops below the off-threshold to end it")
+    mo.add_argument("--on-frames", type=int, help="hops (32 ms) of the window above the threshold that start an "
+                    "episode (default: the state's, 140)")
+    mo.add_argument("--on-window", type=int, help="window of hops for --on-frames (default: the state's, 156)")
+    mo.add_argument("--off-frames", type=int, help="hops below the off-threshold that end it (default: the state's, 10)")
     mo.add_argument("--score-interval-ms", type=float, default=0.0, help="also emit anomaly_score events")
     _io_args(mo)
     mo.set_defaults(func=cmd_monitor)
@@ -74,6 +84,10 @@ def cmd_learn(args) -> int:
     from ..nodes.anomaly import AnomalyDetect
     from ..runner import run_stream
 
+    if not 0.001 <= args.false_alarms_per_hour <= 3600:
+        raise ConfigError(f"--false_alarms_per_hour {args.false_alarms_per_hour} is outside 0.001..3600")
+    if args.quantile is not None and not 0.5 < args.quantile < 1:
+        raise ConfigError(f"--quantile {args.quantile} is outside 0.5..1 (e.g. 0.995)")
     if args.minutes is not None and not 0.1 <= args.minutes <= 24 * 60:
         raise ConfigError(f"--minutes {args.minutes} is outside 0.1..1440")
     if args.sample_rate not in (8000, 16000, 22050, 32000, 44100, 48000):
@@ -90,29 +104,34 @@ def cmd_learn(args) -> int:
             seconds = source.frames / source.sample_rate
         else:
             raise ConfigError(f"{source.name}: a live or piped input has no end; give --minutes")
-        node = AnomalyDetect(state="", learn="always", learn_s=max(5.0, seconds), detector=args.detector,
-                             quantile_on=args.quantile, quantile_off=min(args.quantile, 0.98),
-                             seed=args.seed, auto_fit=False)
+        from ..nodes.anomaly import MIN_LEARN_S
+
+        node = AnomalyDetect(state="", learn="always", learn_s=max(MIN_LEARN_S, seconds), detector=args.detector,
+                             false_alarms_per_hour=args.false_alarms_per_hour, quantile_on=args.quantile,
+                             on_frames=args.on_frames, on_window=args.on_window,
+                             augment={"copies": 0} if args.no_augment else None, seed=args.seed, auto_fit=False)
         pipe = _pipeline(node, args.sample_rate)
         summary = run_stream(pipe, source, None, should_stop=lambda: node.learn_full)
     finally:
         source.close()
     n = node.n_learned
     try:
-        model = AnomalyModel.fit(node.learn_buf[:n], args.detector, features=node.fx.config(),
-                                 sample_rate=args.sample_rate, quantile_on=args.quantile,
-                                 quantile_off=min(args.quantile, 0.98), seed=args.seed)
+        model = AnomalyModel.fit(node.learn_buf[:n], args.detector, **node.fit_settings())
     except ValueError as e:
         raise AudioInputError(f"{args.input}: cannot learn from {summary.duration_s:.1f} s of audio: {e}") from None
     model.save(args.out)
     out = {"state": args.out, "detector": model.detector, "audio_s": round(summary.duration_s, 3),
            "frames": n, "fit_s": model.info["fit_s"], "threshold_on": model.threshold_on,
-           "threshold_off": model.threshold_off, "features": model.features}
+           "threshold_off": model.threshold_off, "false_alarms_per_hour": model.info.get("false_alarms_per_hour"),
+           "features": model.features}
     if args.json:
         print(json.dumps(out))
     else:
         print(f"learned      {model.detector} on {summary.duration_s:.1f} s ({n} frames) in {model.info['fit_s']:.2f} s")
-        print(f"threshold    on {model.threshold_on:.6g}  off {model.threshold_off:.6g}")
+        budget = model.info.get("false_alarms_per_hour")
+        how = (f"for {budget:g} false episode(s)/h" if budget is not None
+               else f"quantile {model.info.get('quantile_on')}")
+        print(f"threshold    on {model.threshold_on:.6g}  off {model.threshold_off:.6g}  ({how})")
         print(f"state        {args.out}")
     return 0
 
@@ -123,8 +142,8 @@ def cmd_monitor(args) -> int:
     from ..runner import run_stream
 
     model = AnomalyModel.load(args.state)   # refuse a bad state before touching the input
-    node = AnomalyDetect(state=args.state, learn="never", on_frames=args.on_frames, off_frames=args.off_frames,
-                         score_interval_ms=args.score_interval_ms)
+    node = AnomalyDetect(state=args.state, learn="never", on_frames=args.on_frames, on_window=args.on_window,
+                         off_frames=args.off_frames, score_interval_ms=args.score_interval_ms)
     pipe = _pipeline(node, model.sample_rate)
     source = _source(args)
     from ..atomic import AtomicFile

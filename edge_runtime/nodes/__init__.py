@@ -79,9 +79,14 @@ NODE_TYPES: dict[str, NodeType] = {
         "learn": Param(str, "never", "learn at start: never (load state), if_missing, always", LEARN_MODES),
         "learn_s": Param(float, 60.0, "seconds of normal audio to learn from at start"),
         "detector": Param(str, "gmm", "detector used when learning", ("gmm", "kmeans", "iforest", "autoencoder")),
-        "quantile_on": Param(float, 0.995, "threshold = this quantile of held-back normal scores"),
-        "quantile_off": Param(float, 0.98, "episode ends below this quantile of held-back normal scores"),
-        "on_frames": Param(int, 20, "hops above the threshold that start an episode (32 ms each)"),
+        "false_alarms_per_hour": Param(float, 1.0, "false-alarm budget: anomaly episodes per hour of normal audio "
+                                                   "the learned threshold allows"),
+        "quantile_on": Param(float, None, "instead of the budget: threshold = this quantile of held-back scores "
+                                          "(round 1's thresholds)"),
+        "quantile_off": Param(float, 0.98, "with quantile_on: episode ends below this quantile"),
+        "on_frames": Param(int, 140, "hops (32 ms) of the last on_window above the threshold that start an episode "
+                                     "(default: the state's, 140)"),
+        "on_window": Param(int, 156, "window of hops for on_frames (default: the state's, 156 = 5 s)"),
         "off_frames": Param(int, 10, "hops below the off-threshold that end an episode"),
         "score_interval_ms": Param(float, 0.0, "emit anomaly_score events this often (0 = never)"),
         "seed": Param(int, 0, "random seed of the fit"),

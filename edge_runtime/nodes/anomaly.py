@@ -34,6 +34,8 @@ from ..errors import ConfigError
 log = logging.getLogger("edge_runtime.anomaly")
 
 LEARN_MODES = ("never", "if_missing", "always")
+#: shortest learning period with a false-alarm budget: two folds of a 156-hop window + context
+MIN_LEARN_S = 12.0
 
 
 def resolve_state(state: str) -> str:
@@ -53,8 +55,9 @@ class AnomalyDetect(Node):
     event_names = ("anomaly_start", "anomaly_end", "anomaly_score", "learned")
 
     def __init__(self, state: str = "", learn: str = "never", learn_s: float = 60.0, detector: str = "gmm",
-                 quantile_on: float = 0.995, quantile_off: float = 0.98, on_frames: int = 20,
-                 off_frames: int = 10, score_interval_ms: float = 0.0, features: dict | None = None,
+                 false_alarms_per_hour: float = 1.0, quantile_on: float | None = None, quantile_off: float = 0.98,
+                 on_frames: int | None = None, on_window: int | None = None, off_frames: int | None = None,
+                 score_interval_ms: float = 0.0, features: dict | None = None, augment: dict | None = None,
                  seed: int = 0, auto_fit: bool = True, name: str | None = None):
         super().__init__(name or "anomaly")
         from ..anomaly.detectors import DETECTORS
@@ -67,14 +70,27 @@ class AnomalyDetect(Node):
             raise ValueError(f"detector={detector!r} is not one of {', '.join(DETECTORS)}")
         if not 5.0 <= float(learn_s) <= 24 * 3600:
             raise ValueError(f"learn_s={learn_s} is outside 5..86400 seconds")
-        if on_frames < 1 or off_frames < 1:
-            raise ValueError(f"on_frames and off_frames must be >= 1, got {on_frames}, {off_frames}")
+        for k, v in (("on_frames", on_frames), ("on_window", on_window), ("off_frames", off_frames)):
+            if v is not None and int(v) < 1:
+                raise ValueError(f"{k}={v} must be >= 1")
+        if on_frames is not None and on_window is not None and int(on_window) < int(on_frames):
+            raise ValueError(f"on_window={on_window} must be >= on_frames={on_frames}")
+        if not 0.001 <= float(false_alarms_per_hour) <= 3600:
+            raise ValueError(f"false_alarms_per_hour={false_alarms_per_hour} is outside 0.001..3600")
+        if quantile_on is None and learn != "never" and float(learn_s) < MIN_LEARN_S:
+            raise ValueError(f"learn_s={learn_s} is too short to calibrate a false-alarm budget (need >= "
+                             f"{MIN_LEARN_S:g} s: two 5 s windows and the feature context), or set quantile_on")
+        if quantile_on is not None and not 0.5 < float(quantile_off) <= float(quantile_on) < 1:
+            raise ValueError(f"need 0.5 < quantile_off <= quantile_on < 1, got {quantile_off}, {quantile_on}")
         if score_interval_ms < 0:
             raise ValueError(f"score_interval_ms={score_interval_ms} must be >= 0")
         self.state_path = resolve_state(state)
         self.learn, self.learn_s, self.detector = learn, float(learn_s), detector
-        self.quantile_on, self.quantile_off = float(quantile_on), float(quantile_off)
-        self.on_frames, self.off_frames = int(on_frames), int(off_frames)
+        self.false_alarms_per_hour = float(false_alarms_per_hour)
+        self.quantile_on = None if quantile_on is None else float(quantile_on)
+        self.quantile_off = float(quantile_off)
+        self.on_frames, self.on_window, self.off_frames = on_frames, on_window, off_frames
+        self.augment = augment
         self.score_interval_ms = float(score_interval_ms)
         self.features_config = features
         self.seed = int(seed)
@@ -127,7 +143,7 @@ class AnomalyDetect(Node):
             self.scorer, self.hyst = None, None
             return
         self.scorer = model.scorer()
-        self.hyst = Hysteresis(model.threshold_on, model.threshold_off, self.on_frames, self.off_frames)
+        self.hyst = Hysteresis.for_model(model, self.on_frames, self.on_window, self.off_frames)
         # scores as (score - typical normal) / (threshold - typical normal): 0 = typical, 1 = on
         # the threshold, whatever the detector's units (a GMM's -log p can be negative)
         self.med = float(model.info.get("held_score_median", 0.0))
@@ -152,13 +168,27 @@ class AnomalyDetect(Node):
     def learn_full(self) -> bool:
         return self.learning and self.n_learned >= len(self.learn_buf)
 
+    def fit_settings(self) -> dict:
+        """Keyword arguments of :meth:`AnomalyModel.fit` this node's settings give."""
+        from ..anomaly import model as AM
+
+        kw = {"features": self.fx.config(), "sample_rate": self.sample_rate, "seed": self.seed,
+              "augment": self.augment, "on_frames": AM.ON_FRAMES if self.on_frames is None else int(self.on_frames),
+              "off_frames": AM.OFF_FRAMES if self.off_frames is None else int(self.off_frames)}
+        kw["on_window"] = max(kw["on_frames"], AM.ON_WINDOW if self.on_window is None else int(self.on_window))
+        if self.quantile_on is not None:
+            kw.update(false_alarms_per_hour=None, quantile_on=self.quantile_on,
+                      quantile_off=min(self.quantile_off, self.quantile_on))
+        else:
+            kw["false_alarms_per_hour"] = self.false_alarms_per_hour
+        return kw
+
     def fit(self, frames: np.ndarray | None = None):
         """Fit on the stored frames (or ``frames``), save the state if ``state`` is set."""
         from ..anomaly.model import AnomalyModel
 
         X = self.learn_buf[:self.n_learned] if frames is None else frames
-        model = AnomalyModel.fit(X, self.detector, features=self.fx.config(), sample_rate=self.sample_rate,
-                                 quantile_on=self.quantile_on, quantile_off=self.quantile_off, seed=self.seed)
+        model = AnomalyModel.fit(X, self.detector, **self.fit_settings())
         if self.state_path:
             os.makedirs(os.path.dirname(os.path.abspath(self.state_path)), exist_ok=True)
             model.save(self.state_path)
@@ -224,7 +254,8 @@ class AnomalyDetect(Node):
             r = (s - self.med) * self.inv_span
             change = self.hyst.update(s)
             if change > 0:
-                self.emit("anomaly_start", (self.hyst.peak - self.med) * self.inv_span, pos - (self.hyst.on_frames - 1) * self.hop)
+                back = self.hyst.frame - self.hyst.start_frame   # hops since the episode's first frame
+                self.emit("anomaly_start", (self.hyst.peak - self.med) * self.inv_span, pos - back * self.hop)
             elif change < 0:
                 dur = (self.hyst.end_frame - self.hyst.start_frame) * self.hop / self.sample_rate
                 self.emit("anomaly_end", dur, pos - (self.hyst.off_frames - 1) * self.hop)

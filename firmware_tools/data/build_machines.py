@@ -11,8 +11,8 @@ Layout (DCASE-like, so real recordings in the same layout evaluate the same way)
     <out>/<machine id>/train/normal_0000.wav ...       one-minute files of normal operation
     <out>/<machine id>/test/normal_0000.wav ...        normal clips
     <out>/<machine id>/test/anomaly_<kind>_s<1-3>_0000.wav ...
-    <out>/<machine id>/stream/normal_0000.wav ...      (field set) 5-minute normal recordings, each
-                                                       another day, for false alarms per hour
+    <out>/<machine id>/stream/normal_0000.wav ...      5-minute normal recordings, each another day,
+                                                       for false alarms per hour (--streams)
 
 Seeds: train, test-normal and test-anomaly clips draw from disjoint seed ranges per ID.
 Needs scipy, soundfile, soxr and the Debian package sonic-pi-samples (design set) or
@@ -76,7 +76,7 @@ def jobs_for(mid, out, train_minutes, normal_clips, anomaly_clips, seconds, mod=
         os.makedirs(d_stream, exist_ok=True)
         for i in range(streams):
             jobs.append((mod, mid, os.path.join(d_stream, f"normal_{i:04d}.wav"), 300.0, 40_000_000 + base + i,
-                         None, 0, {"bursts_per_s": 1 / 40}))
+                         None, 0, {"bursts_per_s": 1 / 40} if field else {}))
     return jobs
 
 
@@ -85,27 +85,28 @@ def main(argv=None) -> int:
     ap.add_argument("--set", choices=tuple(SETS), default="design",
                     help="design: the set features and settings were tuned on; field: machine types never used")
     ap.add_argument("--out", help="default firmware_tools/work/machines (design) or machines_field (field)")
-    ap.add_argument("--streams", type=int, help="5-minute normal streams per ID (field set only; default 8)")
+    ap.add_argument("--streams", type=int, help="5-minute normal streams per ID (default 8 for the field set, 0 for "
+                    "the design set)")
     ap.add_argument("--train-minutes", type=float, default=10)
     ap.add_argument("--normal-clips", type=int, default=40)
     ap.add_argument("--anomaly-clips", type=int, default=4, help="clips per kind and severity")
     ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--per-family", type=int, default=3)
+    ap.add_argument("--per-family", type=int, default=3, help="design set: IDs per family")
+    ap.add_argument("--per-family-field", type=int, default=2, help="field set: IDs per family (index 00 and 01; "
+                    "the recorded families have two recordings each)")
     ap.add_argument("--ids", help="comma-separated subset of machine IDs")
     ap.add_argument("--jobs", type=int, default=2)
     a = ap.parse_args(argv)
     G = SETS[a.set]
     out = a.out or ("firmware_tools/work/machines" if a.set == "design" else "firmware_tools/work/machines_field")
-    streams = (8 if a.streams is None else a.streams) if a.set == "field" else 0
-    if a.set == "design" and a.streams:
-        ap.error("--streams is for --set field")
+    streams = (8 if a.set == "field" else 0) if a.streams is None else a.streams
     need = [M.SAMPLES_DIR] if a.set == "design" else [F.LINCITY, F.KTUBERLING, F.COLOBOT]
     missing = [d for d in need if not os.path.isdir(d)]
     if missing:
         pkgs = "sonic-pi-samples" if a.set == "design" else F.PACKAGES
         print(f"error: {', '.join(missing)} not found: apt-get install {pkgs}", file=sys.stderr)
         return 2
-    ids = G.machine_ids(a.per_family if a.set == "design" else 1)
+    ids = G.machine_ids(a.per_family if a.set == "design" else a.per_family_field)
     if a.ids:
         want = set(a.ids.split(","))
         ids = [m for m in ids if m.name in want]

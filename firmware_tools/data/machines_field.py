@@ -15,8 +15,8 @@ other machine physics, other faults and the variation a deployment sees, and is 
 ``blower``      a centrifugal blower: aerodynamic noise with a spectral hump, a blade-pass tone
 ``factory`` / ``mine`` / ``powerplant``
                 **real recorded machinery** (``lincity-ng-data``, GPL-2+ / CC BY-SA 2.0):
-                IndustryHigh1, CoalMine2 and PowerCoalFull, cut at random offsets and
-                speed-varied
+                IndustryHigh1/3, CoalMine2 / OreMine2 and PowerCoalFull/Med, cut at random
+                offsets and speed-varied
 
 Every ID has its own microphone (high-pass, three peaking resonances of +-6 dB: mounting and
 capsule) and room (an exponentially decaying noise tail, RT60 0.15..0.7 s) and a background of
@@ -55,7 +55,8 @@ SR = 16000
 FAMILIES = ("compressor", "gearbox", "conveyor", "transformer", "blower", "factory", "mine", "powerplant")
 KINDS = ("bearing", "imbalance", "looseness", "rubbing", "leak")
 LINCITY = "/usr/share/games/lincity-ng/sounds"
-RECORDED = {"factory": "IndustryHigh1.wav", "mine": "CoalMine2.wav", "powerplant": "PowerCoalFull.wav"}
+RECORDED = {"factory": ("IndustryHigh1.wav", "IndustryHigh3.wav"), "mine": ("CoalMine2.wav", "OreMine2.wav"),
+            "powerplant": ("PowerCoalFull.wav", "PowerCoalMed.wav")}
 AMBIENCE = ("TraficLow1.wav", "TraficLow3.wav", "Water2.wav", "Water4.wav", "ParklandLake1.wav", "Green2.wav")
 BURST_LINCITY = ("Click.wav", "WindowClose.wav", "WindowOpen.wav", "Build1.wav", "Build2.wav", "Raze1.wav",
                  "Raze2.wav", "SportsCroud1.wav", "Pottery1.wav", "PowerLine1.wav")
@@ -133,12 +134,13 @@ class MachineID:
             p.update(shaft=float(rng.uniform(25, 50)), blades=int(rng.integers(8, 17)),
                      hump=float(rng.uniform(400, 1500)), tone_db=float(rng.uniform(-12, -4)))
         else:
-            p.update(file=RECORDED[f], shaft=float(rng.uniform(8, 25)))
+            p.update(file=RECORDED[f][self.index % len(RECORDED[f])], shaft=float(rng.uniform(8, 25)))
         return p
 
 
-def machine_ids(per_family: int = 1) -> list[MachineID]:
-    return [MachineID(f, i) for f in FAMILIES for i in range(1 if f in RECORDED else per_family)]
+def machine_ids(per_family: int = 2) -> list[MachineID]:
+    return [MachineID(f, i) for f in FAMILIES for i in range(min(per_family, len(RECORDED[f])) if f in RECORDED
+                                                            else per_family)]
 
 
 def _phase(f_track):
@@ -282,7 +284,8 @@ def _bursts(n: int, rate_per_s: float, rng, ref_rms: float) -> np.ndarray:
 
 
 def render(mid: MachineID, seconds: float, seed: int, anomaly: str | None = None, severity: int = 0,
-           day: int | None = None, bursts_per_s: float | None = None, train: bool = False) -> np.ndarray:
+           day: int | None = None, bursts_per_s: float | None = None, train: bool = False,
+           speed: float | None = None, gain_db: float | None = None, background_db: float | None = None) -> np.ndarray:
     """One recording of ``mid``: float32 mono, 16 kHz, about -24 dBFS at the day's gain.
 
     ``day`` seeds the operating point, gain and background (default: ``seed``; training files
@@ -293,9 +296,12 @@ def render(mid: MachineID, seconds: float, seed: int, anomaly: str | None = None
     drng = np.random.default_rng(hash_name(f"day/{mid.name}/{seed if day is None else day}"))
     n = int(round(seconds * SR))
     t = np.arange(n) / SR
-    span, gain_db = (0.003, 0.0) if train else (0.015, float(drng.uniform(-3.5, 3.5)))
+    span, g_day = (0.003, 0.0) if train else (0.015, float(drng.uniform(-3.5, 3.5)))
     s_day = 1.0 + float(drng.uniform(-span, span))
-    bg_db = p["bg_db"] + float(drng.uniform(-6, 3))
+    bg_day = float(drng.uniform(-6, 3))
+    s_day = s_day if speed is None else float(speed)
+    gain_db = g_day if gain_db is None else float(gain_db)
+    bg_db = p["bg_db"] + (bg_day if background_db is None else float(background_db))
     speed = s_day * (1 + 0.002 * np.sin(2 * np.pi * rng.uniform(0.02, 0.2) * t + rng.uniform(0, 6)))
     x = _machine(mid, p, n, speed, rng)
     x = x / _rms(x)

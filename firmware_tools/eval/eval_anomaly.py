@@ -66,8 +66,43 @@ def read(path: str) -> np.ndarray:
     return x
 
 
+def episodes(scores: np.ndarray, on: float, off: float, on_frames: int, off_frames: int,
+             on_window: int | None = None) -> list[int]:
+    """Frames at which the node's hysteresis confirms an episode start."""
+    from edge_runtime.anomaly import Hysteresis
+
+    h = Hysteresis(on, off, on_frames, off_frames, on_window)
+    return [i for i, v in enumerate(scores) if h.update(float(v)) > 0]
+
+
+def threshold_for_budget(streams, per_hour: float, off_ratio: float, on_frames: int, off_frames: int,
+                         on_window: int, hop_s: float = 0.032) -> float:
+    """The lowest on-threshold whose episodes on ``streams`` (normal scores) stay within
+    ``per_hour`` (the off-threshold at ``off_ratio`` of the way from the median): the oracle
+    operating point, for comparing detectors independently of their own calibration."""
+    hours = sum(len(s) for s in streams) * hop_s / 3600
+    allowed = int(np.floor(per_hour * hours + 1e-9))
+    med = float(np.median(np.concatenate(streams)))
+    from edge_runtime.anomaly.model import window_statistic
+
+    cands = np.unique(np.concatenate([window_statistic(s, on_frames, on_window) for s in streams]))[::-1]
+    lo, hi = 0, len(cands) - 1   # cands descending: count grows with the index (about)
+
+    def count(t):
+        off = min(t, med + off_ratio * (t - med))
+        return sum(len(episodes(s, t, off, on_frames, off_frames, on_window)) for s in streams)
+
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count(cands[mid] - 1e-9) <= allowed:   # just below a value: that run-min counts
+            lo = mid
+        else:
+            hi = mid - 1
+    return float(cands[lo] + 1e-9) if count(cands[lo] - 1e-9) > allowed else float(cands[lo] - 1e-9)
+
+
 def evaluate_id(folder: str, detectors, fx_config: dict, train_minutes: float | None, seed: int = 0,
-                params: dict | None = None) -> dict:
+                params: dict | None = None, fit: dict | None = None) -> dict:
     from edge_runtime.features import make_extractor
 
     train_files = sorted(glob.glob(os.path.join(folder, "train", "*.wav")))
@@ -90,16 +125,18 @@ def evaluate_id(folder: str, detectors, fx_config: dict, train_minutes: float | 
         kinds.append((m.group(1), int(m.group(2))) if m else None)
         T.append(extract(make_extractor(fx_config), read(f), 16000))
     labels = np.array(labels)
+    S = [extract(make_extractor(fx_config), read(f), 16000)
+         for f in sorted(glob.glob(os.path.join(folder, "stream", "*.wav")))]
     out = {"features": fx_config, "train_audio_s": audio_s, "train_frames": int(len(X)), "feature_s": feat_s,
            "test_clips": int(len(test)), "detectors": {}}
     for det in detectors:
         if det not in _WARM:   # first use imports sklearn's modules: not part of a fit's time
-            AnomalyModel.fit(np.random.default_rng(0).standard_normal((300, X.shape[1])).astype(np.float32), det,
+            AnomalyModel.fit(np.random.default_rng(0).standard_normal((300, X.shape[1])).astype(np.float32), det, false_alarms_per_hour=None,
                              features=fx_config, sample_rate=16000)
             _WARM.add(det)
         t0 = time.perf_counter()
         model = AnomalyModel.fit(X, det, features=fx_config, sample_rate=16000, seed=seed,
-                                 params=(params or {}).get(det))
+                                 params=(params or {}).get(det), **(fit or {}))
         fit_s = time.perf_counter() - t0
         clip = np.array([model.score_batch(t).mean() for t in T])
         normal, anom = clip[labels == 0], clip[labels == 1]
@@ -118,17 +155,36 @@ def evaluate_id(folder: str, detectors, fx_config: dict, train_minutes: float | 
             a = time.perf_counter_ns()
             sc.score(v)
             times.append(time.perf_counter_ns() - a)
-        from edge_runtime.anomaly import Hysteresis
-
-        def episodes(t):
-            h = Hysteresis(model.threshold_on, model.threshold_off)   # the node's defaults
-            return sum(h.update(v) > 0 for v in model.score_batch(t))
-
-        n_ep = np.array([episodes(t) for t in T])
+        on_f = int(model.info.get("on_frames", 20))
+        on_w = int(model.info.get("on_window", on_f))
+        off_f = int(model.info.get("off_frames", 10))
+        tscores = [model.score_batch(t) for t in T]
+        starts = [episodes(sc_, model.threshold_on, model.threshold_off, on_f, off_f, on_w) for sc_ in tscores]
+        n_ep = np.array([len(e) for e in starts])
         normal_h = sum(len(T[i]) for i in np.where(labels == 0)[0]) * 0.032 / 3600
+        ctx_s = (fx_config.get("context", 32) - 1) * 0.032 + 0.064   # audio before a clip's first frame
+        delays = [ctx_s + (e[0] + 1) * 0.032 for e, y in zip(starts, labels) if y == 1 and e]
+        row = {}
+        if S:
+            sscores = [model.score_batch(t) for t in S]
+            stream_h = sum(len(t) for t in S) * 0.032 / 3600
+            n_stream = sum(len(episodes(v, model.threshold_on, model.threshold_off, on_f, off_f, on_w)) for v in sscores)
+            span = model.threshold_on - float(model.info.get("held_score_median", 0.0))
+            off_ratio = (model.threshold_off - float(model.info.get("held_score_median", 0.0))) / span if span > 0 else 0.8
+            t1 = threshold_for_budget(sscores, 1.0, min(max(off_ratio, 0.0), 1.0), on_f, off_f, on_w)
+            med = float(np.median(np.concatenate(sscores)))
+            off1 = min(t1, med + min(max(off_ratio, 0.0), 1.0) * (t1 - med))
+            det1 = [len(episodes(tscores[i], t1, off1, on_f, off_f, on_w)) > 0 for i in np.where(labels == 1)[0]]
+            row.update({"stream_hours": stream_h, "stream_false_episodes_per_h": n_stream / stream_h,
+                        "oracle_threshold_1h": t1, "detected_at_1_per_h_oracle": float(np.mean(det1))})
         out["detectors"][det] = {
+            **row,
             "false_episodes_per_h": float(n_ep[labels == 0].sum() / normal_h),
             "detected": float(np.mean(n_ep[labels == 1] > 0)),
+            "delay_s_median": float(np.median(delays)) if delays else float("nan"),
+            "detected_by_kind": {f"{k}_s{v}": float(np.mean([n_ep[i] > 0 for i in range(len(T)) if kinds[i] == (k, v)]))
+                                 for (k, v) in sorted({kk for kk in kinds if kk})},
+            "threshold_on": model.threshold_on, "calibration": model.info.get("calibration"),
             "auc": roc_auc(normal, anom), "pauc": roc_auc(normal, anom, 0.1), "fit_s": fit_s,
             "score_us_median": float(np.median(times) / 1e3), "score_us_p99": float(np.percentile(times, 99) / 1e3),
             "frame_fp_rate": float(np.mean(np.concatenate([model.score_batch(t) for t in
@@ -207,6 +263,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="write the Markdown table here (and JSON next to it)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--params", default="{}", help='detector parameters as JSON, e.g. {"gmm": {"n_components": 2}}')
+    ap.add_argument("--fit", default="{}", help='AnomalyModel.fit settings as JSON, e.g. {"augment": {"copies": 0}} '
+                    'or {"false_alarms_per_hour": null} (the older quantile thresholds)')
     ap.add_argument("--features", default="{}", help='log-mel statistics parameters as JSON, e.g. {"n_mels": 96}')
     a = ap.parse_args(argv)
     from threadpoolctl import threadpool_limits
@@ -224,10 +282,12 @@ def main(argv=None) -> int:
         for i in ids:
             t0 = time.perf_counter()
             results[i] = evaluate_id(os.path.join(a.data, i), detectors, fx_config, a.train_minutes, a.seed,
-                                     json.loads(a.params))
+                                     json.loads(a.params), json.loads(a.fit))
             r = results[i]["detectors"]
             print(f"{i:<14} " + "  ".join(f"{d} {r[d]['auc']:.3f}/{r[d]['pauc']:.3f} fit {r[d]['fit_s']:.2f}s "
-                                           f"{r[d]['score_us_median']:.0f}us" for d in detectors)
+                                           f"FA/h {r[d].get('stream_false_episodes_per_h', np.nan):.1f} "
+                                           f"det {r[d]['detected']:.2f} det@1/h {r[d].get('detected_at_1_per_h_oracle', np.nan):.2f}"
+                                           for d in detectors)
                   + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
     command = "python firmware_tools/eval/eval_anomaly.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = fmt(results, set(a.design_ids.split(",")), detectors, command)
