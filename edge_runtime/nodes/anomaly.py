@@ -11,9 +11,13 @@ feature vector, either stores it (learning) or scores it (monitoring):
 * ``learn = "always"``: learn at every start.
 
 Learning keeps the first ``learn_s`` seconds of feature vectors in an array allocated in
-``prepare``; when it is full the detector is fitted on a background thread while the audio
+``prepare``; when it is full the detector is fitted in a child process (its own interpreter:
+the audio thread never waits for scikit-learn) watched by a background thread while the audio
 keeps flowing, the state is saved atomically to ``state`` (if set), and scoring starts between
-two blocks (event ``learned``, value = the on-threshold).
+two blocks (event ``learned``, value = the on-threshold). The threshold allows
+``false_alarms_per_hour`` episodes per hour of normal audio (see
+:func:`edge_runtime.anomaly.model.calibrate`); an episode starts when ``on_frames`` of the last
+``on_window`` hops score above it (140 of 156, 5 s: a word or a door does not last that long).
 
 Events (value): ``anomaly_start`` (peak score / threshold so far; its time is the end of the
 first hop whose score crossed the threshold), ``anomaly_end`` (episode length in seconds; its
@@ -58,7 +62,7 @@ class AnomalyDetect(Node):
                  false_alarms_per_hour: float = 1.0, quantile_on: float | None = None, quantile_off: float = 0.98,
                  on_frames: int | None = None, on_window: int | None = None, off_frames: int | None = None,
                  score_interval_ms: float = 0.0, features: dict | None = None, augment: dict | None = None,
-                 seed: int = 0, auto_fit: bool = True, name: str | None = None):
+                 seed: int = 0, auto_fit: bool = True, fit_process: bool = True, name: str | None = None):
         super().__init__(name or "anomaly")
         from ..anomaly.detectors import DETECTORS
 
@@ -95,6 +99,7 @@ class AnomalyDetect(Node):
         self.features_config = features
         self.seed = int(seed)
         self.auto_fit = bool(auto_fit)
+        self.fit_process = bool(fit_process)
         self.model = None
         self.hyst = None
         self.fit_error: str | None = None
@@ -196,15 +201,44 @@ class AnomalyDetect(Node):
 
     def _fit_background(self) -> None:
         try:
-            model = self.fit()
+            model = self._fit_in_process() if self.fit_process else self.fit()
         except Exception as e:  # noqa: BLE001 - a failed fit must not kill the audio thread
             self.fit_error = f"{type(e).__name__}: {e}"
             log.error("%s: learning failed: %s", self.name, self.fit_error)
             return
         self._pending = model
 
+    def _fit_in_process(self):
+        """The fit in a child process (its own interpreter and GIL: the audio thread here is
+        never held up by scikit-learn's Python code): frames go as an ``.npy`` file, the model
+        comes back as a state file that :meth:`AnomalyModel.load` checks like any other."""
+        import multiprocessing
+        import tempfile
+
+        from ..anomaly.model import AnomalyModel
+
+        with tempfile.TemporaryDirectory(prefix="edge_runtime-anomaly-") as tmp:
+            frames, out = os.path.join(tmp, "frames.npy"), os.path.join(tmp, "model.state")
+            np.save(frames, self.learn_buf[:self.n_learned], allow_pickle=False)
+            ctx = multiprocessing.get_context("spawn")   # no fork of a process with audio threads
+            proc = ctx.Process(target=fit_worker, args=(frames, self.detector, self.fit_settings(), out),
+                               name=f"edge_runtime-anomaly-fit-{self.name}", daemon=False)
+            proc.start()
+            proc.join()
+            if proc.exitcode != 0 or not os.path.exists(out):
+                err = os.path.join(tmp, "model.state.error")
+                why = open(err, encoding="utf-8").read().strip() if os.path.exists(err) else f"exit code {proc.exitcode}"
+                raise RuntimeError(f"the fit process failed: {why}")
+            model = AnomalyModel.load(out)
+        if self.state_path:
+            os.makedirs(os.path.dirname(os.path.abspath(self.state_path)), exist_ok=True)
+            model.save(self.state_path)
+        return model
+
     def start_fit(self, wait: bool = False) -> None:
-        """Fit the learned frames on a background thread (``wait``: block until done)."""
+        """Fit the learned frames in the background (``wait``: block until done): a thread that
+        waits for a child process doing the fit (``fit_process``, the default), or the fit on
+        the thread itself."""
         if self._thread is None:
             # not a daemon: a stream that ends (or a service told to stop) while the fit runs
             # still gets its learned state saved before the process exits
@@ -266,3 +300,17 @@ class AnomalyDetect(Node):
             self.n_learned += 1
             if self.n_learned == len(self.learn_buf) and self.auto_fit:
                 self.start_fit()
+
+
+def fit_worker(frames_path: str, detector: str, settings: dict, out_path: str) -> None:
+    """Child-process side of :meth:`AnomalyDetect._fit_in_process`: fit, save the state (an
+    error goes to ``<out>.error`` for the parent's message)."""
+    from ..anomaly.model import AnomalyModel
+
+    try:
+        X = np.load(frames_path, allow_pickle=False)
+        AnomalyModel.fit(X, detector, **settings).save(out_path)
+    except Exception as e:  # noqa: BLE001 - reported to the parent
+        with open(out_path + ".error", "w", encoding="utf-8") as f:
+            f.write(f"{type(e).__name__}: {e}")
+        raise SystemExit(1) from None
