@@ -203,7 +203,8 @@ class AnomalyModel:
                 # resonances the speed moves through): widen the on-threshold's distance from the
                 # median by ``day_margin``
                 day_margin = DAY_MARGINS[detector] if day_margin is None else float(day_margin)
-                on = cal["median"] + day_margin * (on - cal["median"])
+                on = max(on, cal["median"] + day_margin * (on - cal["median"]))   # never lowered
+                off = min(off, on)
                 cal["day_margin"] = day_margin
                 info.update({"false_alarms_per_hour": float(false_alarms_per_hour), "folds": int(folds),
                              "calibration": cal, "held_score_median": cal["median"]})
