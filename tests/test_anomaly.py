@@ -261,6 +261,7 @@ def test_cli_learn_then_monitor_prints_json_events(wavs, capsys):
                  "--detector", "iforest", "--json"]) == 0
     learned = json.loads(capsys.readouterr().out)
     assert learned["detector"] == "iforest" and 29.0 <= learned["audio_s"] <= 32.0
+    assert learned["false_alarms_per_hour"] == 1.0   # the default budget
     assert main(["anomaly", "monitor", "--state", str(st), "-i", str(wavs / "test.wav")]) == 0
     lines = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
     ev = [e for e in lines if e["event"] in ("anomaly_start", "anomaly_end")]
@@ -281,6 +282,8 @@ def test_cli_learn_then_monitor_prints_json_events(wavs, capsys):
     (["anomaly", "monitor", "--state", "{d}/garbage.wav", "-i", "{d}/test.wav"], "not an edge_runtime state"),
     (["anomaly", "monitor", "--state", "{d}/missing.state", "-i", "{d}/test.wav"], "state file not found"),
     (["anomaly"], "needs an action"),
+    (["anomaly", "learn", "-i", "{d}/normal.wav", "--false_alarms_per_hour", "0", "-o", "{d}/o.state"],
+     "--false_alarms_per_hour 0.0 is outside"),
     (["anomaly", "learn", "-i", "{d}/normal.wav", "-o", "{d}/no/such/dir/o.state"], "does not exist"),
 ])
 def test_cli_bad_input_is_one_error_line(wavs, capsys, args, expect):

@@ -4,14 +4,15 @@
     model.save("pump.state")                    # explicit arrays + JSON, atomic, schema-versioned
     model = AnomalyModel.load("pump.state")     # refuses corrupt/foreign/other-version files
     scorer = model.scorer(); scorer.score(x)    # one frame, no allocation
-    hyst = Hysteresis(model.threshold_on, model.threshold_off, on_frames=3, off_frames=10)
+    hyst = Hysteresis.for_model(model)          # the episode logic the thresholds were calibrated for
 
-The thresholds come from the score distribution on *held-back* normal frames: the last
-``holdout_fraction`` (20%) of the recording, after a gap of ``chunk`` frames (2 s at the default
-32 ms hop, longer than the feature context, so no held-back frame shares audio with a fitted
-one), is kept out of the fit (``holdout="interleaved"``: every ``holdout_every``-th chunk). ``threshold_on`` is the held-back scores'
-``quantile_on`` quantile (0.995) widened by ``margin`` (0.5) times its distance from their median,
-``threshold_off`` the same from ``quantile_off``; the hysteresis then needs ``on_frames`` in a row.
+The detector is fitted on the learned frames plus augmented copies of them (another day's speed
+and gain, :mod:`.augment`). The on-threshold allows ``false_alarms_per_hour`` episodes (default
+1) on normal audio: out-of-fold scores of the learning audio, Gumbel law of their block maxima
+(:func:`calibrate`), widened by ``DAY_MARGIN``; an episode starts when ``on_frames`` of the last
+``on_window`` hops (140 of 156) exceed it. ``false_alarms_per_hour=None`` gives round 1's
+thresholds: the held-back last 20% of the recording (after a ``chunk`` gap), its
+``quantile_on`` quantile widened by ``margin`` times its distance from the median.
 """
 from __future__ import annotations
 
@@ -68,8 +69,8 @@ def calibrate(streams, false_alarms_per_hour: float, on_frames: int, on_window: 
     An episode starts when ``on_frames`` of the last ``on_window`` scores exceed
     ``threshold_on``, i.e. when the window's ``on_frames``-th largest score does
     (:func:`window_statistic`). Each stream of normal scores (out-of-fold,
-    see :meth:`AnomalyModel.fit`) is cut into ``block_s`` blocks; the maxima of that running
-    minimum per block follow a Gumbel law (the extreme-value law of light-tailed scores), fitted
+    see :meth:`AnomalyModel.fit`) is cut into ``block_s`` blocks; the maxima of that statistic
+    per block follow a Gumbel law (the extreme-value law of light-tailed scores), fitted
     by its moments. The on-threshold is its quantile at ``1 - budget * block_s / 3600`` (one
     block in 180 may hold an episode for 1 per hour at 20 s blocks), and never below the
     largest block maximum seen (an episode seen in the minutes learned is more than the budget
@@ -85,12 +86,12 @@ def calibrate(streams, false_alarms_per_hour: float, on_frames: int, on_window: 
     maxima, allscores = [], []
     for s in streams:
         allscores.append(s)
-        run_min = window_statistic(s, on_frames, on_window)
-        nb = len(run_min) // B
+        stat = window_statistic(s, on_frames, on_window)
+        nb = len(stat) // B
         if nb:
-            maxima.append(run_min[:nb * B].reshape(nb, B).max(axis=1))
-        if len(run_min) - nb * B >= B // 2:    # a tail of at least half a block counts as one
-            maxima.append(run_min[nb * B:].max(keepdims=True))
+            maxima.append(stat[:nb * B].reshape(nb, B).max(axis=1))
+        if len(stat) - nb * B >= B // 2:    # a tail of at least half a block counts as one
+            maxima.append(stat[nb * B:].max(keepdims=True))
     m = np.concatenate(maxima)
     allscores = np.concatenate(allscores)
     beta = max(float(m.std()) * math.sqrt(6) / math.pi, 1e-6 * (abs(float(m.mean())) + 1))
@@ -157,6 +158,7 @@ class AnomalyModel:
         aug_cfg = dict(A.DEFAULT if augment is None else {**A.DEFAULT, **augment})
         aug = A.Augmenter(features, sample_rate, **aug_cfg)
         rng = np.random.default_rng(seed)
+
         from threadpoolctl import threadpool_limits   # a dependency of scikit-learn
 
         def fit_on(Xf):
