@@ -487,3 +487,19 @@ def test_calibration_holds_its_budget_on_fresh_scores():
     h = Hysteresis(cal["threshold_on"], cal["threshold_off"], 14, 10, 16)
     rate = sum(h.update(v) > 0 for v in fresh) / 20.0
     assert 5.0 <= rate <= 90.0, rate
+
+
+def test_cli_learns_from_separate_recordings(tmp_path, capsys):
+    """Two days as two files: the calibration's folds are the recordings, the state says so."""
+    for i, (sp, g) in enumerate([(1.0, 0.0), (1.01, -3.0)]):
+        sf.write(tmp_path / f"day{i}.wav", field_machine(30.0, seed=80 + i, speed=sp, gain_db=g), SR)
+    st = tmp_path / "two.state"
+    assert main(["anomaly", "learn", "-i", str(tmp_path / "day0.wav"), str(tmp_path / "day1.wav"), "-o", str(st),
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["recordings"] == 2 and 59.0 <= out["audio_s"] <= 61.0
+    m = AnomalyModel.load(st)
+    assert m.info["folds"] == 2 and m.info["recordings"] == 2
+    assert main(["anomaly", "learn", "-i", str(tmp_path / "day0.wav"), str(tmp_path / "day1.wav"), "--minutes", "0.75",
+                 "-o", str(st), "--json"]) == 0   # --minutes counts over all inputs
+    assert 44.0 <= json.loads(capsys.readouterr().out)["audio_s"] <= 46.5

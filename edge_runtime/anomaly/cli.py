@@ -10,6 +10,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 from ..errors import AudioInputError, ConfigError
 
 DEFAULT_RATE = 16000
@@ -22,10 +24,12 @@ def add_parser(sub) -> None:
     asub = a.add_subparsers(dest="anomaly_command", metavar="ACTION")
 
     le = asub.add_parser("learn", help="fit a detector on normal audio and write a state file")
-    le.add_argument("--input", "-i", required=True, help="normal audio: file, '-' (raw PCM on stdin) or alsa:DEVICE")
+    le.add_argument("--input", "-i", required=True, nargs="+", help="normal audio: file(s), '-' (raw PCM on stdin) "
+                    "or alsa:DEVICE; several files are separate recordings (e.g. other days): the threshold is "
+                    "calibrated across them")
     le.add_argument("--out", "-o", required=True, help="state file to write (atomically)")
-    le.add_argument("--minutes", type=float, help="learn from at most this many minutes (default: the whole "
-                    "file; required for stdin/ALSA)")
+    le.add_argument("--minutes", type=float, help="learn from at most this many minutes in all (default: the whole "
+                    "files; required for stdin/ALSA)")
     le.add_argument("--detector", default="gmm", choices=("gmm", "kmeans", "iforest", "autoencoder"))
     le.add_argument("--sample-rate", type=int, default=DEFAULT_RATE, help="feature sample rate (default 16000)")
     le.add_argument("--false_alarms_per_hour", "--false-alarms-per-hour", dest="false_alarms_per_hour", type=float,
@@ -73,10 +77,11 @@ def _pipeline(node, sample_rate: int):
     return Pipeline([node], sample_rate=sample_rate, block_size=sample_rate * BLOCK_MS // 1000, name="anomaly")
 
 
-def _source(args):
+def _source(args, name=None):
     from ..io import open_source
 
-    return open_source(args.input, sample_rate=args.rate, channels=args.channels, raw_format=args.raw_format)
+    return open_source(args.input if name is None else name, sample_rate=args.rate, channels=args.channels,
+                       raw_format=args.raw_format)
 
 
 def cmd_learn(args) -> int:
@@ -96,38 +101,53 @@ def cmd_learn(args) -> int:
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):   # say so before minutes of learning, not after
         raise ConfigError(f"{args.out}: folder {out_dir} does not exist")
-    source = _source(args)
-    try:
-        if args.minutes is not None:
-            seconds = args.minutes * 60.0
-        elif source.frames is not None:
-            seconds = source.frames / source.sample_rate
-        else:
-            raise ConfigError(f"{source.name}: a live or piped input has no end; give --minutes")
-        from ..nodes.anomaly import MIN_LEARN_S
+    from ..nodes.anomaly import MIN_LEARN_S
 
-        node = AnomalyDetect(state="", learn="always", learn_s=max(MIN_LEARN_S, seconds), detector=args.detector,
-                             false_alarms_per_hour=args.false_alarms_per_hour, quantile_on=args.quantile,
-                             on_frames=args.on_frames, on_window=args.on_window,
-                             augment={"copies": 0} if args.no_augment else None, seed=args.seed, auto_fit=False)
-        pipe = _pipeline(node, args.sample_rate)
-        summary = run_stream(pipe, source, None, should_stop=lambda: node.learn_full)
-    finally:
-        source.close()
-    n = node.n_learned
+    inputs = list(args.input)
+    left = None if args.minutes is None else args.minutes * 60.0   # over all inputs together
+    parts, lengths, audio_s, node = [], [], 0.0, None
+    for inp in inputs:
+        if left is not None and left <= 0:
+            break
+        source = _source(args, inp)
+        try:
+            if left is not None:
+                seconds = left if source.frames is None else min(left, source.frames / source.sample_rate)
+            elif source.frames is not None:
+                seconds = source.frames / source.sample_rate
+            else:
+                raise ConfigError(f"{source.name}: a live or piped input has no end; give --minutes")
+            node = AnomalyDetect(state="", learn="always", learn_s=max(MIN_LEARN_S, seconds), detector=args.detector,
+                                 false_alarms_per_hour=args.false_alarms_per_hour, quantile_on=args.quantile,
+                                 on_frames=args.on_frames, on_window=args.on_window,
+                                 augment={"copies": 0} if args.no_augment else None, seed=args.seed, auto_fit=False)
+            pipe = _pipeline(node, args.sample_rate)
+            summary = run_stream(pipe, source, None, should_stop=lambda: node.learn_full)
+        finally:
+            source.close()
+        parts.append(node.learn_buf[:node.n_learned].copy())
+        lengths.append(node.n_learned)
+        audio_s += summary.duration_s
+        if left is not None:
+            left -= summary.duration_s
+    n = int(sum(lengths))
+    names = ", ".join(inputs)
     try:
-        model = AnomalyModel.fit(node.learn_buf[:n], args.detector, **node.fit_settings())
+        # several inputs are separate recordings (other days): the calibration's folds are them
+        model = AnomalyModel.fit(np.concatenate(parts), args.detector,
+                                 recordings=lengths if len(lengths) > 1 else None, **node.fit_settings())
     except ValueError as e:
-        raise AudioInputError(f"{args.input}: cannot learn from {summary.duration_s:.1f} s of audio: {e}") from None
+        raise AudioInputError(f"{names}: cannot learn from {audio_s:.1f} s of audio: {e}") from None
     model.save(args.out)
-    out = {"state": args.out, "detector": model.detector, "audio_s": round(summary.duration_s, 3),
+    out = {"state": args.out, "detector": model.detector, "audio_s": round(audio_s, 3), "recordings": len(lengths),
            "frames": n, "fit_s": model.info["fit_s"], "threshold_on": model.threshold_on,
            "threshold_off": model.threshold_off, "false_alarms_per_hour": model.info.get("false_alarms_per_hour"),
            "features": model.features}
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"learned      {model.detector} on {summary.duration_s:.1f} s ({n} frames) in {model.info['fit_s']:.2f} s")
+        print(f"learned      {model.detector} on {audio_s:.1f} s ({n} frames, {len(lengths)} recording(s)) "
+              f"in {model.info['fit_s']:.2f} s")
         budget = model.info.get("false_alarms_per_hour")
         how = (f"for {budget:g} false episode(s)/h" if budget is not None
                else f"quantile {model.info.get('quantile_on')}")

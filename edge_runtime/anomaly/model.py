@@ -126,7 +126,7 @@ class AnomalyModel:
     def fit(cls, frames: np.ndarray, detector: str = "gmm", *, features: dict, sample_rate: int,
             false_alarms_per_hour: float | None = DEFAULT_FALSE_ALARMS_PER_HOUR, on_frames: int = ON_FRAMES,
             on_window: int = ON_WINDOW, off_frames: int = OFF_FRAMES, augment: dict | None = None, folds: int = 4,
-            day_margin: float | None = None,
+            day_margin: float | None = None, recordings: list[int] | None = None,
             quantile_on: float = 0.995, quantile_off: float = 0.98, margin: float = 0.5, holdout: str = "tail",
             holdout_fraction: float = 0.2, holdout_every: int = 5, chunk: int = 64,
             max_fit_frames: int = 6000, seed: int = 0, threads: int = 1, params: dict | None = None) -> "AnomalyModel":
@@ -136,6 +136,8 @@ class AnomalyModel:
         :func:`calibrate`); ``None``: the older quantile thresholds on the held-back tail
         (``quantile_on``, ``margin``, ``holdout``). ``augment``: the speed/gain tolerance
         (:mod:`.augment`; default ``augment.DEFAULT``, ``{"copies": 0}`` turns it off).
+        ``recordings``: frame counts of separate recordings (other days) that ``frames`` joins, in
+        order; when there are two or more, each long enough, they are the calibration's folds.
         """
         if detector not in D.DETECTORS:
             raise ValueError(f"detector {detector!r} is not known (expected one of {', '.join(D.DETECTORS)})")
@@ -183,13 +185,22 @@ class AnomalyModel:
                 # scored by a model fitted without it (and without ``chunk`` frames either side,
                 # which share audio with it), as recorded and as another day (speed, gain)
                 streams = []
-                # short learning audio: fewer, still long-enough folds (each must hold a window)
-                folds = int(min(int(folds), len(X) // (int(on_window) + 8)))
-                if folds < 2:
-                    raise ValueError(f"need at least {2 * (int(on_window) + 8)} feature frames (about "
-                                     f"{2 * (int(on_window) + 8) * _hop_s(features, sample_rate):.0f} s) to calibrate a "
-                                     f"threshold for {false_alarms_per_hour:g} false alarm(s) per hour, got {len(X)}")
-                bounds = np.linspace(0, len(X), folds + 1).astype(int)
+                rec = [int(r) for r in (recordings or [])]
+                if rec and sum(rec) != len(X):
+                    raise ValueError(f"recordings={rec} add up to {sum(rec)} frames, the frames are {len(X)}")
+                if 2 <= len(rec) <= 10 and min(rec) >= int(on_window) + 8:
+                    # separate recordings (up to 10: one fit each): each scored by a model that never
+                    # heard that day
+                    bounds = np.r_[0, np.cumsum(rec)].astype(int)
+                    folds = len(rec)
+                else:
+                    # short learning audio: fewer, still long-enough folds (each must hold a window)
+                    folds = int(min(int(folds), len(X) // (int(on_window) + 8)))
+                    if folds < 2:
+                        raise ValueError(f"need at least {2 * (int(on_window) + 8)} feature frames (about "
+                                         f"{2 * (int(on_window) + 8) * _hop_s(features, sample_rate):.0f} s) to calibrate "
+                                         f"a threshold for {false_alarms_per_hour:g} false alarm(s) per hour, got {len(X)}")
+                    bounds = np.linspace(0, len(X), folds + 1).astype(int)
                 for a, b in zip(bounds[:-1], bounds[1:]):
                     keep = np.r_[0:max(0, a - chunk), min(len(X), b + chunk):len(X)]
                     c, sc, arr, _ = fit_on(X[keep])
@@ -209,6 +220,7 @@ class AnomalyModel:
                 off = min(off, on)
                 cal["day_margin"] = day_margin
                 info.update({"false_alarms_per_hour": float(false_alarms_per_hour), "folds": int(folds),
+                             "recordings": len(rec) if 2 <= len(rec) <= 10 else 1,
                              "calibration": cal, "held_score_median": cal["median"]})
             else:
                 if holdout == "tail":
