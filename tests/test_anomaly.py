@@ -500,6 +500,7 @@ def test_cli_learns_from_separate_recordings(tmp_path, capsys):
     assert out["recordings"] == 2 and 59.0 <= out["audio_s"] <= 61.0
     m = AnomalyModel.load(st)
     assert m.info["folds"] == 2 and m.info["recordings"] == 2
+    assert m.info["calibration"]["day_margin"] == 1.0   # real other days: no margin for unseen ones
     assert main(["anomaly", "learn", "-i", str(tmp_path / "day0.wav"), str(tmp_path / "day1.wav"), "--minutes", "0.75",
                  "-o", str(st), "--json"]) == 0   # --minutes counts over all inputs
     assert 44.0 <= json.loads(capsys.readouterr().out)["audio_s"] <= 46.5

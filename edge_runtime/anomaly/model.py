@@ -193,7 +193,9 @@ class AnomalyModel:
                     # heard that day
                     bounds = np.r_[0, np.cumsum(rec)].astype(int)
                     folds = len(rec)
+                    by_recording = True
                 else:
+                    by_recording = False
                     # short learning audio: fewer, still long-enough folds (each must hold a window)
                     folds = int(min(int(folds), len(X) // (int(on_window) + 8)))
                     if folds < 2:
@@ -215,12 +217,15 @@ class AnomalyModel:
                 # one learning day under-states how far other days sit from it (background,
                 # resonances the speed moves through): widen the on-threshold's distance from the
                 # median by ``day_margin``
-                day_margin = DAY_MARGINS[detector] if day_margin is None else float(day_margin)
+                if day_margin is None:
+                    # separate recordings showed the calibration real other days: no margin for them
+                    day_margin = 1.0 if by_recording else DAY_MARGINS[detector]
+                day_margin = float(day_margin)
                 on = max(on, cal["median"] + day_margin * (on - cal["median"]))   # never lowered
                 off = min(off, on)
                 cal["day_margin"] = day_margin
                 info.update({"false_alarms_per_hour": float(false_alarms_per_hour), "folds": int(folds),
-                             "recordings": len(rec) if 2 <= len(rec) <= 10 else 1,
+                             "recordings": len(rec) if by_recording else 1,
                              "calibration": cal, "held_score_median": cal["median"]})
             else:
                 if holdout == "tail":
