@@ -10,10 +10,10 @@ day, so the detector never saw either and treats both as anomalies (round 1: mea
   frequency (a linear interpolation along the mel axis, a ``(n_mels, n_mels)`` matrix per
   ratio, applied to the mean, standard-deviation and delta blocks alike);
 * gain ``g`` dB: the log-mel means rise by ``g * ln(10) / 10`` (natural-log power); the
-  standard deviations and deltas of log energies do not change with gain;
-* a smooth random spectral ripple of about ``eq_db`` dB RMS added to the log-mel means: what a
-  new day changes besides speed and gain and no warp reproduces: tones moving through the
-  fixed resonances of the mounting and the room, a louder or quieter background.
+  standard deviations and deltas of log energies do not change with gain.
+
+(A random smooth spectral ripple and a background-level change in the power domain were tried
+as further "other day" changes and lowered the AUC on the field set: docs/anomaly.md.)
 
 The detector then fits the learned frames together with copies at random ratios within
 ``+-speed`` and gains within ``+-gain_db``: directions that only speed and gain move get the
@@ -33,9 +33,7 @@ from ..spectral import mel_frequencies
 
 #: learning-time defaults: new days differ by up to +-1.5% in speed and +-3.5 dB in gain from a
 #: nominal that the learning day itself is off by; a little more covers both
-DEFAULT = {"speed": 0.02, "gain_db": 6.0, "eq_db": 0.0, "background_db": 0.0, "copies": 4}
-BACKGROUND_PERCENTILE = 5.0   # a band's background level: this percentile of its learned log-mel means
-EQ_TERMS = 6   # cosines along the mel axis of a random spectral ripple (smooth: a tilt to 6 half-waves)
+DEFAULT = {"speed": 0.02, "gain_db": 6.0, "copies": 4}
 NATS_PER_DB = math.log(10.0) / 10.0
 
 
@@ -68,49 +66,24 @@ class Augmenter:
     """Feature frames of other days: ``apply(X, ratio, gain_db)``, ``sample(X, rng, copies)``."""
 
     def __init__(self, features: dict, sample_rate: int, speed: float = DEFAULT["speed"],
-                 gain_db: float = DEFAULT["gain_db"], eq_db: float = DEFAULT["eq_db"],
-                 background_db: float = DEFAULT["background_db"], copies: int = DEFAULT["copies"], n_ratios: int = 9):
+                 gain_db: float = DEFAULT["gain_db"], copies: int = DEFAULT["copies"], n_ratios: int = 9):
         if not 0.0 <= float(speed) <= 0.2:
             raise ValueError(f"augment speed={speed} is outside 0..0.2 (a ratio deviation, 0.02 = +-2%)")
         if not 0.0 <= float(gain_db) <= 40.0:
             raise ValueError(f"augment gain_db={gain_db} is outside 0..40")
-        if not 0.0 <= float(eq_db) <= 20.0:
-            raise ValueError(f"augment eq_db={eq_db} is outside 0..20")
-        if not 0.0 <= float(background_db) <= 20.0:
-            raise ValueError(f"augment background_db={background_db} is outside 0..20")
         if not 0 <= int(copies) <= 32:
             raise ValueError(f"augment copies={copies} is outside 0..32")
-        self.speed, self.gain_db, self.eq_db, self.copies = float(speed), float(gain_db), float(eq_db), int(copies)
-        self.background_db = float(background_db)
+        self.speed, self.gain_db, self.copies = float(speed), float(gain_db), int(copies)
         self.centres = band_centres(features, sample_rate)
-        self.active = self.centres is not None and self.copies > 0 and (self.speed > 0 or self.gain_db > 0
-                                                                        or self.eq_db > 0 or self.background_db > 0)
+        self.active = self.centres is not None and self.copies > 0 and (self.speed > 0 or self.gain_db > 0)
         self.M = 0 if self.centres is None else len(self.centres)
-        k = (np.arange(self.M) + 0.5) / max(self.M, 1)
-        self.basis = np.cos(np.pi * np.arange(1, EQ_TERMS + 1)[:, None] * k[None, :]).astype(np.float32)
         # a fixed grid of ratios (one matrix each) rather than one per frame: 9 steps over +-2%
         # are 0.5% apart, about 1/6 of a mel band's width above 1 kHz
         self.ratios = np.exp(np.linspace(-1, 1, int(n_ratios)) * math.log1p(self.speed))
         self.mats = [warp_matrix(self.centres, r) for r in self.ratios] if self.active else []
 
     def config(self) -> dict:
-        return {"speed": self.speed, "gain_db": self.gain_db, "eq_db": self.eq_db, "background_db": self.background_db,
-                "copies": self.copies}
-
-    def background(self, Y: np.ndarray, floor: np.ndarray, delta_db: np.ndarray) -> None:
-        """In place: the log-mel means ``Y[:, :M]`` with a background of level ``floor`` (per
-        band, nats) made ``delta_db`` (per row) louder or quieter, in the power domain."""
-        M = self.M
-        f = (np.power(10.0, delta_db / 10.0) - 1.0).astype(np.float32)[:, None] * np.exp(floor)[None, :]
-        P = np.exp(Y[:, :M]) + f
-        np.maximum(P, 0.1 * np.exp(Y[:, :M]), out=P)   # never below -10 dB of what was there
-        Y[:, :M] = np.log(P)
-
-    def ripple(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """``(n, M)`` smooth random spectral curves in nats, RMS about ``eq_db`` dB."""
-        a = rng.standard_normal((n, EQ_TERMS)).astype(np.float32) * np.float32(
-            self.eq_db * NATS_PER_DB * math.sqrt(2.0 / EQ_TERMS))
-        return a @ self.basis
+        return {"speed": self.speed, "gain_db": self.gain_db, "copies": self.copies}
 
     def apply(self, X: np.ndarray, ratio_index: int, gain_db: float) -> np.ndarray:
         """``X`` (n, 3*M) as if recorded at ``ratios[ratio_index]`` and ``gain_db`` louder."""
@@ -132,19 +105,12 @@ class Augmenter:
         X = np.asarray(X, np.float32)
         n = len(X)
         out = np.empty((copies * n, X.shape[1]), np.float32)
-        floor = np.percentile(X[:, :self.M], BACKGROUND_PERCENTILE, axis=0).astype(np.float32)
-        bg = self.background_db
         for c in range(copies):
             Y = out[c * n:(c + 1) * n]
             if segment > 0:
                 for s in range(0, n, int(segment)):
                     k = int(rng.integers(len(self.mats)))
                     Y[s:s + segment] = self.apply(X[s:s + segment], k, float(rng.uniform(-self.gain_db, self.gain_db)))
-                    if self.eq_db > 0:
-                        Y[s:s + segment, :self.M] += self.ripple(rng, 1)
-                    if bg > 0:
-                        self.background(Y[s:s + segment], floor,
-                                        np.full(len(Y[s:s + segment]), rng.uniform(-bg, bg), np.float32))
                 continue
             # per frame: group the frames by their drawn ratio (one matmul per ratio)
             ri = rng.integers(len(self.mats), size=n)
@@ -154,8 +120,4 @@ class Augmenter:
                 if sel.size:
                     Y[sel] = self.apply(X[sel], k, 0.0)
             Y[:, :self.M] += g[:, None] * np.float32(NATS_PER_DB)
-            if self.eq_db > 0:
-                Y[:, :self.M] += self.ripple(rng, n)
-            if bg > 0:
-                self.background(Y, floor, rng.uniform(-bg, bg, n).astype(np.float32))
         return out
