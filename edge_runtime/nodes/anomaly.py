@@ -193,7 +193,10 @@ class AnomalyDetect(Node):
         from ..anomaly.model import AnomalyModel
 
         X = self.learn_buf[:self.n_learned] if frames is None else frames
-        model = AnomalyModel.fit(X, self.detector, **self.fit_settings())
+        return self._save(AnomalyModel.fit(X, self.detector, **self.fit_settings()))
+
+    def _save(self, model):
+        """Write ``model`` to ``state`` (if set; its folder made), return it."""
         if self.state_path:
             os.makedirs(os.path.dirname(os.path.abspath(self.state_path)), exist_ok=True)
             model.save(self.state_path)
@@ -230,10 +233,7 @@ class AnomalyDetect(Node):
                 why = open(err, encoding="utf-8").read().strip() if os.path.exists(err) else f"exit code {proc.exitcode}"
                 raise RuntimeError(f"the fit process failed: {why}")
             model = AnomalyModel.load(out)
-        if self.state_path:
-            os.makedirs(os.path.dirname(os.path.abspath(self.state_path)), exist_ok=True)
-            model.save(self.state_path)
-        return model
+        return self._save(model)
 
     def start_fit(self, wait: bool = False) -> None:
         """Fit the learned frames in the background (``wait``: block until done): a thread that
