@@ -51,6 +51,8 @@ import os
 import numpy as np
 from scipy import signal
 
+from machines import coloured   # the design set's coloured-noise helper (a sibling module in this folder)
+
 SR = 16000
 FAMILIES = ("compressor", "gearbox", "conveyor", "transformer", "blower", "factory", "mine", "powerplant")
 KINDS = ("bearing", "imbalance", "looseness", "rubbing", "leak")
@@ -312,7 +314,7 @@ def render(mid: MachineID, seconds: float, seed: int, anomaly: str | None = None
     amb = recording(os.path.join(LINCITY, p["amb"]))
     a0 = int(rng.integers(amb.size))
     bg = 0.7 * amb[(a0 + np.arange(n)) % amb.size]
-    bg += 0.7 * _coloured(n, p["bg_exp"], rng)
+    bg += 0.7 * coloured(n, p["bg_exp"], rng)
     x = x + 10 ** (bg_db / 20) * bg
     if bursts_per_s is None:
         bursts_per_s = 0.015 if train else 0.03
@@ -320,13 +322,3 @@ def render(mid: MachineID, seconds: float, seed: int, anomaly: str | None = None
     x = signal.sosfilt(sos, x)
     y = x * 10 ** ((-24 + gain_db) / 20)   # the machine alone was at RMS 1 before its room
     return np.clip(y, -1, 1).astype(np.float32)
-
-
-def _coloured(n, exponent, rng):
-    spec = np.fft.rfft(rng.standard_normal(n))
-    f = np.arange(spec.size, dtype=np.float64)
-    f[0] = 1.0
-    spec *= f ** (-exponent / 2.0)
-    spec[0] = 0
-    x = np.fft.irfft(spec, n)
-    return x / (x.std() + 1e-12)

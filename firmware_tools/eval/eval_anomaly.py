@@ -203,6 +203,20 @@ def evaluate_id(folder: str, detectors, fx_config: dict, train_minutes: float | 
     return out
 
 
+def _kind_table(results: dict, held, detectors, key: str, title: str, cell) -> list[str]:
+    """Markdown lines: the mean over ``held`` IDs of ``results[id]["detectors"][d][key][kind]``
+    per fault kind (rows) and detector (columns); none when no ID has ``key``."""
+    kinds = sorted({k for i in held for k in results[i]["detectors"][detectors[0]].get(key, {})})
+    if not kinds:
+        return []
+    lines = ["", f"## {title} (held-out IDs, mean)", "",
+             "| kind | " + " | ".join(detectors) + " |", "|---|" + "---|" * len(detectors)]
+    for k in kinds:
+        cells = [cell(np.mean([results[i]["detectors"][d][key].get(k, np.nan) for i in held])) for d in detectors]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def fmt(results: dict, design: set, detectors, command: str) -> str:
     ids = list(results)
     held = [i for i in ids if i not in design]
@@ -246,13 +260,9 @@ def fmt(results: dict, design: set, detectors, command: str) -> str:
             r = results[i]["detectors"][detectors[0]]
             lines.append(f"| {i} | {r['auc']:.3f} | {r['pauc']:.3f} | {r['stream_false_episodes_per_h']:.1f} | "
                          f"{100 * r['detected']:.0f}% | {100 * r['detected_at_1_per_h_oracle']:.0f}% |")
-        kinds = sorted({k for i in held for k in results[i]["detectors"][detectors[0]].get("detected_by_kind", {})})
-        lines += ["", "## Detected at the model's own threshold, by fault kind and severity (held-out IDs, mean)", "",
-                  "| kind | " + " | ".join(detectors) + " |", "|---|" + "---|" * len(detectors)]
-        for k in kinds:
-            cells = [f"{100 * np.mean([results[i]['detectors'][d]['detected_by_kind'].get(k, np.nan) for i in held]):.0f}%"
-                     for d in detectors]
-            lines.append(f"| {k} | " + " | ".join(cells) + " |")
+        lines += _kind_table(results, held, detectors, "detected_by_kind",
+                             "Detected at the model's own threshold, by fault kind and severity",
+                             lambda v: f"{100 * v:.0f}%")
     if design & set(ids):
         lines += ["", "Design IDs (for reference, not the headline):", "", "| detector | AUC | pAUC |", "|---|---|---|"]
         for d in detectors:
@@ -265,14 +275,8 @@ def fmt(results: dict, design: set, detectors, command: str) -> str:
         tag = " (design)" if i in design else ""
         cells = [f"{r['detectors'][d]['auc']:.3f} / {r['detectors'][d]['pauc']:.3f}" for d in detectors]
         lines.append(f"| {i}{tag} | " + " | ".join(cells) + f" | {r['train_audio_s'] / 60:.1f} min | {r['feature_s']:.2f} s |")
-    kinds = sorted({k for i in held for k in results[i]["detectors"][detectors[0]]["by_kind"]})
-    if kinds:
-        lines += ["", "## AUC by anomaly kind and severity (held-out IDs, mean)", "",
-                  "| kind | " + " | ".join(detectors) + " |", "|---|" + "---|" * len(detectors)]
-        for k in kinds:
-            cells = [f"{np.mean([results[i]['detectors'][d]['by_kind'].get(k, np.nan) for i in held]):.3f}"
-                     for d in detectors]
-            lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    lines += _kind_table(results, held, detectors, "by_kind", "AUC by anomaly kind and severity",
+                         lambda v: f"{v:.3f}")
     us = np.mean([results[i]["feature_us_per_hop"] for i in ids])
     lines += ["", f"Feature extraction ({json.dumps(results[ids[0]]['features'])}): "
               f"{us:.1f} µs per hop (median), one thread.", ""]

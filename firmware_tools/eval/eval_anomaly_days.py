@@ -23,35 +23,61 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "data"))
 import machines_field as F  # noqa: E402
-from eval_anomaly import read  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
+from eval_anomaly import episodes, read  # noqa: E402
 
 from edge_runtime.anomaly import AnomalyModel, Hysteresis  # noqa: E402
 from edge_runtime.features import LogMelStats, extract, make_extractor  # noqa: E402
 
-cfg=LogMelStats().config()
-ex=lambda x: extract(make_extractor(cfg),x,16000)
-rows=[]
-with threadpool_limits(1):
-  for name in sys.argv[1].split(','):
-    d=os.path.join(os.environ.get('MACHINES_FIELD', 'firmware_tools/work/machines_field'), name)
-    fam,idx=name.rsplit('-',1); mid=F.MachineID(fam,int(idx))
-    tr=sorted(glob.glob(d+'/train/*.wav'))
-    S=[ex(read(f)) for f in sorted(glob.glob(d+'/stream/*.wav'))]
-    test=sorted(glob.glob(d+'/test/anomaly*.wav')); T=[ex(read(f)) for f in test]
-    out=[name]
-    for mode in ("one day","two days","three days"):
-        X0=np.concatenate([ex(read(f)) for f in tr[:10 if mode=="one day" else (5 if mode=="two days" else 4)]])
-        parts=[X0]
-        for k in range({"one day":0,"two days":1,"three days":2}[mode]):
-            mins=5 if mode=="two days" else 3
-            parts.append(np.concatenate([ex(F.render(mid,60,990_000+100*k+i,day=5000+k)) for i in range(mins)]))
-        X=np.concatenate(parts)
-        m=AnomalyModel.fit(X,'gmm',features=cfg,sample_rate=16000,recordings=[len(p) for p in parts] if len(parts)>1 else None)
-        h=lambda: Hysteresis.for_model(m)
-        def n_ep(F_):
-            hh=h(); return sum(hh.update(float(v))>0 for v in m.score_batch(F_))
-        fa=sum(n_ep(s) for s in S)/(sum(len(s) for s in S)*0.032/3600)
-        det=np.mean([n_ep(t)>0 for t in T])
+#: learning audio per setting: (train files of the ID's own day, minutes of each other day)
+SETTINGS = {"one day": (10, ()), "two days": (5, (5,)), "three days": (4, (3, 3))}
+
+
+def evaluate(folder: str, name: str) -> list[str]:
+    cfg = LogMelStats().config()   # the product's default features
+
+    def ex(x):
+        return extract(make_extractor(cfg), x, 16000)
+
+    fam, idx = name.rsplit("-", 1)
+    mid = F.MachineID(fam, int(idx))
+    train = [ex(read(f)) for f in sorted(glob.glob(os.path.join(folder, "train", "*.wav")))]
+    S = [ex(read(f)) for f in sorted(glob.glob(os.path.join(folder, "stream", "*.wav")))]
+    T = [ex(read(f)) for f in sorted(glob.glob(os.path.join(folder, "test", "anomaly*.wav")))]
+    minutes = {}   # (other day k, minute i) -> frames, rendered once
+
+    def other_day(k, i):
+        if (k, i) not in minutes:
+            minutes[k, i] = ex(F.render(mid, 60, 990_000 + 100 * k + i, day=5000 + k))
+        return minutes[k, i]
+
+    out = []
+    for mode, (own, others) in SETTINGS.items():
+        parts = [np.concatenate(train[:own])]
+        parts += [np.concatenate([other_day(k, i) for i in range(n)]) for k, n in enumerate(others)]
+        m = AnomalyModel.fit(np.concatenate(parts), "gmm", features=cfg, sample_rate=16000,
+                             recordings=[len(p) for p in parts] if len(parts) > 1 else None)
+        h = Hysteresis.for_model(m)
+
+        def n_episodes(frames):
+            return len(episodes(m.score_batch(frames), m.threshold_on, m.threshold_off, h.on_frames,
+                                h.off_frames, h.on_window))
+
+        fa = sum(n_episodes(s) for s in S) / (sum(len(s) for s in S) * 0.032 / 3600)
+        det = np.mean([n_episodes(t) > 0 for t in T])
         out.append(f"{mode}: FA/h {fa:.1f} det {det:.2f}")
-    print(" | ".join(out), flush=True)
+    return out
+
+
+def main(argv=None) -> int:
+    from threadpoolctl import threadpool_limits
+
+    ids = (argv if argv is not None else sys.argv[1:])[0].split(",")
+    data = os.environ.get("MACHINES_FIELD", "firmware_tools/work/machines_field")
+    with threadpool_limits(limits=1):
+        for name in ids:
+            print(" | ".join([name] + evaluate(os.path.join(data, name), name)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
