@@ -29,7 +29,7 @@ import time
 import numpy as np
 import soundfile as sf
 
-from edge_runtime.anomaly import DETECTORS, AnomalyModel
+from edge_runtime.anomaly import DETECTORS, AnomalyModel, Hysteresis
 from edge_runtime.features import LogMelStats, extract
 
 DESIGN_IDS = ("motor-00", "fan-00", "pump-00", "engine-00")
@@ -69,8 +69,6 @@ def read(path: str) -> np.ndarray:
 def episodes(scores: np.ndarray, on: float, off: float, on_frames: int, off_frames: int,
              on_window: int | None = None) -> list[int]:
     """Frames at which the node's hysteresis confirms an episode start."""
-    from edge_runtime.anomaly import Hysteresis
-
     h = Hysteresis(on, off, on_frames, off_frames, on_window)
     return [i for i, v in enumerate(scores) if h.update(float(v)) > 0]
 
@@ -138,7 +136,8 @@ def evaluate_id(folder: str, detectors, fx_config: dict, train_minutes: float | 
         model = AnomalyModel.fit(X, det, features=fx_config, sample_rate=16000, seed=seed,
                                  params=(params or {}).get(det), **(fit or {}))
         fit_s = time.perf_counter() - t0
-        clip = np.array([model.score_batch(t).mean() for t in T])
+        tscores = [model.score_batch(t) for t in T]   # every frame score of every test clip, once
+        clip = np.array([t.mean() for t in tscores])
         normal, anom = clip[labels == 0], clip[labels == 1]
         by_kind = {}
         for kind in sorted({k[0] for k in kinds if k}):
@@ -155,10 +154,8 @@ def evaluate_id(folder: str, detectors, fx_config: dict, train_minutes: float | 
             a = time.perf_counter_ns()
             sc.score(v)
             times.append(time.perf_counter_ns() - a)
-        on_f = int(model.info.get("on_frames", 20))
-        on_w = int(model.info.get("on_window", on_f))
-        off_f = int(model.info.get("off_frames", 10))
-        tscores = [model.score_batch(t) for t in T]
+        h = Hysteresis.for_model(model)   # the episode logic the state was calibrated for
+        on_f, on_w, off_f = h.on_frames, h.on_window, h.off_frames
         starts = [episodes(sc_, model.threshold_on, model.threshold_off, on_f, off_f, on_w) for sc_ in tscores]
         n_ep = np.array([len(e) for e in starts])
         normal_h = sum(len(T[i]) for i in np.where(labels == 0)[0]) * 0.032 / 3600
@@ -171,9 +168,10 @@ def evaluate_id(folder: str, detectors, fx_config: dict, train_minutes: float | 
             n_stream = sum(len(episodes(v, model.threshold_on, model.threshold_off, on_f, off_f, on_w)) for v in sscores)
             span = model.threshold_on - float(model.info.get("held_score_median", 0.0))
             off_ratio = (model.threshold_off - float(model.info.get("held_score_median", 0.0))) / span if span > 0 else 0.8
-            t1 = threshold_for_budget(sscores, 1.0, min(max(off_ratio, 0.0), 1.0), on_f, off_f, on_w)
+            off_ratio = min(max(off_ratio, 0.0), 1.0)
+            t1 = threshold_for_budget(sscores, 1.0, off_ratio, on_f, off_f, on_w)
             med = float(np.median(np.concatenate(sscores)))
-            off1 = min(t1, med + min(max(off_ratio, 0.0), 1.0) * (t1 - med))
+            off1 = min(t1, med + off_ratio * (t1 - med))
             det1 = [len(episodes(tscores[i], t1, off1, on_f, off_f, on_w)) > 0 for i in np.where(labels == 1)[0]]
             row.update({"stream_hours": stream_h, "stream_false_episodes_per_h": n_stream / stream_h,
                         "oracle_threshold_1h": t1, "detected_at_1_per_h_oracle": float(np.mean(det1))})
@@ -187,8 +185,7 @@ def evaluate_id(folder: str, detectors, fx_config: dict, train_minutes: float | 
             "threshold_on": model.threshold_on, "calibration": model.info.get("calibration"),
             "auc": roc_auc(normal, anom), "pauc": roc_auc(normal, anom, 0.1), "fit_s": fit_s,
             "score_us_median": float(np.median(times) / 1e3), "score_us_p99": float(np.percentile(times, 99) / 1e3),
-            "frame_fp_rate": float(np.mean(np.concatenate([model.score_batch(t) for t in
-                                                           [T[i] for i in np.where(labels == 0)[0]]])
+            "frame_fp_rate": float(np.mean(np.concatenate([tscores[i] for i in np.where(labels == 0)[0]])
                                            > model.threshold_on)),
             "by_kind": by_kind}
     fx = make_extractor(fx_config)
