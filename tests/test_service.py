@@ -416,3 +416,49 @@ channels = 1
         proc.stdin.close()
     assert rc == 0, err.decode()                                # not a stop timeout (exit 1)
     assert (tmp_path / "out.raw").read_bytes() == data.tobytes()
+
+
+def test_sighup_whose_new_output_cannot_open_keeps_the_running_pipeline(tmp_path, notify):
+    """Issue 30: a reload is all or nothing. The new output's directory does not exist: the reload
+    is refused, the running pipeline keeps its input and output untouched (every frame arrives in
+    the old file), 'reloaded' is never logged, and SIGTERM still exits 0."""
+    data, cfg = mic_service(tmp_path, 3)
+    d = ServeProcess(cfg, notify)
+    try:
+        assert notify.wait_for("READY", timeout=30), d.raw
+        text = cfg.read_text()
+        tmp = tmp_path / ".service.tmp"
+        tmp.write_text(text.replace('output = "out.raw"', 'output = "missing_dir/out.raw"')
+                       .replace("pace = true", "pace = true\nmax_frames = 1600"))    # and a new shape of I/O
+        tmp.replace(cfg)
+        d.signal(signal.SIGHUP)
+        failed = d.wait_event("reload_failed", timeout=30)
+        assert failed is not None and "missing_dir" in failed["msg"], d.raw
+        assert d.wait_event("pipeline_end", timeout=10) is not None     # the old one ran to its input's end
+        rc = d.wait()
+    finally:
+        d.kill()
+    assert rc == 0, d.stderr
+    assert not d.events("reloaded") and len(d.events("pipeline_end")) == 1
+    assert not d.events("pipeline_failed")
+    assert (tmp_path / "out.raw").read_bytes()[:data.nbytes] == data.tobytes()
+    assert not (tmp_path / "missing_dir").exists()
+
+
+def test_output_lost_at_commit_exits_non_zero(tmp_path, notify):
+    """Issue 30: when every audio loop ends because of an error (here the output's directory is
+    removed while recording, so the finished file cannot be committed) the service exits non-zero,
+    so systemd's Restart=on-failure applies."""
+    import shutil
+
+    (tmp_path / "rec").mkdir()
+    _, cfg = mic_service(tmp_path, 1.5, output="rec/out.raw")
+    d = ServeProcess(cfg, notify)
+    try:
+        assert notify.wait_for("READY", timeout=30), d.raw
+        shutil.rmtree(tmp_path / "rec")
+        rc = d.wait()
+    finally:
+        d.kill()
+    assert rc == 1, d.raw
+    assert d.events("sink_close_failed") and d.events("stopped")

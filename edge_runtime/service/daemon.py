@@ -283,6 +283,9 @@ class Instance:
                 snk.close(commit=commit)
             except EdgeRuntimeError as e:
                 self.log.error("sink_close_failed", f"{self.name}: {e}", pipeline=self.name)
+                if commit:                # the output is lost: this pipeline failed (exit non-zero)
+                    self.error = str(e)
+                    self.state = "failed"
 
     def _close_all(self, commit: bool) -> None:
         self._close_source()
@@ -871,22 +874,41 @@ class Daemon:
 
     # ---- reload --------------------------------------------------------------------------------
     def reload(self) -> None:
+        """All or nothing: read, build, prepare and open everything new first; only when every part
+        succeeded are old pipelines stopped, swapped or replaced. On any failure the new parts are
+        closed (nothing committed) and the running pipelines and their I/O are left untouched."""
         self.notifier.reloading()
         self.log.info("reloading", f"SIGHUP: reading {self.config_path} again")
+        staged: dict[str, Instance] = {}       # restarted/added pipelines, I/O open, not started
         try:
             cfg = load_service_config(self.config_path)
             if cfg.metrics != self.config.metrics:
                 self.log.warning("reload_metrics", "the metrics address changed; it takes effect on restart")
             new_specs = {s.name: s for s in cfg.pipelines}
-            plan, built = [], {}
+            plan, swaps = [], {}
             for name, spec in new_specs.items():
-                built[name] = self._build_pipeline(spec)
+                pipe = self._build_pipeline(spec)
+                inst = self.instances.get(name)
+                if inst is not None and inst.alive and inst.spec.io_key() == spec.io_key() and \
+                        inst.shape() == inst.shape(pipe):
+                    try:
+                        pipe.prepare(inst.channels)
+                    except EdgeRuntimeError as e:
+                        raise type(e)(f"{self.config_path}: pipelines '{name}': {e}") from None
+                    swaps[name] = pipe
+                    plan.append((name, "swap"))
+                    continue
+                staged[name] = self._make_instance(spec, pipe)
+                plan.append((name, "restart" if inst is not None else "add"))
         except Exception as e:  # a reload never takes the running pipelines down
+            for inst in staged.values():
+                inst._close_all(commit=False)
             self.reload_failed += 1
             why = str(e) if isinstance(e, EdgeRuntimeError) else f"{type(e).__name__}: {e}"
             self.log.error("reload_failed", f"reload refused, the running config stays: {why}")
             self.notifier.ready(self._status_text())
             return
+        # everything new is ready: commit
         self.config = ServiceConfig(path=cfg.path, metrics=self.config.metrics, log_level=cfg.log_level,
                                     stop_timeout_s=cfg.stop_timeout_s, crossfade_ms=cfg.crossfade_ms,
                                     pipelines=cfg.pipelines)
@@ -897,29 +919,16 @@ class Daemon:
                 inst.request_stop()
                 inst.join(cfg.stop_timeout_s)
                 self.log.info("pipeline_removed", f"{name}: removed by the reload", pipeline=name)
-        for name, spec in new_specs.items():
-            pipe = built[name]
-            inst = self.instances.get(name)
-            if inst is not None and inst.alive and inst.spec.io_key() == spec.io_key() and \
-                    inst.shape() == inst.shape(pipe):
-                inst.spec = spec
-                inst.crossfade_ms = cfg.crossfade_ms
-                inst.offer(pipe)
-                plan.append((name, "swap"))
-                continue
-            if inst is not None:
-                inst.request_stop()
-                inst.join(cfg.stop_timeout_s)
-                plan.append((name, "restart"))
-            else:
-                plan.append((name, "add"))
-            try:
-                new = self._make_instance(spec, pipe)
-            except EdgeRuntimeError as e:
-                self.instances.pop(name, None)
-                self.reload_failed += 1
-                self.log.error("reload_failed", f"{name}: cannot start after the reload: {e}", pipeline=name)
-                continue
+        for name, pipe in swaps.items():
+            inst = self.instances[name]
+            inst.spec = new_specs[name]
+            inst.crossfade_ms = cfg.crossfade_ms
+            inst.offer(pipe)
+        for name, new in staged.items():
+            old = self.instances.get(name)
+            if old is not None:
+                old.request_stop()
+                old.join(cfg.stop_timeout_s)
             self.instances[name] = new
             new.start()
         self.reload_ok += 1
