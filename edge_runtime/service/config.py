@@ -3,7 +3,8 @@
 ```toml
 # /etc/edge_runtime/service.toml
 [service]
-metrics = "127.0.0.1:9750"   # Prometheus text on /metrics, JSON on /status; "" = off
+metrics = "127.0.0.1:9750"   # Prometheus text on /metrics, JSON on /status; "" = off; "[::1]:9750" too
+metrics_remote = false       # true: allow a non-loopback metrics address (no authentication!)
 log_level = "info"           # debug, info, warning, error
 stop_timeout_s = 10          # SIGTERM: longest wait for the pipelines to drain
 
@@ -48,7 +49,7 @@ __all__ = ["DEFAULT_CONFIG", "DEFAULT_METRICS", "InstanceSpec", "ServiceConfig",
 
 DEFAULT_CONFIG = "/etc/edge_runtime/service.toml"
 DEFAULT_METRICS = "127.0.0.1:9750"
-SERVICE_KEYS = ("metrics", "log_level", "stop_timeout_s", "crossfade_ms")
+SERVICE_KEYS = ("metrics", "metrics_remote", "log_level", "stop_timeout_s", "crossfade_ms")
 PIPELINE_KEYS = ("name", "pipeline", "input", "output", "events", "sample_rate", "channels", "format",
                  "period_frames", "periods", "governor", "pace", "max_frames", "retry_initial_s",
                  "retry_max_s", "events_max_mb")
@@ -98,6 +99,7 @@ class ServiceConfig:
     stop_timeout_s: float
     crossfade_ms: float
     pipelines: tuple[InstanceSpec, ...]
+    metrics_remote: bool = False      # the endpoint may bind a non-loopback address
 
 
 def _fail(path, msg):
@@ -134,6 +136,18 @@ def parse_metrics_address(value, path="<config>") -> tuple[str, int] | None:
     return host, int(port)
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or "localhost" (other names are not resolved: they count as remote)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _resolve_pipeline_ref(ref: str, base: Path) -> str:
     if ref.endswith(".toml") or os.sep in ref:
         p = Path(ref)
@@ -155,6 +169,11 @@ def parse_service_config(data: dict, path="<config>") -> ServiceConfig:
     if bad:
         _fail(path, f"service.{bad[0]}: unknown key (expected keys: {', '.join(SERVICE_KEYS)})")
     metrics = parse_metrics_address(svc.get("metrics", DEFAULT_METRICS), path)
+    remote = _typed(svc, "metrics_remote", (bool,), path, "service.", "true or false", False)
+    if metrics is not None and not remote and not is_loopback(metrics[0]):
+        _fail(path, f"service.metrics = {svc.get('metrics')!r}: {metrics[0]} is not a loopback address and the "
+                    "endpoint has no authentication; use 127.0.0.1 or [::1], or set service.metrics_remote = "
+                    "true to serve it on other interfaces")
     level = _typed(svc, "log_level", (str,), path, "service.", f"one of {', '.join(LOG_LEVELS)}", "info")
     if level not in LOG_LEVELS:
         _fail(path, f"service.log_level = {level!r}; expected one of {', '.join(LOG_LEVELS)}")
@@ -238,7 +257,7 @@ def parse_service_config(data: dict, path="<config>") -> ServiceConfig:
     if sum(s.input == "-" for s in specs) > 1:
         _fail(path, "more than one pipeline reads stdin (input = \"-\"); at most one can")
     return ServiceConfig(path=path, metrics=metrics, log_level=level, stop_timeout_s=float(stop_timeout),
-                         crossfade_ms=float(xfade), pipelines=tuple(specs))
+                         crossfade_ms=float(xfade), pipelines=tuple(specs), metrics_remote=bool(remote))
 
 
 def load_service_config(path) -> ServiceConfig:

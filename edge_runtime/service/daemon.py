@@ -40,7 +40,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import AudioDeviceError, ConfigError, EdgeRuntimeError
-from .config import InstanceSpec, ServiceConfig, load_service_config
+from .config import InstanceSpec, ServiceConfig, is_loopback, load_service_config
 from .log import JsonLog, JsonLogHandler
 from .notify import Notifier
 
@@ -773,6 +773,10 @@ class Daemon:
                     from .metrics import MetricsServer
 
                     self.metrics = MetricsServer(cfg.metrics, self.snapshot)
+                    if cfg.metrics_remote and not is_loopback(cfg.metrics[0]):
+                        self.log.warning("metrics_remote", f"the metrics endpoint listens on {self.metrics.url}, "
+                                         "not only loopback, without authentication (service.metrics_remote)",
+                                         url=self.metrics.url)
             except BaseException:
                 for inst in self.instances.values():
                     inst._close_all(commit=False)
@@ -911,7 +915,7 @@ class Daemon:
         # everything new is ready: commit
         self.config = ServiceConfig(path=cfg.path, metrics=self.config.metrics, log_level=cfg.log_level,
                                     stop_timeout_s=cfg.stop_timeout_s, crossfade_ms=cfg.crossfade_ms,
-                                    pipelines=cfg.pipelines)
+                                    pipelines=cfg.pipelines, metrics_remote=self.config.metrics_remote)
         self.log.level = __import__("edge_runtime.service.log", fromlist=["LEVELS"]).LEVELS[cfg.log_level]
         for name in list(self.instances):
             if name not in new_specs:

@@ -1,8 +1,12 @@
 """The service's metrics endpoint on localhost: Prometheus text on ``/metrics``, JSON on ``/status``.
 
 Served by a ``ThreadingHTTPServer`` on its own threads, reading the audio threads' counters
-(plain integers, no locks on the audio path). No authentication: bind it to 127.0.0.1 (the
-default) or a private interface. ``edge-runtime status`` reads ``/status``.
+(plain integers, no locks on the audio path). At most :data:`MAX_CONNECTIONS` requests are served
+at once (more are closed at once, without a thread), and a client that does not send its request
+within :data:`READ_TIMEOUT_S` is dropped, so half-open connections cannot pile up threads; a client
+that goes away mid-response is not an error. No authentication: it binds loopback (127.0.0.1 by
+default, ``[::1]`` works too); another address needs ``[service] metrics_remote = true`` (checked
+by the config) and is logged as a warning. ``edge-runtime status`` reads ``/status``.
 
 Metrics (label ``pipeline`` = the service config's name):
 
@@ -19,6 +23,8 @@ Metrics (label ``pipeline`` = the service config's name):
 from __future__ import annotations
 
 import json
+import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -27,6 +33,9 @@ from ..errors import ConfigError
 __all__ = ["MetricsServer", "render_prometheus"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MAX_CONNECTIONS = 8        # a scraper and a person with `edge-runtime status` need two
+READ_TIMEOUT_S = 5.0       # for the request line and headers (and each write of the answer)
+_log = logging.getLogger("edge_runtime.service.metrics")
 
 
 def _esc(v) -> str:
@@ -102,6 +111,7 @@ def render_prometheus(snap: dict) -> str:
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "edge_runtime"
+    timeout = READ_TIMEOUT_S           # StreamRequestHandler sets it on the socket
 
     def do_GET(self):  # noqa: N802 (http.server's name)
         path = self.path.split("?", 1)[0]
@@ -130,19 +140,59 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a cap on concurrent requests and quiet client disconnects."""
+
+    daemon_threads = True
+    request_queue_size = 64            # listen() backlog: a burst is accepted (and refused) at once
+
+    def __init__(self, address, handler, family):
+        self.address_family = family
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.refused = 0
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):     # full: close now, no thread
+            self.refused += 1
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address):
+        # socketserver prints a traceback to stderr (into the JSON log's stream): a client that
+        # reset, timed out or hung up is normal for a network endpoint; anything else is one line
+        import sys
+
+        e = sys.exc_info()[1]
+        if isinstance(e, (ConnectionError, TimeoutError, socket.timeout)):
+            return
+        _log.warning("metrics request from %s failed: %s: %s", client_address[0], type(e).__name__, e)
+
+
 class MetricsServer:
     """Bind ``(host, port)`` now (a port in use is a ConfigError before READY), serve on ``start()``."""
 
     def __init__(self, address: tuple[str, int], snapshot):
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         try:
-            self._httpd = ThreadingHTTPServer(address, _Handler)
+            self._httpd = _Server(address, _Handler, family)
         except OSError as e:
             raise ConfigError(f"metrics endpoint {address[0]}:{address[1]}: cannot listen: {e.strerror} "
                               "(set [service] metrics to another port, or \"\" to turn it off)") from None
-        self._httpd.daemon_threads = True
         self._httpd.snapshot = snapshot
         host, port = self._httpd.server_address[:2]
-        self.url = f"http://{host}:{port}"
+        self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         self._thread = None
 
     def start(self) -> None:
