@@ -4,14 +4,63 @@ Data goes to a temporary file in the destination directory; on success it is flu
 fsync'ed, renamed over the final name (atomic on POSIX) and the directory is fsync'ed so
 the rename itself survives a power cut. On failure the temporary file is removed and the
 previous file, if any, is untouched.
+
+Temporary names are ``.NAME.tmp-PID-RANDOM``. A process killed by SIGKILL or a power cut
+cannot remove its own; :func:`temp_path_for` sweeps those of ``NAME`` whose process is gone
+(:func:`sweep_stale`) each time a new one is made, so they never pile up.
 """
 from __future__ import annotations
 
 import os
+import re
 import secrets
+
+_TMP_RE = re.compile(r"\.(?P<base>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]{8}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:                  # EPERM: someone else's process, alive
+        return True
+    return True
+
+
+def sweep_stale(path: str, prefix: str | None = None, suffix: str = "") -> int:
+    """Remove temporary files left in ``path``'s directory by processes that no longer run: those of
+    ``path`` itself, or (``prefix``) of any name starting with ``prefix`` and ending with
+    ``suffix`` (the segments of one recording). Files of live processes are never touched.
+    Returns how many were removed."""
+    d, base = os.path.split(os.path.abspath(path))
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return 0
+    removed = 0
+    me = os.getpid()
+    for name in names:
+        m = _TMP_RE.fullmatch(name)
+        if m is None:
+            continue
+        b = m["base"]
+        if b != base and not (prefix is not None and b.startswith(prefix) and b.endswith(suffix)):
+            continue
+        pid = int(m["pid"])
+        if pid == me or _alive(pid):
+            continue
+        try:
+            os.unlink(os.path.join(d, name))
+            removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 def temp_path_for(path: str) -> str:
+    """A new temporary name beside ``path`` (stale ones of dead processes swept first)."""
+    sweep_stale(path)
     d, base = os.path.split(os.path.abspath(path))
     return os.path.join(d, f".{base}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -391,12 +392,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(BaseException):
+    """SIGTERM/SIGHUP in a one-shot command: unwinds like Ctrl-C, so every ``finally`` runs and
+    outputs are discarded (temporary files removed) instead of left behind by a hard kill."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate_on_signals() -> dict:
+    def handler(signum, frame):
+        raise Terminated(signum)
+
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            old[sig] = signal.signal(sig, handler)
+        except (ValueError, OSError):    # not the main thread: leave the defaults
+            pass
+    return old
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # serve has its own handlers (SIGHUP reloads there)
+    restore = {} if getattr(args.func, "__name__", "") == "cmd_serve" else _terminate_on_signals()
     try:
         return int(args.func(args) or 0)
     except EdgeRuntimeError as e:
@@ -405,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except Terminated as e:
+        sys.stderr.write(f"stopped by {signal.Signals(e.signum).name}; nothing half-written was kept\n")
+        return 128 + e.signum
     except BrokenPipeError:
         # the reader of stdout went away (e.g. `| head`): not an error of ours
         try:
@@ -412,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 0
+    finally:
+        for sig, h in restore.items():
+            signal.signal(sig, h)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -462,3 +462,54 @@ def test_output_lost_at_commit_exits_non_zero(tmp_path, notify):
         d.kill()
     assert rc == 1, d.raw
     assert d.events("sink_close_failed") and d.events("stopped")
+
+
+def test_segmented_file_output_survives_a_crash_and_joins_to_the_input(tmp_path, notify):
+    """Issue 30: segment_s = 1 writes complete files of 1 s (out-<UTC start>-00001.wav, ...): after a
+    SIGKILL mid-recording every committed segment is a valid WAV of exactly one second; a run to
+    the input's end gives segments that join to exactly the input."""
+    import os
+    import time
+
+    import soundfile as sf
+
+    data, cfg = mic_service(tmp_path, 3.5, output="out.wav", extra="segment_s = 1\n")
+    d = ServeProcess(cfg, notify)
+    try:
+        assert notify.wait_for("READY", timeout=30), d.raw
+        time.sleep(2.7)
+        os.kill(d.proc.pid, signal.SIGKILL)
+        d.wait()
+    finally:
+        d.kill()
+    segs = sorted(tmp_path.glob("out-*-*.wav"))
+    assert len(segs) >= 2, [p.name for p in tmp_path.iterdir()]
+    x = data[:, 0].astype(np.float32) / 32768
+    pos = 0
+    for p in segs:
+        y, sr = sf.read(p, dtype="float32")
+        assert sr == SR and y.shape == (SR,), (p.name, y.shape)
+        assert np.array_equal(y, x[pos:pos + SR]), p.name
+        pos += SR
+    for p in segs:
+        p.unlink()
+    # to the end: the last, shorter segment is committed too, and nothing is lost or repeated
+    d = ServeProcess(cfg, notify)
+    rc = d.wait(60)
+    assert rc == 0, d.stderr
+    segs = sorted(tmp_path.glob("out-*-*.wav"))
+    assert [p.name[-9:] for p in segs] == ["00001.wav", "00002.wav", "00003.wav", "00004.wav"]
+    joined = np.concatenate([sf.read(p, dtype="float32")[0] for p in segs])
+    assert np.array_equal(joined, x)
+    assert not list(tmp_path.glob(".out*")) and not (tmp_path / "out.wav").exists()
+
+
+def test_segment_s_needs_a_file_output(tmp_path):
+    from edge_runtime.errors import ConfigError
+    from edge_runtime.service.config import parse_service_config
+
+    pipe = {"pipeline": "speech16k", "input": "in.raw", "sample_rate": 16000, "channels": 1}
+    with pytest.raises(ConfigError, match=r"segment_s = 60 needs a file output; output is 'alsa:default'"):
+        parse_service_config({"pipelines": [{**pipe, "output": "alsa:default", "segment_s": 60}]}, "s.toml")
+    with pytest.raises(ConfigError, match=r"segment_s = 0.5; expected seconds 1..86400"):
+        parse_service_config({"pipelines": [{**pipe, "output": "o.wav", "segment_s": 0.5}]}, "s.toml")

@@ -15,6 +15,7 @@ input = "alsa:hw:1,0"        # alsa:DEVICE, a file, a .raw/.pcm file, or "-" (ra
 output = "alsa:default"      # optional: alsa:DEVICE, a file (written atomically), "-"
 events = "/var/lib/edge_runtime/events.jsonl"   # optional: JSON lines appended; "log" = log lines
 events_max_mb = 64           # then events.jsonl is renamed events.jsonl.1 (one kept) and a new one begun
+segment_s = 600              # file output: complete files of 10 minutes (out-<UTC start>-00001.wav, ...)
 sample_rate = 16000          # of ALSA/raw input (default: the pipeline's; else soxr converts)
 channels = 1                 # of ALSA/raw input (default: the pipeline's, else 1)
 format = "S16_LE"            # ALSA S16_LE/S32_LE/FLOAT_LE, raw s16le/s32le/f32le
@@ -52,7 +53,7 @@ DEFAULT_METRICS = "127.0.0.1:9750"
 SERVICE_KEYS = ("metrics", "metrics_remote", "log_level", "stop_timeout_s", "crossfade_ms")
 PIPELINE_KEYS = ("name", "pipeline", "input", "output", "events", "sample_rate", "channels", "format",
                  "period_frames", "periods", "governor", "pace", "max_frames", "retry_initial_s",
-                 "retry_max_s", "events_max_mb")
+                 "retry_max_s", "events_max_mb", "segment_s")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ALSA_FORMATS = {"S16_LE": "s16le", "S32_LE": "s32le", "FLOAT_LE": "f32le"}
 RAW_FORMATS = {v: k for k, v in ALSA_FORMATS.items()}
@@ -80,6 +81,7 @@ class InstanceSpec:
     retry_initial_s: float
     retry_max_s: float
     events_max_mb: float = 64.0
+    segment_s: float = 0.0       # > 0: a file output is written as complete files of this length
 
     @property
     def live(self) -> bool:
@@ -88,7 +90,7 @@ class InstanceSpec:
 
     def io_key(self) -> tuple:
         return (self.input, self.output, self.events, self.sample_rate, self.channels, self.alsa_format,
-                self.raw_format, self.period_frames, self.periods, self.pace, self.max_frames)
+                self.raw_format, self.period_frames, self.periods, self.pace, self.max_frames, self.segment_s)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,13 +245,18 @@ def parse_service_config(data: dict, path="<config>") -> ServiceConfig:
         emax = _typed(e, "events_max_mb", (int, float), path, where, "megabytes >= 0 (0 = no limit)", 64.0)
         if emax < 0:
             _fail(path, f"{where}events_max_mb = {emax!r}; expected megabytes >= 0 (0 = no limit)")
+        seg = _typed(e, "segment_s", (int, float), path, where, "seconds >= 1 (0 = one file)", 0)
+        if seg and (seg < 1 or seg > 86400):
+            _fail(path, f"{where}segment_s = {seg!r}; expected seconds 1..86400 (0 = one file)")
+        if seg and (out is None or out == "-" or out.startswith("alsa:")):
+            _fail(path, f"{where}segment_s = {seg!r} needs a file output; output is {out!r}")
         if r0 <= 0 or r1 < r0:
             _fail(path, f"{where}retry_initial_s = {r0!r}, retry_max_s = {r1!r}; expected 0 < initial <= max")
         specs.append(InstanceSpec(
             name=name, pipeline=_resolve_pipeline_ref(ref, base), input=rel(inp), output=rel(out),
             events=rel(events), sample_rate=sr, channels=ch, alsa_format=alsa_fmt, raw_format=raw_fmt,
             period_frames=per, periods=periods, governor=gov, pace=pace, max_frames=maxf,
-            retry_initial_s=float(r0), retry_max_s=float(r1), events_max_mb=float(emax)))
+            retry_initial_s=float(r0), retry_max_s=float(r1), events_max_mb=float(emax), segment_s=float(seg)))
     outs = [s.output for s in specs if s.output and not s.output.startswith("alsa:") and s.output != "-"]
     dup = {o for o in outs if outs.count(o) > 1}
     if dup:

@@ -139,7 +139,15 @@ class Instance:
         p.reset()
         p.reset_stats()
         if s.output is not None and not s.output.startswith("alsa:"):
-            self.sink = open_sink(s.output, sample_rate=rate, channels=self.channels, raw_format=s.raw_format)
+            if s.segment_s:
+                from ..io.segment import SegmentedSink
+
+                ch = self.channels
+                self.sink = SegmentedSink(s.output, rate, ch, int(round(s.segment_s * rate)),
+                                          lambda path: open_sink(path, sample_rate=rate, channels=ch,
+                                                                 raw_format=s.raw_format))
+            else:
+                self.sink = open_sink(s.output, sample_rate=rate, channels=self.channels, raw_format=s.raw_format)
         if s.events not in (None, "log", "-"):
             d = os.path.dirname(os.path.abspath(s.events))
             if not os.path.isdir(d):

@@ -1,0 +1,70 @@
+"""Faults and inputs a fielded device meets (issue 30): signals during a run, temporary files of
+killed processes, hostile headers and samples, outputs that would overwrite inputs, configs that
+nest or range too far, and file systems that refuse to write."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_cli
+
+
+def _env():
+    e = dict(os.environ)
+    e.pop("EDGE_RUNTIME_PIPELINES", None)
+    e["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([e["PYTHONPATH"]] if e.get("PYTHONPATH") else []))
+    return e
+
+
+@pytest.mark.parametrize("sig,rc", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_run_stopped_by_a_signal_leaves_no_temporary_or_partial_output(tmp_path, sig, rc):
+    out = tmp_path / "out.wav"
+    p = subprocess.Popen([sys.executable, "-m", "edge_runtime", "run", "default", "-i", "-", "-o", str(out),
+                          "--rate", "48000", "--channels", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=_env(), cwd=tmp_path)
+    try:
+        p.stdin.write(np.zeros(48000, "<i2").tobytes())     # 1 s, then the input stays open
+        p.stdin.flush()
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".out.wav.tmp-*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(tmp_path.glob(".out.wav.tmp-*")), "the run never opened its output"
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == rc, err.decode()
+    assert f"stopped by {signal.Signals(sig).name}" in err.decode() and "Traceback" not in err.decode()
+    assert sorted(x.name for x in tmp_path.iterdir()) == []
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_stale_temporary_files_of_dead_processes_are_swept(tmp_path, rng=np.random.default_rng(0)):
+    import soundfile as sf
+
+    sf.write(tmp_path / "in.wav", (rng.standard_normal(4800) * 0.1).astype(np.float32), 48000)
+    dead = _dead_pid()
+    stale = [tmp_path / f".out.wav.tmp-{dead}-0123abcd", tmp_path / f".out-20260101T000000Z-00002.wav.tmp-{dead}-89abcdef"]
+    live = tmp_path / f".out.wav.tmp-{os.getpid()}-fedcba98"          # this test's own process: alive
+    other = tmp_path / f".notes.txt.tmp-{dead}-00000000"              # another file's: not ours to judge
+    for f in (*stale, live, other):
+        f.write_bytes(b"x" * 100)
+    r = run_cli("run", "default", "-i", tmp_path / "in.wav", "-o", tmp_path / "out.wav")
+    assert r.returncode == 0, r.stderr.decode()
+    assert not stale[0].exists() and live.exists() and other.exists()
+    from edge_runtime.atomic import sweep_stale
+
+    assert sweep_stale(str(tmp_path / "out.wav"), prefix="out-", suffix=".wav") == 1     # the segment's
+    assert not stale[1].exists() and live.exists()
