@@ -68,3 +68,36 @@ def test_stale_temporary_files_of_dead_processes_are_swept(tmp_path, rng=np.rand
 
     assert sweep_stale(str(tmp_path / "out.wav"), prefix="out-", suffix=".wav") == 1     # the segment's
     assert not stale[1].exists() and live.exists()
+
+
+def _wav_with_rate(tmp_path, rate: int):
+    import struct
+
+    import soundfile as sf
+
+    base = tmp_path / "base.wav"
+    sf.write(base, np.zeros(48000, np.float32), 16000, subtype="PCM_16")
+    b = bytearray(base.read_bytes())
+    b[24:28] = struct.pack("<I", rate)
+    b[28:32] = struct.pack("<I", (rate * 2) & 0xFFFFFFFF)
+    p = tmp_path / f"r{rate}.wav"
+    p.write_bytes(bytes(b))
+    return p
+
+
+@pytest.mark.parametrize("rate", [1, 10, 3999, 1_000_000_000])
+def test_sample_rate_bomb_headers_are_refused(tmp_path, rate):
+    """A 96 KB WAV saying 1 Hz took 89 s and 290 MB to resample (1e9 Hz: 400 MB); now refused."""
+    p = _wav_with_rate(tmp_path, rate)
+    r = run_cli("run", "denoise", "-i", p, "-o", tmp_path / "o.wav")
+    err = r.stderr.decode().strip().splitlines()
+    assert r.returncode == 2 and err[-1] == f"error: {p}: header says sample rate {rate} Hz; expected 4000..768000 Hz"
+    assert not (tmp_path / "o.wav").exists()
+
+
+@pytest.mark.parametrize("rate", ["1", "0", "769000"])
+def test_raw_rate_outside_the_range_is_refused(tmp_path, rate):
+    (tmp_path / "in.raw").write_bytes(np.zeros(1600, "<i2").tobytes())
+    r = run_cli("run", "default", "-i", tmp_path / "in.raw", "-o", tmp_path / "o.wav", "--rate", rate, "--channels", "1")
+    assert r.returncode == 2 and "expected 4000..768000 Hz" in r.stderr.decode(), r.stderr.decode()
+    assert not (tmp_path / "o.wav").exists()

@@ -26,7 +26,7 @@ import weakref
 import numpy as np
 
 from ..errors import AudioDeviceError
-from .base import Sink, Source
+from .base import Sink, Source, check_sample_rate
 from .raw import RAW_FORMATS
 
 # ALSA enum values (alsa/pcm.h)
@@ -152,9 +152,7 @@ class _Pcm:
     def __init__(self, device: str, stream: int, sample_rate, channels, period_frames, periods, fmt):
         kind = "capture" if stream == _STREAM_CAPTURE else "playback"
         self.name = f"alsa:{device}"
-        if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-            raise AudioDeviceError(f"{self.name}: sample rate {sample_rate!r}, expected a positive "
-                                   "integer in Hz (--rate)")
+        check_sample_rate(self.name, sample_rate, AudioDeviceError, "sample rate (--rate)")
         if not isinstance(channels, (int, np.integer)) or channels <= 0:
             raise AudioDeviceError(f"{self.name}: {channels!r} channels, expected a positive "
                                    "integer (--channels)")

@@ -10,6 +10,19 @@ import abc
 
 import numpy as np
 
+# Sample rates any input or output may have. Outside this range a header is broken or hostile:
+# a 96 KB file saying 1 Hz or 1e9 Hz costs minutes of resampling CPU and hundreds of MB.
+MIN_SAMPLE_RATE = 4000
+MAX_SAMPLE_RATE = 768000
+
+
+def check_sample_rate(name: str, rate, err, what: str = "sample rate") -> int:
+    """``rate`` as an int, or ``err`` naming ``name``, the value and the accepted range."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or \
+            not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise err(f"{name}: {what} {rate!r} Hz; expected {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz")
+    return int(rate)
+
 
 class Source(abc.ABC):
     """A stream of audio frames read in blocks.

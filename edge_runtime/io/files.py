@@ -31,7 +31,7 @@ import soundfile as sf
 
 from .. import atomic
 from ..errors import AudioInputError, AudioOutputError
-from .base import Sink, Source
+from .base import Sink, Source, check_sample_rate
 
 #: output container by file extension
 SINK_FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG"}
@@ -134,9 +134,7 @@ class FileSource(Source):
             if self.channels <= 0:
                 raise AudioInputError(f"{path}: header says {self.channels} channels, "
                                       "expected at least 1")
-            if self.sample_rate <= 0:
-                raise AudioInputError(f"{path}: header says sample rate {self.sample_rate} Hz, "
-                                      "expected a positive rate")
+            check_sample_rate(path, self.sample_rate, AudioInputError, "header says sample rate")
             if self.format in ("WAV", "WAVEX"):
                 self._check_wav_length(allow_truncated)
             elif self.format == "OGG" and self.frames == 0:
@@ -235,9 +233,7 @@ class FileSink(Sink):
             raise AudioOutputError(
                 f"{path}: subtype {subtype!r} cannot be written as {format}; expected one of "
                 f"{', '.join(sf.available_subtypes(format))}")
-        if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-            raise AudioOutputError(f"{path}: sample rate {sample_rate!r}, expected a positive "
-                                   "integer in Hz")
+        check_sample_rate(path, sample_rate, AudioOutputError)
         if not isinstance(channels, (int, np.integer)) or channels <= 0:
             raise AudioOutputError(f"{path}: {channels!r} channels, expected a positive integer")
         directory = os.path.dirname(os.path.abspath(path))

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import atomic
 from ..errors import AudioInputError, AudioOutputError
-from .base import Sink, Source
+from .base import Sink, Source, check_sample_rate
 
 #: raw format -> (numpy dtype, scale to float, integer range or None)
 RAW_FORMATS = {
@@ -38,8 +38,7 @@ def _check_params(name, sample_rate, channels, fmt, err):
     if sample_rate is None or channels is None:
         raise err(f"{name}: raw PCM has no header: the sample rate and channel count must be "
                   f"given (--rate and --channels); got rate={sample_rate}, channels={channels}")
-    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise err(f"{name}: sample rate {sample_rate!r}, expected a positive integer in Hz")
+    check_sample_rate(name, sample_rate, err, "sample rate (--rate)")
     if not isinstance(channels, (int, np.integer)) or channels <= 0:
         raise err(f"{name}: {channels!r} channels, expected a positive integer")
 

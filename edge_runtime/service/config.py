@@ -44,6 +44,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from ..errors import ConfigError
+from ..io.base import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 
 __all__ = ["DEFAULT_CONFIG", "DEFAULT_METRICS", "InstanceSpec", "ServiceConfig", "load_service_config",
            "parse_service_config"]
@@ -215,7 +216,7 @@ def parse_service_config(data: dict, path="<config>") -> ServiceConfig:
         rel = (lambda s: s if s is None or s in ("-", "log") or s.startswith("alsa:") or os.path.isabs(s)
                else str(base / s))
         sr = _typed(e, "sample_rate", (int,), path, where, "a sample rate in Hz", None)
-        if sr is not None and not 1000 <= sr <= 768000:
+        if sr is not None and not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
             _fail(path, f"{where}sample_rate = {sr!r}; expected a sample rate in Hz (e.g. 16000, 48000)")
         ch = _typed(e, "channels", (int,), path, where, "a channel count 1..64", None)
         if ch is not None and not 1 <= ch <= 64:
