@@ -57,7 +57,7 @@ def _print_summary(summary: dict, extra: dict | None = None) -> None:
         f"blocks       {s['blocks']}  p50 {s['block_ms_p50'] * 1e3:.1f} us  p99 {s['block_ms_p99'] * 1e3:.1f} us"
         f"  max {s['block_ms_max'] * 1e3:.1f} us  budget {s['budget_ms']:.2f} ms"
         f"  deadline misses {s['deadline_misses']}",
-        f"sanitized    {s['nonfinite_in']} non-finite input samples, {s['nonfinite_out']} at output",
+        f"sanitized    {s['nonfinite_in']} NaN, Inf or out-of-range (|x| > 1000) input samples, {s['nonfinite_out']} at output",
         f"events       {s['events']}" + (f" ({s['events_dropped']} dropped)" if s["events_dropped"] else ""),
     ]
     for n in s.get("nodes") or ():

@@ -7,15 +7,21 @@ functions are thin entry points for Python callers and tests; argument checking 
 :mod:`edge_runtime.dsp`.
 """
 import numpy as np
-from libc.math cimport isfinite, fabs, nearbyintf
+from libc.math cimport fabs, nearbyintf
 from libc.string cimport memcpy
+
+
+# Beyond this a sample is not audio (60 dB over full scale): a broken or hostile file (float WAVs
+# holding 1e30 made the resampled paths ring at full scale for 122 ms and float outputs reach
+# 4.6e25). Such samples are replaced by 0 and counted with NaN/Inf.
+cdef float SAMPLE_LIMIT = 1000.0
 
 
 cdef Py_ssize_t sanitize_nonfinite(float[:, ::1] x) noexcept nogil:
     cdef Py_ssize_t c, i, bad = 0
     for c in range(x.shape[0]):
         for i in range(x.shape[1]):
-            if not isfinite(x[c, i]):
+            if not (fabs(x[c, i]) <= SAMPLE_LIMIT):     # false for NaN and +-Inf too
                 x[c, i] = 0.0
                 bad += 1
     return bad
@@ -206,7 +212,8 @@ cdef class RingBuffer:
 # ---- def entry points (validated by edge_runtime.dsp) --------------------------------
 
 def sanitize(float[:, ::1] x):
-    """Replace NaN/Inf in place by 0; return how many samples were replaced."""
+    """Replace NaN/Inf and samples beyond +-1000 (60 dB over full scale) in place by 0; return how
+    many samples were replaced."""
     return sanitize_nonfinite(x)
 
 

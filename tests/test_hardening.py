@@ -101,3 +101,24 @@ def test_raw_rate_outside_the_range_is_refused(tmp_path, rate):
     r = run_cli("run", "default", "-i", tmp_path / "in.raw", "-o", tmp_path / "o.wav", "--rate", rate, "--channels", "1")
     assert r.returncode == 2 and "expected 4000..768000 Hz" in r.stderr.decode(), r.stderr.decode()
     assert not (tmp_path / "o.wav").exists()
+
+
+@pytest.mark.parametrize("pipeline", ["denoise", "default"])
+def test_huge_finite_samples_are_treated_like_non_finite_ones(tmp_path, pipeline):
+    """+-1e30 in a float WAV: the resampled denoise path wrote 122 ms of full-scale output and a
+    float output reached 4.6e25; now they are replaced by silence and counted like NaN/Inf."""
+    import json
+
+    import soundfile as sf
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(48000) * 0.05).astype(np.float32)
+    x[[1000, 1001, 20000]] = [1e30, -1e30, 3e5]
+    sf.write(tmp_path / "in.wav", x, 48000, subtype="FLOAT")
+    r = run_cli("run", pipeline, "-i", tmp_path / "in.wav", "-o", tmp_path / "out.wav", "--json",
+                "--subtype", "FLOAT")
+    assert r.returncode == 0, r.stderr.decode()
+    s = json.loads(r.stdout)
+    assert s["nonfinite_in"] >= 3, s
+    y, _ = sf.read(tmp_path / "out.wav", dtype="float32")
+    assert np.isfinite(y).all() and np.abs(y).max() < 1.0, np.abs(y).max()

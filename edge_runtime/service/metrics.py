@@ -101,7 +101,7 @@ def render_prometheus(snap: dict) -> str:
            [({"pipeline": p["name"], "node": e["node"], "event": e["event"]}, e["count"]) for p in pl for e in p["events"]])
     family("edge_runtime_events_dropped_total", "counter", "events lost to a full event buffer",
            [({"pipeline": p["name"]}, p["events_dropped"]) for p in pl])
-    family("edge_runtime_nonfinite_samples_total", "counter", "NaN/Inf samples replaced by silence",
+    family("edge_runtime_nonfinite_samples_total", "counter", "NaN/Inf and out-of-range (|x| > 1000) samples replaced by silence",
            [s for p in pl for s in (({"pipeline": p["name"], "where": "in"}, p["nonfinite_in"]),
                                     ({"pipeline": p["name"], "where": "out"}, p["nonfinite_out"]))])
     family("edge_runtime_heartbeat_age_seconds", "gauge", "seconds since the audio loop last ran",
