@@ -122,3 +122,30 @@ def test_huge_finite_samples_are_treated_like_non_finite_ones(tmp_path, pipeline
     assert s["nonfinite_in"] >= 3, s
     y, _ = sf.read(tmp_path / "out.wav", dtype="float32")
     assert np.isfinite(y).all() and np.abs(y).max() < 1.0, np.abs(y).max()
+
+
+@pytest.mark.parametrize("subtype", ["VORBIS", "OPUS"])
+def test_truncated_ogg_is_reported(tmp_path, subtype):
+    """A cut Ogg file was read as a shorter valid one (51,904 of 144,000 frames, no word)."""
+    import soundfile as sf
+
+    if not sf.check_format("OGG", subtype):
+        pytest.skip(f"libsndfile here cannot write OGG/{subtype}")
+    x = (np.random.default_rng(1).standard_normal(144000) * 0.1).astype(np.float32)
+    full = tmp_path / "full.ogg"
+    sf.write(full, x, 48000, format="OGG", subtype=subtype)
+    data = full.read_bytes()
+    page_cut = data.rfind(b"OggS")                    # ends on a page boundary, just without the EOS page
+    for name, blob in (("cut.ogg", data[: len(data) * 4 // 10]), ("page.ogg", data[:page_cut])):
+        (tmp_path / name).write_bytes(blob)
+        r = run_cli("run", "default", "-i", tmp_path / name, "-o", tmp_path / "o.wav")
+        err = r.stderr.decode()
+        assert r.returncode == 2 and f"{tmp_path / name}: truncated: the Ogg stream has no end-of-stream page" in err, err
+        assert not (tmp_path / "o.wav").exists()
+    r = run_cli("run", "default", "-i", full, "-o", tmp_path / "o.wav")
+    assert r.returncode == 0, r.stderr.decode()
+    from edge_runtime.io.files import FileSource
+
+    src = FileSource(tmp_path / "cut.ogg", allow_truncated=True)
+    assert src.truncated and 0 < src.frames < 144000
+    src.close()

@@ -91,11 +91,36 @@ def _riff_wave(path: str, file_size: int) -> dict | None:
     return info
 
 
+def _ogg_ends_cleanly(path: str, file_size: int) -> bool | None:
+    """Whether an Ogg file ends with a complete page flagged end-of-stream, as every finished
+    encoder writes it (None: not readable as Ogg). libsndfile takes the length from the last page
+    present, so a file cut short reads as a shorter, valid one; the missing EOS page tells."""
+    window = min(file_size, 65536 + 282)            # the largest possible Ogg page, and a bit
+    try:
+        with open(path, "rb") as f:
+            f.seek(file_size - window)
+            tail = f.read(window)
+    except OSError:
+        return None
+    at = tail.rfind(b"OggS")
+    while at >= 0:
+        if at + 27 <= len(tail) and tail[at + 4] == 0:                # stream structure version 0
+            nseg = tail[at + 26]
+            table = tail[at + 27:at + 27 + nseg]
+            if len(table) == nseg:
+                end = at + 27 + nseg + sum(table)
+                return end == len(tail) and bool(tail[at + 5] & 0x04)
+            return False
+        at = tail.rfind(b"OggS", 0, at)
+    return None
+
+
 class FileSource(Source):
     """Read an audio file in blocks of float32 ``(frames, channels)``.
 
-    ``allow_truncated=True`` reads what is there from a WAV whose data chunk was cut short
-    (e.g. a recorder that lost power) instead of refusing it; ``truncated`` then says so.
+    ``allow_truncated=True`` reads what is there from a WAV whose data chunk was cut short or an
+    Ogg file without its end-of-stream page (e.g. a recorder that lost power) instead of refusing
+    it; ``truncated`` then says so.
     """
 
     def __init__(self, path, *, allow_truncated: bool = False):
@@ -141,6 +166,12 @@ class FileSource(Source):
                 raise AudioInputError(
                     f"{path}: truncated or empty: no complete Ogg audio page was found "
                     f"({os.path.getsize(path)} bytes), expected at least one frame of audio")
+            elif self.format == "OGG" and _ogg_ends_cleanly(path, os.path.getsize(path)) is False:
+                if not allow_truncated:
+                    raise AudioInputError(
+                        f"{path}: truncated: the Ogg stream has no end-of-stream page (it stops after "
+                        f"{self.frames} frames, {os.path.getsize(path)} bytes); expected a complete file")
+                self.truncated = True
         except BaseException:
             self.close()
             raise
