@@ -149,3 +149,42 @@ def test_truncated_ogg_is_reported(tmp_path, subtype):
     src = FileSource(tmp_path / "cut.ogg", allow_truncated=True)
     assert src.truncated and 0 < src.frames < 144000
     src.close()
+
+
+def test_wav_from_a_pipe_or_fifo_is_read_whole(tmp_path):
+    """A WAV on /dev/stdin or a FIFO was refused as 'truncated' (its header was read twice)."""
+    import json
+    import struct
+    import threading
+
+    import soundfile as sf
+
+    x = (np.random.default_rng(2).standard_normal(48000) * 0.1).astype(np.float32)
+    sf.write(tmp_path / "s.wav", x, 48000, subtype="PCM_16")
+    data = (tmp_path / "s.wav").read_bytes()
+    streamed = bytearray(data)                        # as a recorder writing to a pipe does: sizes unknown
+    i = streamed.find(b"data")
+    streamed[4:8] = streamed[i + 4:i + 8] = struct.pack("<I", 0xFFFFFFFF)
+    for blob in (data, bytes(streamed)):
+        r = subprocess.run([sys.executable, "-m", "edge_runtime", "run", "default", "-i", "/dev/stdin", "-o",
+                            str(tmp_path / "o.wav"), "--json"], input=blob, capture_output=True, env=_env(), timeout=120)
+        assert r.returncode == 0, r.stderr.decode()
+        s = json.loads(r.stdout)
+        assert s["frames_in"] == s["frames_out"] == 48000
+    fifo = tmp_path / "ff"
+    os.mkfifo(fifo)
+    t = threading.Thread(target=lambda: fifo.write_bytes(data))
+    t.start()
+    r = run_cli("run", "default", "-i", fifo, "-o", tmp_path / "o.wav", "--json")
+    t.join(10)
+    assert r.returncode == 0 and json.loads(r.stdout)["frames_in"] == 48000, r.stderr.decode()
+    # a pipe cut short still says so, and a format that needs seeking says what to do
+    r = subprocess.run([sys.executable, "-m", "edge_runtime", "run", "default", "-i", "/dev/stdin", "-o",
+                        str(tmp_path / "o2.wav")], input=data[:50000], capture_output=True, env=_env(), timeout=120)
+    assert r.returncode == 2 and "truncated: header says 48000 frames" in r.stderr.decode()
+    sf.write(tmp_path / "s.flac", x, 48000)
+    r = subprocess.run([sys.executable, "-m", "edge_runtime", "run", "default", "-i", "/dev/stdin", "-o",
+                        str(tmp_path / "o2.wav")], input=(tmp_path / "s.flac").read_bytes(), capture_output=True,
+                       env=_env(), timeout=120)
+    assert r.returncode == 2 and "from a pipe or FIFO only WAV" in r.stderr.decode(), r.stderr.decode()
+    assert not (tmp_path / "o2.wav").exists()

@@ -23,6 +23,7 @@ What libsndfile does with damaged files (libsndfile 1.2.2, measured; see tests/t
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import weakref
 
@@ -91,6 +92,15 @@ def _riff_wave(path: str, file_size: int) -> dict | None:
     return info
 
 
+def _streamed_frames(f) -> int:
+    """The frame count libsndfile reports for a header whose data size is the streaming
+    placeholder (0xFFFFFFFF) when it cannot seek to the end to count (a pipe): minus one for
+    rounding."""
+    width = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
+             "ULAW": 1, "ALAW": 1}.get(f.subtype, 2)
+    return min(0xFFFFFFFF // (width * max(1, f.channels)), 0x7FFFFFFF) - 1
+
+
 def _ogg_ends_cleanly(path: str, file_size: int) -> bool | None:
     """Whether an Ogg file ends with a complete page flagged end-of-stream, as every finished
     encoder writes it (None: not readable as Ogg). libsndfile takes the length from the last page
@@ -136,10 +146,16 @@ class FileSource(Source):
             raise AudioInputError(f"{path}: is a directory, expected an audio file")
         if not os.access(path, os.R_OK):
             raise AudioInputError(f"{path}: permission denied (cannot read the file)")
+        # a pipe, FIFO or /dev/stdin: read once, front to back; nothing here may read it a second time
+        self.seekable = stat.S_ISREG(os.stat(path).st_mode)
         try:
             f = sf.SoundFile(path, "r")
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
             err = _one_line(getattr(e, "error_string", None) or e)
+            if not self.seekable:
+                raise AudioInputError(
+                    f"{path}: not readable as a stream ({err}); from a pipe or FIFO only WAV, AU and "
+                    "raw PCM ('-i -' with --rate/--channels) can be read, other formats need a file") from None
             riff = _riff_wave(path, os.path.getsize(path)) or {}
             if riff.get("channels") == 0:
                 raise AudioInputError(f"{path}: WAV header says 0 channels, expected at least 1"
@@ -160,7 +176,10 @@ class FileSource(Source):
                 raise AudioInputError(f"{path}: header says {self.channels} channels, "
                                       "expected at least 1")
             check_sample_rate(path, self.sample_rate, AudioInputError, "header says sample rate")
-            if self.format in ("WAV", "WAVEX"):
+            if not self.seekable:
+                if self.frames >= _streamed_frames(f):    # a streamed header: the length is unknown
+                    self.frames = None
+            elif self.format in ("WAV", "WAVEX"):
                 self._check_wav_length(allow_truncated)
             elif self.format == "OGG" and self.frames == 0:
                 raise AudioInputError(
@@ -175,7 +194,7 @@ class FileSource(Source):
         except BaseException:
             self.close()
             raise
-        self._strict = self.format in _EXACT_LENGTH and not self.truncated
+        self._strict = self.format in _EXACT_LENGTH and not self.truncated and self.frames is not None
 
     def _check_wav_length(self, allow_truncated: bool) -> None:
         size = os.path.getsize(self.path)
