@@ -89,6 +89,13 @@ def cmd_run(args) -> int:
     from .io import open_sink, open_source
     from .runner import run_stream
 
+    from .io.open import check_outputs, resolve_output
+
+    outputs = {"-o": args.output, "--events": args.events}
+    if args.json:
+        outputs["--json"] = "-"
+    check_outputs({"-i": args.input}, outputs, overwrite_input=args.overwrite_input)
+    args.output, args.events = resolve_output(args.output), resolve_output(args.events)
     cfg = load_pipeline_config(args.pipeline)
     pipeline = cfg.build()
     source = open_source(args.input, sample_rate=args.rate, channels=args.channels,
@@ -310,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="audio file (WAV/FLAC/OGG...), '-' for raw PCM on stdin, or alsa:DEVICE")
     r.add_argument("--output", "-o", help="audio file, '-' for raw PCM on stdout, or alsa:DEVICE")
     r.add_argument("--events", help="write node events as JSON lines to this file ('-' = stdout)")
+    r.add_argument("--overwrite-input", action="store_true",
+                   help="allow -o to be the input file (it is read whole before it is replaced)")
     r.add_argument("--rate", type=int, help="sample rate of raw/ALSA input")
     r.add_argument("--channels", type=int, help="channel count of raw/ALSA input")
     r.add_argument("--raw-format", choices=RAW_FORMATS, default="s16le", help="raw PCM sample format")

@@ -188,3 +188,39 @@ def test_wav_from_a_pipe_or_fifo_is_read_whole(tmp_path):
                        env=_env(), timeout=120)
     assert r.returncode == 2 and "from a pipe or FIFO only WAV" in r.stderr.decode(), r.stderr.decode()
     assert not (tmp_path / "o2.wav").exists()
+
+
+def test_outputs_that_would_destroy_the_input_or_interleave_are_refused(tmp_path):
+    import soundfile as sf
+
+    x = (np.random.default_rng(4).standard_normal(4800) * 0.1).astype(np.float32)
+    inp = tmp_path / "in.wav"
+    sf.write(inp, x, 48000, subtype="FLOAT")
+    before = inp.read_bytes()
+    (tmp_path / "link.wav").symlink_to(inp)
+    os.link(inp, tmp_path / "hard.wav")
+    cases = [
+        (["-o", inp], "-o {} is the input file".format(inp)),
+        (["-o", tmp_path / "link.wav"], "is the input file"),
+        (["-o", tmp_path / "hard.wav"], "is the input file"),
+        (["-o", tmp_path / "o.wav", "--events", inp], "--events {} is the input file".format(inp)),
+        (["-o", tmp_path / "o.wav", "--events", tmp_path / "o.wav"], "are the same file"),
+        (["-o", "-", "--events", "-"], "-o and --events both write to stdout"),
+        (["-o", "-", "--json"], "-o and --json both write to stdout"),
+    ]
+    for extra, msg in cases:
+        r = run_cli("run", "default", "-i", inp, *extra)
+        err = r.stderr.decode()
+        assert r.returncode == 2 and msg in err and err.count("\n") == 1, (extra, err)
+        assert r.stdout == b""
+    assert inp.read_bytes() == before and not (tmp_path / "o.wav").exists()
+    # a symlinked output is written through the link: the link stays, its target is replaced
+    other = tmp_path / "target.wav"
+    other.write_bytes(b"old")
+    (tmp_path / "out_link.wav").symlink_to(other)
+    assert run_cli("run", "default", "-i", inp, "-o", tmp_path / "out_link.wav", "-q").returncode == 0
+    assert (tmp_path / "out_link.wav").is_symlink() and sf.info(other).frames == 4800
+    # asked for explicitly, the input is replaced atomically by its processed version
+    r = run_cli("run", "default", "-i", inp, "-o", inp, "--overwrite-input", "-q")
+    assert r.returncode == 0, r.stderr.decode()
+    assert sf.info(inp).frames == 4800 and inp.read_bytes() != before

@@ -98,6 +98,10 @@ def cmd_learn(args) -> int:
     if args.sample_rate not in (8000, 16000, 22050, 32000, 44100, 48000):
         raise ConfigError(f"--sample-rate {args.sample_rate} is not supported (expected 8000, 16000, 22050, "
                           "32000, 44100 or 48000)")
+    from ..io.open import check_outputs
+
+    check_outputs({f"-i[{i}]" if len(args.input) > 1 else "-i": x for i, x in enumerate(args.input)},
+                  {"--out": args.out})
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):   # say so before minutes of learning, not after
         raise ConfigError(f"{args.out}: folder {out_dir} does not exist")
@@ -161,6 +165,9 @@ def cmd_monitor(args) -> int:
     from ..nodes.anomaly import AnomalyDetect
     from ..runner import run_stream
 
+    from ..io.open import check_outputs
+
+    check_outputs({"-i": args.input, "--state": args.state}, {"--events": args.events})
     model = AnomalyModel.load(args.state)   # refuse a bad state before touching the input
     node = AnomalyDetect(state=args.state, learn="never", on_frames=args.on_frames, on_window=args.on_window,
                          off_frames=args.off_frames, score_interval_ms=args.score_interval_ms)

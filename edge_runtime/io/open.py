@@ -85,3 +85,50 @@ def open_sink(spec, sample_rate: int, channels: int, *, raw_format: str = "s16le
     if not spec:
         raise AudioOutputError("empty output path, expected a file name, '-' or 'alsa:DEVICE'")
     return FileSink(spec, sample_rate, channels, subtype=subtype, format=format)
+
+
+def _is_stream(spec) -> bool:
+    return spec is None or spec == "-" or str(spec).startswith("alsa:")
+
+
+def _same(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:                       # one does not exist yet: compare where they would be
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def resolve_output(spec):
+    """Where an output path writes: through a symlink to its target (the atomic rename then
+    replaces the target and the link stays, as an editor saving through a link does)."""
+    if _is_stream(spec):
+        return spec
+    spec = os.fspath(spec)
+    return os.path.realpath(spec) if os.path.islink(spec) else spec
+
+
+def check_outputs(inputs: dict, outputs: dict, *, overwrite_input: bool = False) -> None:
+    """Refuse outputs that would destroy an input or each other. ``inputs`` / ``outputs`` map an
+    option name (``-i``, ``-o``, ``--events``) to its path (or ``-`` / ``alsa:...`` / None).
+
+    * an output that is an input (the same file, also through symlinks or hard links) unless
+      ``overwrite_input`` (then the input is read whole before the atomic rename replaces it);
+    * two outputs that are the same file, or two outputs both on stdout (``-``): PCM and JSON
+      lines would interleave.
+    """
+    outs = [(k, v) for k, v in outputs.items() if v is not None]
+    on_stdout = [k for k, v in outs if v == "-"]
+    if len(on_stdout) > 1:
+        raise AudioOutputError(f"{' and '.join(on_stdout)} both write to stdout ('-'): their data would "
+                               "interleave; send one of them to a file")
+    files = [(k, os.fspath(v)) for k, v in outs if not _is_stream(v)]
+    for i, (k, v) in enumerate(files):
+        for k2, v2 in files[i + 1:]:
+            if _same(v, v2):
+                raise AudioOutputError(f"{k} {v} and {k2} {v2} are the same file; expected different outputs")
+        if overwrite_input:
+            continue
+        for ki, vi in inputs.items():
+            if not _is_stream(vi) and _same(v, os.fspath(vi)):
+                raise AudioOutputError(f"{k} {v} is the input file ({ki} {vi}): it would be overwritten; "
+                                       "write elsewhere, or pass --overwrite-input to replace it")
