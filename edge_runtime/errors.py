@@ -29,3 +29,8 @@ class AudioDeviceError(EdgeRuntimeError):
 
 class ModelError(EdgeRuntimeError):
     """A model file is missing, tampered with, or does not match its manifest."""
+
+
+class MissingExtraError(EdgeRuntimeError):
+    """A command needs an optional dependency that is not installed; the message names the
+    extra that installs it (e.g. ``pip install 'edge-runtime[learn]'``)."""

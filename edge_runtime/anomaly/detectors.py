@@ -30,6 +30,20 @@ import numpy as np
 
 DETECTORS = ("gmm", "kmeans", "iforest", "autoencoder")
 _LOG2PI = math.log(2.0 * math.pi)
+#: how to install what fitting needs (scoring needs NumPy only, and ONNX Runtime for the autoencoder)
+LEARN_EXTRA = "pip install 'edge-runtime[learn]'"
+
+
+def require_learn(what: str = "learning") -> None:
+    """Raise :class:`~edge_runtime.errors.MissingExtraError` naming the ``learn`` extra unless
+    scikit-learn (and threadpoolctl, which comes with it) can be imported."""
+    try:
+        import sklearn  # noqa: F401
+        import threadpoolctl  # noqa: F401
+    except ImportError as e:
+        from ..errors import MissingExtraError
+
+        raise MissingExtraError(f"{what} needs scikit-learn ({e}); install the learn extra: {LEARN_EXTRA}") from None
 
 
 def _c(n):
@@ -157,7 +171,9 @@ def fit_autoencoder(Z, hidden=(64, 16, 64), seed=0, max_iter=30, time_budget_s=5
 def preload(detector: str) -> None:
     """Import what fitting ``detector`` needs, in the calling (main) thread: a fit on a
     background thread that is still running when the interpreter shuts down cannot import
-    modules that register exit handlers (joblib, threadpoolctl) any more."""
+    modules that register exit handlers (joblib, threadpoolctl) any more.  Without
+    scikit-learn: a :class:`~edge_runtime.errors.MissingExtraError` naming the ``learn`` extra."""
+    require_learn(f"learning (anomaly detector {detector!r})")
     import threadpoolctl  # noqa: F401
     import sklearn.utils.parallel  # noqa: F401
 

@@ -156,6 +156,7 @@ class AnomalyModel:
                              f"{off_frames}, {on_window}")
         if not 2 <= int(folds) <= 10:
             raise ValueError(f"folds={folds} is outside 2..10")
+        D.require_learn(f"learning (anomaly detector {detector!r})")
         t0 = time.perf_counter()
         aug_cfg = dict(A.DEFAULT if augment is None else {**A.DEFAULT, **augment})
         aug = A.Augmenter(features, sample_rate, **aug_cfg)
