@@ -18,14 +18,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 from .engine import Pipeline
 from .errors import ConfigError
@@ -192,6 +186,9 @@ def _parse_nodes(nodes: list, path, prefix: str) -> list[dict]:
                                         lambda sub, w: _parse_nodes(sub, path, w))
                 continue
             value = _coerce(value, param.type, f"{where}.{key}", path)
+            if param.range is not None and value is not None:
+                lo, hi = param.range
+                _check(lo <= value <= hi, path, f"{where}.{key} = {value!r} is outside {lo:g}..{hi:g}")
             if param.choices is not None:
                 _check(value in param.choices, path, f"{where}.{key} = {value!r} is not one of "
                        f"{', '.join(map(str, param.choices))}")
@@ -206,13 +203,12 @@ def _parse_nodes(nodes: list, path, prefix: str) -> list[dict]:
 def load_pipeline_config(spec: str) -> PipelineConfig:
     """Read and validate a pipeline by name or path."""
     path = resolve_pipeline(spec)
+    from .tomlfile import read_toml
+
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+        data = read_toml(path, what="pipeline")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: pipeline file not found") from None
     return parse_pipeline(data, str(path))
 
 

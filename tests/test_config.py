@@ -55,7 +55,7 @@ def test_good_config(tmp_path):
     (GOOD.replace("cutoff_hz = 100", 'cutoff_hz = "100"'), "nodes[0].cutoff_hz = '100' has the wrong type (expected float)"),
     (GOOD.replace("cutoff_hz = 100", "cutoff_hz = 9000"), "below the Nyquist frequency 8000"),
     (GOOD.replace("cutoff_hz = 100", "cutoff_hz = nan"), "not finite"),
-    (GOOD.replace("order = 2", "order = 40"), "order=40 is outside 1..12"),
+    (GOOD.replace("order = 2", "order = 40"), "order = 40 is outside 1..12"),
     ("sample_rate = 16000\nblock_size = 160\n", "missing key 'nodes'"),
     (GOOD.replace("block_size = 160", "block_size = 160\nchannels = 0"), "channels = 0 is not valid"),
     (GOOD + "\nbogus = 1\n", "nodes[1].bogus: unknown parameter for limiter"),

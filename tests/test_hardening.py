@@ -224,3 +224,45 @@ def test_outputs_that_would_destroy_the_input_or_interleave_are_refused(tmp_path
     r = run_cli("run", "default", "-i", inp, "-o", inp, "--overwrite-input", "-q")
     assert r.returncode == 0, r.stderr.decode()
     assert sf.info(inp).frames == 4800 and inp.read_bytes() != before
+
+
+@pytest.mark.parametrize("body", ["a = " + "[" * 100000 + "]" * 100000,
+                                  "".join(f"[{'.'.join('t' * (i + 1) for i in range(j + 1))}]\n" for j in range(40)),
+                                  "x = 1\n" + "# padding\n" * 500000])
+def test_deep_or_huge_toml_is_one_error_line(tmp_path, body):
+    """tomllib recursing 100,000 levels raised RecursionError out of every config loader."""
+    from edge_runtime.config import load_pipeline_config
+    from edge_runtime.errors import ConfigError, ModelError
+    from edge_runtime.models.manifest import load_manifest
+    from edge_runtime.service.config import load_service_config
+
+    p = tmp_path / "c.toml"
+    p.write_text(body)
+    for load, err in ((load_pipeline_config, ConfigError), (load_service_config, ConfigError),
+                      (load_manifest, ModelError)):
+        with pytest.raises(err) as ei:
+            load(str(p))
+        msg = str(ei.value)
+        assert msg.startswith(f"{p}: ") and ("nested" in msg or "larger than 4 MB" in msg), msg
+    r = run_cli("run", p, "-i", "x.wav", "-o", tmp_path / "o.wav")
+    err = r.stderr.decode()
+    assert r.returncode == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("node,key,value,expect", [
+    ("gain", "gain_db", 400, "nodes[0].gain_db = 400.0 is outside -120..60"),
+    ("gain", "gain_db", 1e308, "nodes[0].gain_db = 1e+308 is outside -120..60"),
+    ("limiter", "threshold_db", 6, "nodes[0].threshold_db = 6.0 is outside -60..0"),
+    ("highpass", "order", 40, "nodes[0].order = 40 is outside 1..12"),
+    ("denoise", "strength", 2, "nodes[0].strength = 2.0 is outside 0..1"),
+    ("meter", "interval_ms", 0, "nodes[0].interval_ms = 0.0 is outside 1..3.6e+06"),
+])
+def test_parameters_out_of_range_are_refused(tmp_path, node, key, value, expect):
+    p = tmp_path / "p.toml"
+    p.write_text(f'name = "p"\nsample_rate = 48000\nblock_size = 480\n[[nodes]]\ntype = "{node}"\n{key} = {value}\n')
+    from edge_runtime.config import load_pipeline_config
+    from edge_runtime.errors import ConfigError
+
+    with pytest.raises(ConfigError) as ei:
+        load_pipeline_config(str(p))
+    assert str(ei.value) == f"{p}: {expect}"

@@ -222,7 +222,7 @@ def test_config_rejects_a_bad_vad_parameter(tmp_path):
     p.write_text('sample_rate = 16000\nblock_size = 160\n[[nodes]]\ntype = "vad"\nthreshold = 1.5\n')
     from edge_runtime.config import load_pipeline
 
-    with pytest.raises(ConfigError, match=r"v\.toml: nodes\[0\] \(vad\): threshold=1\.5 is outside 0\.05\.\.0\.95"):
+    with pytest.raises(ConfigError, match=r"v\.toml: nodes\[0\]\.threshold = 1\.5 is outside 0\.05\.\.0\.95"):
         load_pipeline(str(p))
 
 

@@ -510,15 +510,12 @@ def parse_manifest(data: Mapping, path="<manifest>") -> Manifest:
 def load_manifest(path) -> Manifest:
     """Read and validate one manifest file."""
     p = Path(os.fspath(path))
+    from ..tomlfile import read_toml
+
     try:
-        with open(p, "rb") as f:
-            data = tomllib.load(f)
+        data = read_toml(p, ModelError, what="manifest")
     except FileNotFoundError:
         raise ModelError(f"{p}: manifest not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ModelError(f"{p}: not valid TOML: {e}") from None
-    except OSError as e:
-        raise ModelError(f"{p}: cannot read the manifest: {e.strerror}") from None
     return parse_manifest(data, str(p))
 
 

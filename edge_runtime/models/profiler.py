@@ -19,17 +19,12 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Iterable, Mapping
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 from ..atomic import AtomicFile
 from ..errors import ConfigError, ModelError
+from ..tomlfile import read_toml
 from . import _toml
 
 __all__ = ["DEVICES", "SERVICE_STATE_DIR", "detect_device", "describe_device", "device_dirs",
@@ -172,12 +167,7 @@ def load_device_defaults(name: str) -> dict:
     for d in device_dirs():
         f = d / f"{name}.toml"
         if f.is_file():
-            try:
-                with open(f, "rb") as fh:
-                    data = tomllib.load(fh)
-            except tomllib.TOMLDecodeError as e:
-                raise ConfigError(f"{f}: not valid TOML: {e}") from None
-            return parse_device_defaults(data, f)
+            return parse_device_defaults(read_toml(f, what="device profile"), f)
     raise ConfigError(f"no device profile {name!r} in {', '.join(map(str, device_dirs()))}; expected one of "
                       f"{', '.join(DEVICES)}")
 
@@ -432,12 +422,9 @@ def load_profile(path) -> dict:
     """Read a measured profile written by :func:`write_profile`."""
     p = Path(os.fspath(path))
     try:
-        with open(p, "rb") as f:
-            data = tomllib.load(f)
+        data = read_toml(p, what="measured profile")
     except FileNotFoundError:
         raise ConfigError(f"{p}: device profile not found (run `edge-runtime profile`)") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
     if data.get("schema") != PROFILE_SCHEMA:
         raise ConfigError(f"{p}: schema = {data.get('schema')!r}; expected {PROFILE_SCHEMA}")
     return data

@@ -29,6 +29,9 @@ class Param:
     # a value that is a table (e.g. a route's branches): parse(value, where, path, parse_nodes) -> spec
     parse: Callable | None = None
     required: bool = False
+    # (low, high), inclusive, for numbers: beyond them a value is a typo or an attack (gain_db = 400
+    # gave 5e19, 1e308 silence), refused by the config loader with the range in the message
+    range: tuple | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,15 +49,15 @@ def _filter(kind: str) -> Callable:
 
 
 _FILTER_PARAMS = {
-    "cutoff_hz": Param(float, 80.0, "corner (high/low-pass) or centre frequency in Hz"),
-    "order": Param(int, 2, "Butterworth order for highpass/lowpass (1..12)"),
-    "q": Param(float, 0.7071067811865476, "quality factor for RBJ biquads"),
-    "gain_db": Param(float, 0.0, "gain for peak/shelf biquads, dB"),
+    "cutoff_hz": Param(float, 80.0, "corner (high/low-pass) or centre frequency in Hz", range=(1.0, 384000.0)),
+    "order": Param(int, 2, "Butterworth order for highpass/lowpass (1..12)", range=(1, 12)),
+    "q": Param(float, 0.7071067811865476, "quality factor for RBJ biquads", range=(0.05, 50.0)),
+    "gain_db": Param(float, 0.0, "gain for peak/shelf biquads, dB", range=(-48.0, 48.0)),
 }
 
 NODE_TYPES: dict[str, NodeType] = {
     "identity": NodeType("identity", Identity, {}, "copies its input (engine overhead baseline)"),
-    "gain": NodeType("gain", Gain, {"gain_db": Param(float, 0.0, "gain in dB")},
+    "gain": NodeType("gain", Gain, {"gain_db": Param(float, 0.0, "gain in dB", range=(-120.0, 60.0))},
                      "static gain, ramped over one block when changed"),
     "filter": NodeType("filter", SosFilter, {
         "kind": Param(str, "highpass", "filter kind", FILTER_KINDS), **_FILTER_PARAMS},
@@ -62,43 +65,48 @@ NODE_TYPES: dict[str, NodeType] = {
     **{k: NodeType(k, _filter(k), _FILTER_PARAMS, f"{k} filter (alias of filter kind={k})")
        for k in FILTER_KINDS},
     "limiter": NodeType("limiter", Limiter, {
-        "threshold_db": Param(float, -1.0, "output ceiling in dBFS"),
-        "lookahead_ms": Param(float, 1.5, "look-ahead (adds this much latency)"),
-        "release_ms": Param(float, 60.0, "gain recovery time constant"),
+        "threshold_db": Param(float, -1.0, "output ceiling in dBFS", range=(-60.0, 0.0)),
+        "lookahead_ms": Param(float, 1.5, "look-ahead (adds this much latency)", range=(0.0, 50.0)),
+        "release_ms": Param(float, 60.0, "gain recovery time constant", range=(1.0, 10000.0)),
     }, "look-ahead peak limiter, channel-linked"),
     "denoise": NodeType("denoise", Denoise, {
         "model": Param(str, "denoise", "model name in the manifest, or a .onnx/.tflite path"),
         "variant": Param(str, "auto", "manifest variant (auto = the device profile's choice)"),
-        "atten_limit_db": Param(float, 100.0, "most a bin is turned down, dB"),
-        "strength": Param(float, 1.0, "0 = bypass .. 1 = full model gains"),
-        "threads": Param(int, 1, "inference threads"),
+        "atten_limit_db": Param(float, 100.0, "most a bin is turned down, dB", range=(0.0, 100.0)),
+        "strength": Param(float, 1.0, "0 = bypass .. 1 = full model gains", range=(0.0, 1.0)),
+        "threads": Param(int, 1, "inference threads", range=(1, 64)),
         "backend": Param(str, "auto", "onnxruntime, litert, openvino or auto"),
     }, "speech noise reduction (causal GRU gains over a 20 ms STFT; 16 or 48 kHz)"),
     "anomaly": NodeType("anomaly", AnomalyDetect, {
         "state": Param(str, "", "learned state file (read, or written after learning)"),
         "learn": Param(str, "never", "learn at start: never (load state), if_missing, always", LEARN_MODES),
-        "learn_s": Param(float, 60.0, "seconds of normal audio to learn from at start"),
+        "learn_s": Param(float, 60.0, "seconds of normal audio to learn from at start", range=(1.0, 86400.0)),
         "detector": Param(str, "gmm", "detector used when learning", ("gmm", "kmeans", "iforest", "autoencoder")),
         "false_alarms_per_hour": Param(float, 1.0, "false-alarm budget: anomaly episodes per hour of normal audio "
-                                                   "the learned threshold allows"),
+                                                   "the learned threshold allows", range=(0.001, 3600.0)),
         "quantile_on": Param(float, None, "instead of the budget: threshold = this quantile of held-back scores "
-                                          "(round 1's thresholds)"),
-        "quantile_off": Param(float, 0.98, "with quantile_on: episode ends below this quantile"),
+                                          "(round 1's thresholds)", range=(0.5, 1.0)),
+        "quantile_off": Param(float, 0.98, "with quantile_on: episode ends below this quantile", range=(0.5, 1.0)),
         "on_frames": Param(int, 140, "hops (32 ms) of the last on_window above the threshold that start an episode "
-                                     "(default: the state's, 140)"),
-        "on_window": Param(int, 156, "window of hops for on_frames (default: the state's, 156 = 5 s)"),
-        "off_frames": Param(int, 10, "hops below the off-threshold that end an episode"),
-        "score_interval_ms": Param(float, 0.0, "emit anomaly_score events this often (0 = never)"),
-        "seed": Param(int, 0, "random seed of the fit"),
+                                     "(default: the state's, 140)", range=(1, 100000)),
+        "on_window": Param(int, 156, "window of hops for on_frames (default: the state's, 156 = 5 s)",
+                           range=(1, 100000)),
+        "off_frames": Param(int, 10, "hops below the off-threshold that end an episode", range=(1, 100000)),
+        "score_interval_ms": Param(float, 0.0, "emit anomaly_score events this often (0 = never)",
+                                   range=(0.0, 3.6e6)),
+        "seed": Param(int, 0, "random seed of the fit", range=(0, 2**32 - 1)),
     }, "anomaly detection on learned normal audio (events; audio passes through)"),
     "vad": NodeType("vad", Vad, {
         "model": Param(str, "vad", "model name in the manifest, or a .onnx/.tflite path"),
         "variant": Param(str, "auto", "manifest variant (auto = the device profile's choice; silero = Silero VAD "
                                       "from the installed silero-vad package)"),
-        "threshold": Param(float, 0.5, "speech probability that turns speech on (off 0.15 below)"),
-        "attack_ms": Param(float, 20.0, "speech must last this long before the label turns to speech"),
-        "hold_ms": Param(float, 200.0, "hangover: the label stays speech this long after speech ends"),
-        "threads": Param(int, 1, "inference threads"),
+        "threshold": Param(float, 0.5, "speech probability that turns speech on (off 0.15 below)",
+                           range=(0.05, 0.95)),
+        "attack_ms": Param(float, 20.0, "speech must last this long before the label turns to speech",
+                           range=(0.0, 60000.0)),
+        "hold_ms": Param(float, 200.0, "hangover: the label stays speech this long after speech ends",
+                         range=(0.0, 600000.0)),
+        "threads": Param(int, 1, "inference threads", range=(1, 64)),
         "backend": Param(str, "auto", "onnxruntime, litert, openvino or auto"),
     }, "voice activity decision (labels nonspeech/speech; 16 kHz; audio passes through)"),
     "route": NodeType("route", make_route, {
@@ -106,25 +114,29 @@ NODE_TYPES: dict[str, NodeType] = {
                           required=True),
         "branches": Param(dict, {}, "[nodes.branches.<label>] tables: nodes = [...], gain_db, mute, when",
                           parse=parse_branches, required=True),
-        "crossfade_ms": Param(float, 20.0, "crossfade length of a switch"),
+        "crossfade_ms": Param(float, 20.0, "crossfade length of a switch", range=(0.0, 1000.0)),
         "curve": Param(str, "linear", "crossfade curve (linear: branches of the same input are correlated)",
                        ("linear", "equal-power")),
-        "attack_ms": Param(float, 0.0, "a new label must last this long before a switch"),
-        "hold_ms": Param(float, 100.0, "minimum time between switches (at least the crossfade)"),
-        "lookahead_ms": Param(float, 0.0, "delay the audio so decisions apply this much earlier (adds latency)"),
+        "attack_ms": Param(float, 0.0, "a new label must last this long before a switch", range=(0.0, 60000.0)),
+        "hold_ms": Param(float, 100.0, "minimum time between switches (at least the crossfade)",
+                         range=(0.0, 600000.0)),
+        "lookahead_ms": Param(float, 0.0, "delay the audio so decisions apply this much earlier (adds latency)",
+                              range=(0.0, 1000.0)),
         "idle": Param(str, "run", "branches not selected: keep running, or skip and reset", ("run", "reset")),
     }, "branch on a decision node's label, crossfaded, with hysteresis"),
     "classify": NodeType("classify", Classify, {
         "model": Param(str, "classify", "model name in the manifest, or a .onnx/.tflite path"),
         "variant": Param(str, "auto", "manifest variant (auto = the device profile's choice)"),
-        "hop_ms": Param(float, 250.0, "how often a 1 s window is classified (multiple of 10 ms)"),
-        "smoothing": Param(int, 4, "windows whose probabilities are averaged for a decision"),
-        "hysteresis": Param(float, 0.1, "probability margin a new class needs over the current one"),
+        "hop_ms": Param(float, 250.0, "how often a 1 s window is classified (multiple of 10 ms)",
+                        range=(10.0, 10000.0)),
+        "smoothing": Param(int, 4, "windows whose probabilities are averaged for a decision", range=(1, 1000)),
+        "hysteresis": Param(float, 0.1, "probability margin a new class needs over the current one",
+                            range=(0.0, 1.0)),
         "labels": Param(str, "", "class names, comma-separated (only for a model file of your own)"),
-        "threads": Param(int, 1, "inference threads"),
+        "threads": Param(int, 1, "inference threads", range=(1, 64)),
         "backend": Param(str, "auto", "onnxruntime, litert, openvino or auto"),
     }, "sound classes (speech, music, silence, keyboard, alarm, machine, water) of 1 s windows; "
        "audio passes through, decisions are `class` events (16 kHz)"),
-    "meter": NodeType("meter", Meter, {"interval_ms": Param(float, 1000.0, "reporting interval")},
+    "meter": NodeType("meter", Meter, {"interval_ms": Param(float, 1000.0, "reporting interval", range=(1.0, 3.6e6))},
                       "peak/RMS level events, audio passes through"),
 }

@@ -35,13 +35,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 from pathlib import Path
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 from ..errors import ConfigError
 from ..io.base import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
@@ -271,14 +265,11 @@ def parse_service_config(data: dict, path="<config>") -> ServiceConfig:
 def load_service_config(path) -> ServiceConfig:
     """Read and validate the service config file ``path``."""
     path = os.fspath(path)
+    from ..tomlfile import read_toml
+
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
+        data = read_toml(path, what="service config")
     except FileNotFoundError:
         raise ConfigError(f"{path}: service config not found (write one; see `edge-runtime serve --help` "
                           f"and the README's Service section)") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     return parse_service_config(data, path)
