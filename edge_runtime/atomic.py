@@ -91,14 +91,22 @@ def commit(tmp: str, path: str) -> None:
 
 
 def discard(tmp: str) -> None:
+    """Remove ``tmp`` if it is there (best effort: on a read-only or failing file system there is
+    nothing more to do, and the caller is already reporting the error that matters)."""
     try:
         os.unlink(tmp)
-    except FileNotFoundError:
+    except OSError:
         pass
 
 
 class AtomicFile:
-    """A file object that appears under ``path`` only when closed with ``commit=True``."""
+    """A file object that appears under ``path`` only when closed with ``commit=True``.
+
+    Any failure (the open, a write, the flush, the fsync or the rename, e.g. ENOSPC) leaves no
+    temporary file; the OSError reaches the caller, who names the file in its message.
+    :meth:`finish` flushes and fsyncs without committing, so a caller writing several files can
+    make each one durable before it renames any (nothing half-written across them).
+    """
 
     def __init__(self, path: str, mode: str = "w", encoding: str | None = "utf-8"):
         if "r" in mode or "a" in mode:
@@ -111,17 +119,28 @@ class AtomicFile:
     def write(self, data):
         return self._f.write(data)
 
+    def finish(self) -> None:
+        """Flush and fsync the temporary file (the step where a full disk shows)."""
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
     def close(self, commit_: bool = True) -> None:
         if self.closed:
             return
         self.closed = True
         try:
-            self._f.flush()
-        finally:
-            self._f.close()
-        if commit_:
-            commit(self.tmp, self.path)
-        else:
+            try:
+                self._f.flush()
+            finally:
+                self._f.close()
+            if commit_:
+                commit(self.tmp, self.path)
+        except OSError:
+            discard(self.tmp)
+            if commit_:
+                raise
+            return
+        if not commit_:
             discard(self.tmp)
 
     def __enter__(self):

@@ -71,17 +71,45 @@ def _print_summary(summary: dict, extra: dict | None = None) -> None:
 
 
 def _event_writer(path: str | None):
-    """Return (callback, close) writing events as JSON lines to ``path`` ('-' = stdout)."""
+    """Return (callback, finish, close) writing events as JSON lines to ``path`` ('-' = stdout).
+    ``finish()`` makes the file durable (a full disk shows there); ``close(ok)`` commits or
+    discards it. Every OS error is one AudioOutputError naming the file."""
     if path is None:
-        return None, lambda ok: None
+        return None, lambda: None, lambda ok: None
     if path == "-":
         def cb(ev):
             sys.stdout.write(json.dumps(ev.to_dict()) + "\n")
-        return cb, lambda ok: sys.stdout.flush()
+        return cb, sys.stdout.flush, lambda ok: sys.stdout.flush()
     from .atomic import AtomicFile
+    from .errors import AudioOutputError
 
-    f = AtomicFile(path, "w")
-    return (lambda ev: f.write(json.dumps(ev.to_dict()) + "\n")), f.close
+    def fail(what, e):
+        return AudioOutputError(f"{path}: cannot {what} the events file: {e.strerror or e}")
+
+    try:
+        f = AtomicFile(path, "w")
+    except OSError as e:
+        raise fail("create", e) from None
+
+    def cb(ev):
+        try:
+            f.write(json.dumps(ev.to_dict()) + "\n")
+        except OSError as e:
+            raise fail("write", e) from None
+
+    def finish():
+        try:
+            f.finish()
+        except OSError as e:
+            raise fail("write", e) from None
+
+    def close(ok):
+        try:
+            f.close(ok)
+        except OSError as e:
+            raise fail("commit", e) from None
+
+    return cb, finish, close
 
 
 def cmd_run(args) -> int:
@@ -110,9 +138,10 @@ def cmd_run(args) -> int:
 
         governor = Governor(pipeline)
     sink = None
-    on_event, close_events = _event_writer(args.events)
     ok = False
+    close_events = None
     try:
+        on_event, finish_events, close_events = _event_writer(args.events)
         if args.output:
             sink = open_sink(args.output, sample_rate=source.sample_rate, channels=source.channels,
                              raw_format=args.raw_format, subtype=args.subtype)
@@ -121,12 +150,20 @@ def cmd_run(args) -> int:
         summary = run_stream(pipeline, source, sink, on_event=on_event, progress=progress,
                              governor=governor)
         progress.finish()
+        finish_events()           # the events are on disk before any output is committed
         ok = True
     finally:
+        # all or nothing: an output that fails to commit takes the events file with it
         source.close()
-        if sink is not None:
-            sink.close(commit=ok)
-        close_events(ok)
+        try:
+            if sink is not None:
+                sink.close(commit=ok)
+        except BaseException:
+            if close_events is not None:
+                close_events(False)
+            raise
+        if close_events is not None:
+            close_events(ok)
     if args.json:
         print(json.dumps(summary.to_dict()))
     elif not args.quiet and args.output != "-" and args.events != "-":

@@ -266,3 +266,107 @@ def test_parameters_out_of_range_are_refused(tmp_path, node, key, value, expect)
     with pytest.raises(ConfigError) as ei:
         load_pipeline_config(str(p))
     assert str(ei.value) == f"{p}: {expect}"
+
+
+def _main(argv, capsys):
+    from edge_runtime.cli import main
+
+    rc = main([str(a) for a in argv])
+    return rc, capsys.readouterr().err
+
+
+def test_events_that_cannot_be_written_leave_no_output_at_all(tmp_path, monkeypatch, capsys):
+    """ENOSPC on the events file left its temporary file behind after the audio was committed."""
+    import errno
+
+    import soundfile as sf
+
+    from edge_runtime import atomic
+
+    sf.write(tmp_path / "in.wav", np.zeros(48000, np.float32), 48000)
+    (tmp_path / "m.toml").write_text('name = "m"\nsample_rate = 48000\nblock_size = 480\n'
+                                      '[[nodes]]\ntype = "meter"\ninterval_ms = 10\n')
+
+    def full(self):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(atomic.AtomicFile, "finish", full)
+    rc, err = _main(["run", tmp_path / "m.toml", "-i", tmp_path / "in.wav", "-o", tmp_path / "o.wav",
+                     "--events", tmp_path / "e.jsonl"], capsys)
+    assert rc == 2 and err == f"error: {tmp_path / 'e.jsonl'}: cannot write the events file: No space left on device\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "m.toml"]
+    monkeypatch.undo()
+    # and the other way round: the audio cannot be committed, so the events are not either
+    real_commit = atomic.commit
+
+    def commit(tmp, path):
+        if path.endswith(".wav"):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_commit(tmp, path)
+
+    monkeypatch.setattr(atomic, "commit", commit)
+    rc, err = _main(["run", tmp_path / "m.toml", "-i", tmp_path / "in.wav", "-o", tmp_path / "o.wav",
+                     "--events", tmp_path / "e.jsonl"], capsys)
+    assert rc == 2 and "could not move the finished file into place" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "m.toml"]
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 64 KB tmpfs and a read-only one (needs mount privileges; skipped without them)."""
+    full, ro = tmp_path / "full", tmp_path / "ro"
+    full.mkdir()
+    ro.mkdir()
+    r1 = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)], capture_output=True)
+    if r1.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r1.stderr.decode().strip()}")
+    r2 = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)], capture_output=True)
+    try:
+        assert r2.returncode == 0, r2.stderr
+        yield full, ro
+    finally:
+        subprocess.run(["umount", str(full)])
+        subprocess.run(["umount", str(ro)])
+
+
+def test_full_and_read_only_file_systems_give_one_line_and_leave_nothing(tmp_path, small_fs):
+    import soundfile as sf
+
+    full, ro = small_fs
+    sf.write(tmp_path / "in.wav", (np.random.default_rng(5).standard_normal(48000 * 5) * 0.1).astype(np.float32),
+             48000, subtype="PCM_16")
+    (tmp_path / "m.toml").write_text('name = "m"\nsample_rate = 48000\nblock_size = 480\n'
+                                      '[[nodes]]\ntype = "meter"\ninterval_ms = 1\n')
+    cases = [
+        (["-o", full / "o.wav"], f"{full / 'o.wav'}: write failed after", "no space left on the device"),
+        (["-o", tmp_path / "o.wav", "--events", full / "e.jsonl"], f"{full / 'e.jsonl'}: cannot write the events file",
+         "No space left on device"),
+        (["-o", ro / "o.wav"], f"{ro / 'o.wav'}: cannot create WAV/PCM_16", "read-only file system"),
+        (["-o", tmp_path / "o.wav", "--events", ro / "e.jsonl"], f"{ro / 'e.jsonl'}: cannot create the events file",
+         "Read-only file system"),
+    ]
+    for extra, head, why in cases:
+        r = run_cli("run", tmp_path / "m.toml", "-i", tmp_path / "in.wav", *extra)
+        err = r.stderr.decode()
+        assert r.returncode == 2 and err.startswith(f"error: {head}") and why in err and err.count("\n") == 1, err
+        assert list(full.iterdir()) == [] and list(ro.iterdir()) == [] and not (tmp_path / "o.wav").exists()
+
+
+def test_service_events_on_a_full_disk_stop_the_events_not_the_audio(tmp_path, small_fs):
+    from service_helpers import ServeProcess, sawtooth
+
+    full, _ = small_fs
+    data = sawtooth(16000 * 20)                 # 2,000 meter events (one per block), > 64 KB
+    (tmp_path / "in.raw").write_bytes(data.tobytes())
+    (tmp_path / "m.toml").write_text('name = "m"\nsample_rate = 16000\nblock_size = 160\n'
+                                      '[[nodes]]\ntype = "meter"\ninterval_ms = 1\n')
+    cfg = tmp_path / "service.toml"
+    cfg.write_text(f'[service]\nmetrics = ""\n[[pipelines]]\nname = "mic"\npipeline = "m.toml"\ninput = "in.raw"\n'
+                   f'output = "out.raw"\nevents = "{full / "e.jsonl"}"\nsample_rate = 16000\nchannels = 1\n')
+    d = ServeProcess(cfg)
+    rc = d.wait(60)
+    assert rc == 0, d.raw[-5:]
+    failed = d.events("events_failed")
+    assert len(failed) == 1 and "No space left on device" in failed[0]["msg"], d.raw[-5:]
+    assert (tmp_path / "out.raw").read_bytes() == data.tobytes()       # the audio went on, whole
+    assert not d.events("pipeline_failed") and "Traceback" not in d.stderr

@@ -58,6 +58,26 @@ def _one_line(msg) -> str:
     return " ".join(str(msg).split())
 
 
+def _sf_reason(e, path: str) -> str:
+    """libsndfile says only "System error." when the OS refused: find out what the OS said
+    (a read-only file system, no permission, no space left), else libsndfile's own words."""
+    text = _one_line(getattr(e, "error_string", None) or e)
+    if "system error" not in text.lower():
+        return text
+    d = os.path.dirname(os.path.abspath(path))
+    try:
+        st = os.statvfs(d)
+        if st.f_flag & os.ST_RDONLY:
+            return f"{d} is on a read-only file system"
+        if st.f_bavail * st.f_frsize < (1 << 20):
+            return f"no space left on the device ({st.f_bavail * st.f_frsize} bytes free in {d})"
+    except OSError:
+        pass
+    if not os.access(d, os.W_OK):
+        return f"permission denied: cannot write in {d}"
+    return text
+
+
 def _riff_wave(path: str, file_size: int) -> dict | None:
     """Fields of a RIFF/WAVE header read from its chunk headers only (a few small reads):
     ``channels``, ``sample_rate``, ``block_align`` (from ``fmt ``), ``data_bytes``,
@@ -302,7 +322,7 @@ class FileSink(Sink):
             atomic.discard(self.tmp)
             raise AudioOutputError(f"{path}: cannot create {format}/{subtype} file with "
                                    f"{self.channels} channels at {self.sample_rate} Hz: "
-                                   f"{_one_line(getattr(e, 'error_string', None) or e)}") from None
+                                   f"{_sf_reason(e, path)}") from None
         self._finalizer = weakref.finalize(self, _close_and_discard, self._f, self.tmp)
 
     def write(self, block: np.ndarray) -> None:
@@ -316,8 +336,7 @@ class FileSink(Sink):
             self._f.write(block)
         except (sf.LibsndfileError, AssertionError, OSError) as e:
             raise AudioOutputError(f"{self.name}: write failed after {self.frames_written} "
-                                   f"frames: {_one_line(getattr(e, 'error_string', None) or e)}"
-                                   ) from None
+                                   f"frames: {_sf_reason(e, self.path)}") from None
         self.frames_written += block.shape[0]
 
     def close(self, commit: bool = True) -> None:
@@ -334,8 +353,7 @@ class FileSink(Sink):
             except (sf.LibsndfileError, RuntimeError, OSError) as e:
                 if commit:
                     raise AudioOutputError(
-                        f"{self.name}: could not finish the file: "
-                        f"{_one_line(getattr(e, 'error_string', None) or e)}") from None
+                        f"{self.name}: could not finish the file: {_sf_reason(e, self.path)}") from None
             if commit:
                 try:
                     atomic.commit(self.tmp, self.path)

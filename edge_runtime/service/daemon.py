@@ -637,12 +637,29 @@ class Instance:
                 self.log.info("node_event", f"{self.name}: {ev.node} {ev.event} {ev.value:g}", **rec)
             elif self._events_file is not None:
                 rec["wall"] = round(time.time(), 3)
-                self._events_file.write(json.dumps(rec, separators=(",", ":")) + "\n")
+                try:
+                    self._events_file.write(json.dumps(rec, separators=(",", ":")) + "\n")
+                except OSError as e:
+                    self._events_lost(e)
         if self._events_file is not None:
-            self._events_file.flush()
+            try:
+                self._events_file.flush()
+            except OSError as e:
+                self._events_lost(e)
+                return
             limit = self.spec.events_max_mb
             if limit and self._events_file.tell() >= limit * 1e6:
                 self._rotate_events()
+
+    def _events_lost(self, e: OSError) -> None:
+        """The events file cannot be written (ENOSPC, EIO): say so once, keep the audio running."""
+        f, self._events_file = self._events_file, None
+        try:
+            f.close()
+        except OSError:
+            pass
+        self.log.error("events_failed", f"{self.name}: cannot write {self.spec.events}: {e.strerror or e}; "
+                       "events stop, the audio goes on", pipeline=self.name)
 
     def _rotate_events(self) -> None:
         """events.jsonl -> events.jsonl.1 (the previous .1 goes), and a fresh file: the disk never fills."""
