@@ -51,7 +51,9 @@ def _print_summary(summary: dict, extra: dict | None = None) -> None:
         f"latency {s['latency_ms']:.2f} ms)",
         f"input        {s['input']}  ({s['input_sample_rate']} Hz, {s['channels']} ch"
         f"{', resampled' if s['resampled'] else ''})",
-        f"output       {s['output'] or '-'}",
+        f"output       {s['output'] or '-'}"
+        + (f"  ({s['output_sample_rate']} Hz: the pipeline's rate)"
+           if s.get("output_sample_rate") and s["output_sample_rate"] != s["input_sample_rate"] else ""),
         f"frames       in {s['frames_in']}  out {s['frames_out']}  ({s['duration_s']:.2f} s of audio)",
         f"speed        {s['speed']:.1f}x real time  (engine real-time factor {s['realtime_factor']:.4f})",
         f"blocks       {s['blocks']}  p50 {s['block_ms_p50'] * 1e3:.1f} us  p99 {s['block_ms_p99'] * 1e3:.1f} us"
@@ -65,6 +67,9 @@ def _print_summary(summary: dict, extra: dict | None = None) -> None:
             steps = "".join(f"; stepped down {w['from']} -> {w['to']} ({w['reason']})" for w in n["switches"])
             lines.append(f"model        {n['name']}: {n['variant']}  mean {n['mean_us']:.1f} us  "
                          f"max {n['max_us']:.1f} us{steps}")
+    for n in s.get("nodes") or ():
+        if n.get("report"):
+            lines.append(f"{n['name']:<12} " + "  ".join(f"{k} {v}" for k, v in n["report"].items()))
     for k, v in (extra or {}).items():
         lines.append(f"{k:<12} {v}")
     print("\n".join(lines))
@@ -125,9 +130,13 @@ def cmd_run(args) -> int:
     check_outputs({"-i": args.input}, outputs, overwrite_input=args.overwrite_input)
     args.output, args.events = resolve_output(args.output), resolve_output(args.events)
     cfg = load_pipeline_config(args.pipeline)
-    pipeline = cfg.build()
     source = open_source(args.input, sample_rate=args.rate, channels=args.channels,
                          raw_format=args.raw_format)
+    try:
+        pipeline = cfg.build(source.sample_rate)
+    except BaseException:
+        source.close()
+        raise
     from . import classify_cli
 
     if classify_cli.wants_labels(pipeline, args):   # a classify pipeline with no output: print labels
@@ -143,7 +152,9 @@ def cmd_run(args) -> int:
     try:
         on_event, finish_events, close_events = _event_writer(args.events)
         if args.output:
-            sink = open_sink(args.output, sample_rate=source.sample_rate, channels=source.channels,
+            # a pipeline may keep its own rate at the output (bandwidth extension): else the input's
+            out_rate = pipeline.sample_rate if pipeline.output_rate == "pipeline" else source.sample_rate
+            sink = open_sink(args.output, sample_rate=out_rate, channels=source.channels,
                              raw_format=args.raw_format, subtype=args.subtype)
         show = (not args.quiet and sys.stderr.isatty() and source.frames is not None)
         progress = _Progress(os.path.basename(str(args.input)), show)
@@ -178,8 +189,8 @@ def cmd_pipelines(args) -> int:
     for name, path in sorted(list_pipelines().items()):
         try:
             cfg = load_pipeline_config(str(path))
-            rows.append({"name": name, "path": str(path), "sample_rate": cfg.sample_rate,
-                         "block_size": cfg.block_size, "channels": cfg.channels or "any",
+            rows.append({"name": name, "path": str(path), "sample_rate": cfg.sample_rate or "input",
+                         "block_size": cfg.block_size or f"{cfg.block_ms:g} ms", "channels": cfg.channels or "any",
                          "nodes": [n["type"] for n in cfg.nodes], "description": cfg.description})
         except EdgeRuntimeError as e:
             rows.append({"name": name, "path": str(path), "error": str(e)})
@@ -227,7 +238,7 @@ def cmd_demo(args) -> int:
     os.makedirs(out_dir, exist_ok=True)
     in_path = args.input_copy or os.path.join(out_dir, "demo_input.wav")
     cfg = load_pipeline_config(args.pipeline)
-    pipeline = cfg.build()
+    pipeline = cfg.build(48000)
     sr = pipeline.sample_rate
     clip = make_clip(sr, seconds=args.seconds)
     with FileSink(in_path, sr, clip.shape[1], subtype="FLOAT") as sink:

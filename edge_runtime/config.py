@@ -25,7 +25,8 @@ from .engine import Pipeline
 from .errors import ConfigError
 from .nodes import NODE_TYPES
 
-TOP_KEYS = ("name", "description", "sample_rate", "block_size", "channels", "nodes")
+TOP_KEYS = ("name", "description", "sample_rate", "block_size", "block_ms", "channels", "output_rate", "nodes")
+OUTPUT_RATES = ("input", "pipeline")
 SAMPLE_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
 
 
@@ -78,13 +79,23 @@ class PipelineConfig:
     path: str
     name: str
     description: str
-    sample_rate: int
-    block_size: int
+    sample_rate: int | None          # None: the input's rate (``sample_rate = "input"``)
+    block_size: int | None           # None: ``block_ms`` at the rate built for
     channels: int | None
     nodes: list[dict[str, Any]]
+    block_ms: float | None = None
+    output_rate: str = "input"       # "pipeline": the output stays at the pipeline's rate (e.g. bandwidth extension)
 
-    def build(self) -> Pipeline:
-        """Instantiate the nodes and the pipeline (not yet prepared)."""
+    def build(self, sample_rate: int | None = None) -> Pipeline:
+        """Instantiate the nodes and the pipeline (not yet prepared). ``sample_rate`` is the
+        input's rate, used by a pipeline that runs at its input's rate (``sample_rate = "input"``:
+        processing that resampling would spoil, e.g. declipping); others ignore it."""
+        rate = self.sample_rate
+        if rate is None:
+            if sample_rate is None:
+                raise ConfigError(f"{self.path}: this pipeline runs at its input's rate; build it with one")
+            rate = int(sample_rate)
+        block = self.block_size or max(16, int(round(self.block_ms * rate / 1000.0)))
         nodes = _build_nodes(self.nodes, self.path, "nodes")
         for i, node in enumerate(nodes):
             if hasattr(node, "link"):  # e.g. a route finds its decision node among the earlier nodes
@@ -92,9 +103,9 @@ class PipelineConfig:
                     node.link(nodes[:i])
                 except ValueError as e:
                     raise ConfigError(f"{self.path}: nodes[{i}] ({self.nodes[i]['type']}): {e}") from None
-        pipe = Pipeline(nodes, sample_rate=self.sample_rate, block_size=self.block_size,
-                        channels=self.channels, name=self.name)
+        pipe = Pipeline(nodes, sample_rate=rate, block_size=block, channels=self.channels, name=self.name)
         pipe.config_path = self.path
+        pipe.output_rate = self.output_rate
         try:
             # design checks that need the sample rate (e.g. a cutoff above Nyquist)
             pipe.prepare(self.channels or 1)
@@ -140,14 +151,27 @@ def parse_pipeline(data: dict, path: str = "<config>") -> PipelineConfig:
     unknown = [k for k in data if k not in TOP_KEYS]
     _check(not unknown, path, f"unknown key {unknown[0]!r} (expected keys: {', '.join(TOP_KEYS)})"
            if unknown else "")
-    for key in ("sample_rate", "block_size", "nodes"):
+    for key in ("sample_rate", "nodes"):
         _check(key in data, path, f"missing key {key!r}")
     sr = data["sample_rate"]
-    _check(isinstance(sr, int) and not isinstance(sr, bool) and sr in SAMPLE_RATES, path,
-           f"sample_rate = {sr!r} is not supported (expected one of {', '.join(map(str, SAMPLE_RATES))})")
-    bs = data["block_size"]
-    _check(isinstance(bs, int) and not isinstance(bs, bool) and 16 <= bs <= 16384, path,
-           f"block_size = {bs!r} is outside 16..16384 frames")
+    _check(sr == "input" or (isinstance(sr, int) and not isinstance(sr, bool) and sr in SAMPLE_RATES), path,
+           f"sample_rate = {sr!r} is not supported (expected one of {', '.join(map(str, SAMPLE_RATES))}, "
+           "or \"input\")")
+    _check(("block_size" in data) != ("block_ms" in data), path,
+           "expected exactly one of block_size (frames) and block_ms (milliseconds)")
+    _check(sr != "input" or "block_ms" in data, path,
+           "sample_rate = \"input\" needs block_ms (the block length in milliseconds) instead of block_size")
+    bs, bms = data.get("block_size"), data.get("block_ms")
+    if bs is not None:
+        _check(isinstance(bs, int) and not isinstance(bs, bool) and 16 <= bs <= 16384, path,
+               f"block_size = {bs!r} is outside 16..16384 frames")
+    else:
+        _check(isinstance(bms, (int, float)) and not isinstance(bms, bool) and 1 <= bms <= 1000, path,
+               f"block_ms = {bms!r} is outside 1..1000 ms")
+        if sr != "input":
+            bs = max(16, int(round(bms * sr / 1000.0)))
+    orate = data.get("output_rate", "input")
+    _check(orate in OUTPUT_RATES, path, f"output_rate = {orate!r} is not one of {', '.join(OUTPUT_RATES)}")
     ch = data.get("channels", "any")
     _check(ch == "any" or (isinstance(ch, int) and not isinstance(ch, bool) and 1 <= ch <= 64), path,
            f"channels = {ch!r} is not valid (expected \"any\" or 1..64)")
@@ -159,8 +183,9 @@ def parse_pipeline(data: dict, path: str = "<config>") -> PipelineConfig:
     _check(isinstance(name, str) and name, path, f"name = {name!r} must be a non-empty string")
     desc = data.get("description", "")
     _check(isinstance(desc, str), path, f"description = {desc!r} must be a string")
-    return PipelineConfig(path=str(path), name=name, description=desc, sample_rate=sr,
-                          block_size=bs, channels=None if ch == "any" else ch, nodes=parsed)
+    return PipelineConfig(path=str(path), name=name, description=desc, sample_rate=None if sr == "input" else sr,
+                          block_size=bs, channels=None if ch == "any" else ch, nodes=parsed,
+                          block_ms=None if bms is None else float(bms), output_rate=orate)
 
 
 def _parse_nodes(nodes: list, path, prefix: str) -> list[dict]:
@@ -212,6 +237,7 @@ def load_pipeline_config(spec: str) -> PipelineConfig:
     return parse_pipeline(data, str(path))
 
 
-def load_pipeline(spec: str) -> Pipeline:
-    """Build a pipeline from a name or a TOML path (prepared for its channel count, or mono)."""
-    return load_pipeline_config(spec).build()
+def load_pipeline(spec: str, sample_rate: int = 48000) -> Pipeline:
+    """Build a pipeline from a name or a TOML path (prepared for its channel count, or mono);
+    ``sample_rate`` is used only by a pipeline that runs at its input's rate."""
+    return load_pipeline_config(spec).build(sample_rate)

@@ -94,6 +94,9 @@ class Pipeline:
         for node in nodes:
             if not isinstance(node, (Node, NativeNode)):
                 raise TypeError(f"pipeline {name!r}: {node!r} is not a Node or NativeNode")
+        # "input": runners write the output at the input's rate (resampled back); "pipeline": at this
+        # pipeline's rate (a bandwidth extension must not be undone)
+        self.output_rate = "input"
         self.nodes = list(nodes)
         self.name = name
         self.sample_rate = int(sample_rate)
@@ -259,7 +262,9 @@ class Pipeline:
                  "max_us": float(mx[i]) / 1e3,
                  "latency_samples": int(node.latency_samples),
                  **({"variant": node.variant_label, "switches": list(node.switches)}
-                    if hasattr(node, "variant_label") else {})}
+                    if hasattr(node, "variant_label") else {}),
+                 # what a node found in the audio (e.g. declip: the clipped fraction before and after)
+                 **({"report": node.report()} if hasattr(node, "report") else {})}
                 for i, node in enumerate(self.nodes)
             ],
         }

@@ -60,6 +60,7 @@ class RunSummary:
     events_dropped: int
     stopped: bool
     nodes: list
+    output_sample_rate: int = 0
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -99,9 +100,11 @@ def run_stream(pipeline: Pipeline, source: Source, sink: Sink | None, *,
         raise AudioInputError(
             f"{source.name}: has {ch} channel(s); pipeline {pipeline.name!r} "
             f"({getattr(pipeline, 'config_path', 'in code')}) expects {pipeline.fixed_channels}")
-    if sink is not None and (sink.channels != ch or sink.sample_rate != source.sample_rate):
+    at_pipeline_rate = pipeline.output_rate == "pipeline"
+    sr_out = pipeline.sample_rate if at_pipeline_rate else int(source.sample_rate)
+    if sink is not None and (sink.channels != ch or sink.sample_rate != sr_out):
         raise ValueError(f"sink {sink.name!r} is {sink.sample_rate} Hz/{sink.channels} ch, "
-                         f"source is {source.sample_rate} Hz/{ch} ch")
+                         f"expected {sr_out} Hz/{ch} ch")
     if not pipeline.prepared or pipeline.channels != ch:
         pipeline.prepare(ch)
     else:
@@ -117,7 +120,7 @@ def run_stream(pipeline: Pipeline, source: Source, sink: Sink | None, *,
         chunk_frames = max(bs * sr_in // sr_pipe + 1, sr_in // 25)
     chunk = np.zeros((chunk_frames, ch), dtype=np.float32)
     up = _Resampler(sr_in, sr_pipe, ch, resample_quality) if resampled else None
-    down = _Resampler(sr_pipe, sr_in, ch, resample_quality) if resampled else None
+    down = _Resampler(sr_pipe, sr_in, ch, resample_quality) if resampled and not at_pipeline_rate else None
     # ring holds pipeline-rate frames waiting for a full block
     max_in = int(np.ceil(chunk_frames * sr_pipe / sr_in)) + 64 if resampled else chunk_frames
     ring = RingBuffer(max_in + 2 * bs, ch)
@@ -128,6 +131,12 @@ def run_stream(pipeline: Pipeline, source: Source, sink: Sink | None, *,
 
     state = {"skip": lat, "frames_out": 0, "events": 0}
     frames_total = source.frames
+
+    def out_total(n_in):
+        """Output frames that ``n_in`` input frames make (at the output's rate)."""
+        if n_in is None or sr_out == sr_in:
+            return n_in
+        return int(round(n_in * sr_out / sr_in))
 
     def emit_out(block: np.ndarray) -> None:
         """Write pipeline-rate output frames (n, ch), after the latency trim."""
@@ -146,7 +155,7 @@ def run_stream(pipeline: Pipeline, source: Source, sink: Sink | None, *,
                 return
         if frames_total is not None:
             # never write more frames than went in (the resampler may round up by one)
-            n = min(n, frames_total - state["frames_out"])
+            n = min(n, out_total(frames_total) - state["frames_out"])
             if n <= 0:
                 return
             block = block[:n]
@@ -227,14 +236,14 @@ def run_stream(pipeline: Pipeline, source: Source, sink: Sink | None, *,
         push(zeros[:bs - ring.available])
     if down is not None:
         tail = down(np.zeros((0, ch), dtype=np.float32), last=True)
-        n = min(tail.shape[0], frames_total - state["frames_out"])
+        n = min(tail.shape[0], out_total(frames_total) - state["frames_out"])
         if n > 0:
             if sink is not None:
                 sink.write(tail[:n])
             state["frames_out"] += n
-    if state["frames_out"] < frames_total:
+    if state["frames_out"] < out_total(frames_total):
         # a resampler may deliver a frame or two short in total; pad with silence
-        pad = frames_total - state["frames_out"]
+        pad = out_total(frames_total) - state["frames_out"]
         if sink is not None:
             sink.write(np.zeros((pad, ch), dtype=np.float32))
         state["frames_out"] += pad
@@ -245,7 +254,7 @@ def run_stream(pipeline: Pipeline, source: Source, sink: Sink | None, *,
     duration = frames_in / sr_in if sr_in else 0.0
     return RunSummary(
         input=source.name, output=sink.name if sink is not None else "",
-        pipeline=pipeline.name, input_sample_rate=sr_in, pipeline_sample_rate=sr_pipe,
+        pipeline=pipeline.name, input_sample_rate=sr_in, pipeline_sample_rate=sr_pipe, output_sample_rate=sr_out,
         channels=ch, resampled=resampled, frames_in=frames_in, frames_out=state["frames_out"],
         duration_s=duration, wall_s=wall, speed=duration / wall if wall > 0 else 0.0,
         realtime_factor=st["realtime_factor"], blocks=st["blocks"], block_size=bs,

@@ -485,8 +485,9 @@ def pipeline_models(pipeline: str) -> tuple[dict, list[str]]:
                 walk(b.get("nodes") or ())
 
     walk(cfg.nodes)
-    return ({"name": cfg.name, "path": cfg.path, "sample_rate": cfg.sample_rate, "block_size": cfg.block_size,
-             "budget_ms": 1e3 * cfg.block_size / cfg.sample_rate}, names)
+    budget = cfg.block_ms if cfg.block_size is None else 1e3 * cfg.block_size / cfg.sample_rate
+    return ({"name": cfg.name, "path": cfg.path, "sample_rate": cfg.sample_rate or "input",
+             "block_size": cfg.block_size, "budget_ms": budget}, names)
 
 
 def run_profile(pipeline: str | None = None, model_paths: Iterable[str] = (), *, device: str | None = None,

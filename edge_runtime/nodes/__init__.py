@@ -12,11 +12,12 @@ from .._nodes import Gain, Identity, Limiter, Meter, SosFilter
 from ..filters import KINDS as FILTER_KINDS
 from .anomaly import LEARN_MODES, AnomalyDetect
 from .classify import Classify
+from .declip import Declip
 from .denoise import Denoise
 from .route import Route, make_route, parse_branches
 from .vad import Vad
 
-__all__ = ["AnomalyDetect", "Classify", "Denoise", "Route", "Vad", "Gain", "Identity", "Limiter", "Meter",
+__all__ = ["AnomalyDetect", "Classify", "Declip", "Denoise", "Route", "Vad", "Gain", "Identity", "Limiter", "Meter",
            "NODE_TYPES", "NodeType", "Param", "SosFilter"]
 
 
@@ -137,6 +138,23 @@ NODE_TYPES: dict[str, NodeType] = {
         "backend": Param(str, "auto", "onnxruntime, litert, openvino or auto"),
     }, "sound classes (speech, music, silence, keyboard, alarm, machine, water) of 1 s windows; "
        "audio passes through, decisions are `class` events (16 kHz)"),
+    "declip": NodeType("declip", Declip, {
+        "window_ms": Param(float, 64.0, "A-SPADE frame (a power of two of samples nearest this; the node's "
+                                        "latency)", range=(8.0, 500.0)),
+        "sparsity_step": Param(int, 4, "coefficients added per iteration (1 = the reference A-SPADE, slower)",
+                               range=(1, 64)),
+        "max_iter": Param(int, 1000, "iterations per frame at most", range=(1, 100000)),
+        "eps": Param(float, 0.1, "stop when the sparse and the consistent estimate are this close (L2)",
+                     range=(1e-4, 10.0)),
+        "tolerance": Param(float, 1e-4, "a sample within this fraction of the running peak is on the clip level",
+                           range=(0.0, 0.1)),
+        "min_run": Param(int, 2, "clipped samples form runs at least this long (1 = any sample at the peak)",
+                         range=(1, 64)),
+        "soft_ratio": Param(float, 1.0, "< 1: samples above this fraction of the peak count as clipped too "
+                                        "(soft clipping)", range=(0.5, 1.0)),
+        "release_db_per_s": Param(float, 0.0, "decay of the running clip level (0 = hold; > 0 finds a lowered "
+                                              "clip level)", range=(0.0, 60.0)),
+    }, "restore clipped samples (A-SPADE, consistent: unclipped samples are not changed)"),
     "meter": NodeType("meter", Meter, {"interval_ms": Param(float, 1000.0, "reporting interval", range=(1.0, 3.6e6))},
                       "peak/RMS level events, audio passes through"),
 }

@@ -55,6 +55,17 @@ class _SinkLost(Exception):
     pass
 
 
+def _input_rate(spec) -> int:
+    """The rate a pipeline that runs at its input's rate is built for: a file's header rate,
+    else 48 kHz (ALSA and stdin without ``sample_rate``)."""
+    if spec.live or spec.input == "-" or spec.input.lower().endswith((".raw", ".pcm")):
+        return 48000
+    from ..io.files import FileSource
+
+    with FileSource(spec.input) as f:
+        return int(f.sample_rate)
+
+
 def _default_alsa(sample_rate: int) -> tuple[int, int]:
     """(period_frames, periods) from the device profile's [alsa] section, scaled to the rate."""
     try:
@@ -742,7 +753,8 @@ class Daemon:
         from ..config import load_pipeline_config
 
         try:
-            return load_pipeline_config(spec.pipeline).build()
+            cfg = load_pipeline_config(spec.pipeline)
+            return cfg.build(spec.sample_rate or (None if cfg.sample_rate else _input_rate(spec)))
         except EdgeRuntimeError as e:
             raise type(e)(f"{self.config_path}: pipelines '{spec.name}': {e}") from None
 
