@@ -35,10 +35,10 @@ NOISE_ANSWERS = 0.10
 
 
 def draw_context(r: np.random.Generator) -> Context:
-    """Class by the shares above; level ~ N(-30, 9) dBFS in -60..-3; SNR ~ U(-5, 45) dB; hour ~ U(0, 24)."""
+    """Class by the shares above; level ~ N(-30, 9) dBFS in -60..-3; SNR ~ U(-5, 45) dB (noise floor at most 0 dBFS); hour ~ U(0, 24)."""
     level = float(np.clip(r.normal(-30.0, 9.0), -60.0, -3.0))
     snr = float(r.uniform(-5.0, 45.0))
-    return Context(str(r.choice(CLASSES, p=CLASS_P)), level, max(-120.0, level - snr), float(r.uniform(0.0, 24.0)))
+    return Context(str(r.choice(CLASSES, p=CLASS_P)), level, min(0.0, max(-120.0, level - snr)), float(r.uniform(0.0, 24.0)))
 
 
 def _snr(c: Context) -> float:
