@@ -11,7 +11,8 @@ regression per parameter (in tolerance steps, the change a listener notices)::
     ideal_j(c) = w_j . phi(c),   phi = [1, level hats, SNR hats, hour harmonics,
                                         per class: 1, level, SNR, hour sin/cos]
 
-The hats are piecewise-linear ("tent") functions at 10 dB level knots and 5 dB SNR knots, so
+The hats are piecewise-linear ("tent") functions at 10 dB level and noise-floor knots and 5 dB
+SNR knots, so
 ``phi`` can represent a loudness target (gain = target - level, with its knee at the range
 limit), a denoising threshold at a personal SNR, and class- and hour-dependent tilts. The
 weights are Bayesian: a Gaussian prior (the **population**, see :class:`Population`) and a
@@ -34,7 +35,7 @@ samples, each scored by the reject-weighted samples lying within a step of it); 
 is the probability of offering a posterior sample instead (Thompson sampling).
 
 A user's state holds only the sufficient statistics of their answers (``X'WX``, ``X'Wy`` per
-parameter: 3 x 48 x 48 + 3 x 48 numbers) and the reject memory, not the prior: a new
+parameter: 3 x 56 x 56 + 3 x 56 numbers) and the reject memory, not the prior: a new
 population prior, fitted across users by :meth:`Population.fit` (empirical Bayes: an EM of the
 users' posteriors), applies to every user at once, and a new user's first recommendation is
 the crowd's. Why not the round-1 reward model: ``docs/personalize.md``.
@@ -89,8 +90,10 @@ PRESETS = {
 
 LEVEL_KNOTS = (-60.0, -50.0, -40.0, -30.0, -20.0, -10.0, 0.0)
 SNR_KNOTS = tuple(float(x) for x in range(-5, 50, 5))
+NOISE_KNOTS = tuple(float(x) for x in range(-90, -10, 10))
 CLASS_TERMS = ("1", "level", "snr", "hour_sin", "hour_cos")
 FEATURE_NAMES = (("bias",) + tuple(f"level_hat{k:g}" for k in LEVEL_KNOTS) + tuple(f"snr_hat{k:g}" for k in SNR_KNOTS)
+                 + tuple(f"noise_hat{k:g}" for k in NOISE_KNOTS)
                  + ("hour_sin", "hour_cos", "hour_sin2", "hour_cos2")
                  + tuple(f"{c}*{t}" for c in CLASSES for t in CLASS_TERMS))
 N_FEATURES = len(FEATURE_NAMES)
@@ -129,7 +132,8 @@ def _hats(x: float, knots, out: np.ndarray) -> None:
 
 
 _L0, _S0 = 1, 1 + len(LEVEL_KNOTS)
-_H0 = _S0 + len(SNR_KNOTS)
+_N0 = _S0 + len(SNR_KNOTS)
+_H0 = _N0 + len(NOISE_KNOTS)
 _C0 = _H0 + 4
 
 
@@ -138,7 +142,8 @@ def features(ctx: Context) -> np.ndarray:
     v = np.zeros(N_FEATURES)
     v[0] = 1.0
     _hats(ctx.level_dbfs, LEVEL_KNOTS, v[_L0:_S0])
-    _hats(ctx.snr_db, SNR_KNOTS, v[_S0:_H0])
+    _hats(ctx.snr_db, SNR_KNOTS, v[_S0:_N0])
+    _hats(ctx.noise_floor_dbfs, NOISE_KNOTS, v[_N0:_H0])
     a = 2 * math.pi * ctx.hour / 24.0
     v[_H0:_C0] = math.sin(a), math.cos(a), math.sin(2 * a), math.cos(2 * a)
     k = _C0 + len(CLASS_TERMS) * CLASSES.index(ctx.audio_class)
@@ -177,6 +182,18 @@ def _params_array(params, where: str) -> np.ndarray:
     return check_params(dict(zip(PARAM_NAMES, a)), where)
 
 
+def _tri_inv(L: np.ndarray) -> np.ndarray:
+    """The inverse of a lower-triangular matrix (LAPACK's dtrtri where SciPy is installed)."""
+    try:
+        from scipy.linalg import lapack
+    except ImportError:  # pragma: no cover - scikit-learn brings SciPy
+        return np.linalg.solve(L, np.eye(len(L)))
+    R, info = lapack.dtrtri(L, lower=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dtrtri failed ({info})")
+    return R
+
+
 # ---- the population prior -----------------------------------------------------------------------
 def _generic_cov() -> np.ndarray:
     """The prior before any population is learned, in tolerance steps: the defaults, a smooth
@@ -184,7 +201,7 @@ def _generic_cov() -> np.ndarray:
     sd = np.zeros(N_FEATURES)
     corr = np.eye(N_FEATURES)
     sd[0] = 1.5
-    for lo, hi, length in ((_L0, _S0, 1.5), (_S0, _H0, 2.0)):
+    for lo, hi, length in ((_L0, _S0, 1.5), (_S0, _N0, 2.0), (_N0, _H0, 1.5)):
         n = hi - lo
         i = np.arange(n)
         corr[lo:hi, lo:hi] = np.exp(-0.5 * ((i[:, None] - i[None, :]) / length) ** 2)
@@ -310,7 +327,7 @@ class UserModel:
         if self._post is None:
             pop = self.population
             L = np.linalg.cholesky(pop.precision + self.data_precision())
-            R = np.linalg.solve(L, np.eye(len(L)))
+            R = _tri_inv(L)
             m = R.T @ (R @ (pop.h + self.r.ravel()))
             self._post = (m.reshape(N_PARAMS, N_FEATURES), R)
         return self._post
