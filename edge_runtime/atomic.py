@@ -11,6 +11,7 @@ cannot remove its own; :func:`temp_path_for` sweeps those of ``NAME`` whose proc
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -155,3 +156,18 @@ def write_bytes(path: str, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically."""
     with AtomicFile(path, "wb") as f:
         f.write(data)
+
+
+@contextlib.contextmanager
+def locked(path: str):
+    """Hold an exclusive ``fcntl`` lock on ``<path>.lock`` (created beside ``path``, kept
+    there) for a load-update-save of ``path``: concurrent writers then take turns instead of
+    overwriting each other's update. Readers need no lock (saves are atomic renames)."""
+    import fcntl
+
+    fd = os.open(os.fspath(path) + ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)   # closing the descriptor releases the lock

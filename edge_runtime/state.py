@@ -4,15 +4,19 @@ Layout of a state file (little-endian)::
 
     b"ERSTATE\\n"                    8 bytes magic
     header length                   uint32
-    header                          UTF-8 JSON: {"format": 1, "kind": ..., "schema": N,
+    header                          UTF-8 JSON: {"format": 2, "kind": ..., "schema": N,
                                                  "meta": {...}, "arrays": [{"name", "dtype",
-                                                 "shape", "offset", "nbytes"}...],
-                                                 "payload_sha256": ...}
+                                                 "shape", "offset", "nbytes"}...]}
     payload                         the arrays' bytes, C order, at their offsets
+    sha256                          32 bytes: SHA-256 of everything before it
 
 Only plain dtypes (``f4 f8 i1 i2 i4 i8 u1 u2 u4 u8 b1``) are accepted, never objects, so
-reading a state cannot run code. The payload's SHA-256 is checked before any array is
-handed out: a truncated or bit-flipped file is refused, naming the file and what differs.
+reading a state cannot run code. The SHA-256 covers the header (kind, schema, metadata such
+as counts or a user name) and the payload, and is checked before the header is parsed: a
+truncated, bit-flipped or hand-edited file is refused, naming the file and what differs.
+Format-1 files (round 1: a ``payload_sha256`` in the header, the header itself unchecked)
+are still read; every save writes format 2. The header's JSON is limited in size
+(:data:`MAX_HEADER`) and nesting (:data:`MAX_DEPTH`), so a hostile header is one error.
 :func:`save_state` writes through :mod:`edge_runtime.atomic` (temp file, fsync, rename,
 directory fsync): after a crash or power cut the file is either the old state or the new
 one, never a mix.
@@ -21,7 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import struct
 from typing import Mapping
 
@@ -33,7 +39,10 @@ from .errors import EdgeRuntimeError
 __all__ = ["StateError", "MAGIC", "save_state", "load_state", "read_header"]
 
 MAGIC = b"ERSTATE\n"
-FORMAT = 1
+FORMAT = 2
+LEGACY_FORMATS = (1,)
+MAX_DEPTH = 32
+DIGEST = 32
 DTYPES = ("<f4", "<f8", "|i1", "<i2", "<i4", "<i8", "|u1", "<u2", "<u4", "<u8", "|b1")
 MAX_HEADER = 1 << 20
 
@@ -63,14 +72,17 @@ def save_state(path, kind: str, schema: int, meta: Mapping, arrays: Mapping[str,
         offset += len(b)
     payload = b"".join(chunks)
     header = json.dumps({"format": FORMAT, "kind": kind, "schema": int(schema), "meta": meta,
-                         "arrays": entries, "payload_sha256": hashlib.sha256(payload).hexdigest()},
-                        allow_nan=False, separators=(",", ":")).encode()
+                         "arrays": entries}, allow_nan=False, separators=(",", ":")).encode()
+    if len(header) > MAX_HEADER:
+        raise StateError(f"{os.fspath(path)}: state header of {len(header)} bytes exceeds {MAX_HEADER}")
+    head = MAGIC + struct.pack("<I", len(header)) + header
+    digest = hashlib.sha256(head)
+    digest.update(payload)
     try:
         with AtomicFile(os.fspath(path), "wb") as f:
-            f.write(MAGIC)
-            f.write(struct.pack("<I", len(header)))
-            f.write(header)
+            f.write(head)
             f.write(payload)
+            f.write(digest.digest())
     except OSError as e:
         raise StateError(f"{os.fspath(path)}: cannot write state file: {e.strerror or e}") from None
 
@@ -96,14 +108,65 @@ def _read(path) -> tuple[dict, bytes]:
     if hlen > MAX_HEADER or start + hlen > len(data):
         raise StateError(f"{path}: truncated or corrupt state file (header of {hlen} bytes, "
                          f"file has {len(data)} bytes)")
+    raw = data[start:start + hlen]
+    # a format-2 file ends with the SHA-256 of all bytes before it: checked before parsing
+    m = re.match(rb'\s*\{\s*"format"\s*:\s*(\d+)\s*[,}]', raw)
+    fmt = int(m.group(1)) if m else None
+    if fmt == FORMAT:
+        if len(data) < start + hlen + DIGEST:
+            raise StateError(f"{path}: truncated state file ({len(data)} bytes, the header alone needs "
+                             f"{start + hlen + DIGEST})")
+        body, stored = data[:-DIGEST], data[-DIGEST:]
+        digest = hashlib.sha256(body).digest()
+        if digest != stored:
+            raise StateError(f"{path}: corrupt or edited state file (sha256 of its {len(body)} bytes is "
+                             f"{digest.hex()[:16]}..., the file says {stored.hex()[:16]}...)")
+        payload = data[start + hlen:-DIGEST]
+    elif fmt in LEGACY_FORMATS:
+        payload = data[start + hlen:]
+    elif fmt is None:
+        raise StateError(f"{path}: corrupt state header (expected JSON starting with {{\"format\": {FORMAT}, "
+                         f"found {raw[:24]!r})")
+    else:
+        raise StateError(f"{path}: state format {fmt} is not supported (expected {FORMAT}, or the legacy "
+                         f"{', '.join(map(str, LEGACY_FORMATS))})")
+    depth = _depth(raw)
+    if depth > MAX_DEPTH:
+        raise StateError(f"{path}: corrupt state header (JSON nested {depth} deep, at most {MAX_DEPTH})")
     try:
-        header = json.loads(data[start:start + hlen].decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise StateError(f"{path}: corrupt state header ({e})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise StateError(f"{path}: state format {header.get('format') if isinstance(header, dict) else '?'!r} "
-                         f"is not supported (expected {FORMAT})")
-    return header, data[start + hlen:]
+        header = json.loads(raw.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise StateError(f"{path}: corrupt state header ({type(e).__name__}: {str(e)[:80]})") from None
+    if not isinstance(header, dict) or header.get("format") != fmt:
+        raise StateError(f"{path}: corrupt state header (expected a JSON object with \"format\": {fmt})")
+    if fmt in LEGACY_FORMATS:
+        digest = hashlib.sha256(payload).hexdigest()
+        if digest != header.get("payload_sha256"):
+            raise StateError(f"{path}: corrupt state file (payload of {len(payload)} bytes has sha256 "
+                             f"{digest[:16]}..., header says {str(header.get('payload_sha256'))[:16]}...)")
+    return header, payload
+
+
+def _depth(raw: bytes) -> int:
+    """The deepest ``[``/``{`` nesting of a JSON text (brackets inside strings not counted)."""
+    depth = deepest = 0
+    in_str = esc = False
+    for ch in raw.decode("utf-8", "replace"):
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def read_header(path) -> dict:
@@ -125,10 +188,6 @@ def load_state(path, kind: str, schema: int) -> tuple[dict, dict[str, np.ndarray
     if header.get("schema") != schema:
         raise StateError(f"{path}: {kind} state schema version {header.get('schema')!r} is not supported "
                          f"(expected {schema}); re-create it with this version of edge-runtime")
-    digest = hashlib.sha256(payload).hexdigest()
-    if digest != header.get("payload_sha256"):
-        raise StateError(f"{path}: corrupt state file (payload of {len(payload)} bytes has sha256 "
-                         f"{digest[:16]}..., header says {str(header.get('payload_sha256'))[:16]}...)")
     arrays = {}
     try:
         for e in header["arrays"]:
@@ -157,6 +216,8 @@ def require(path, meta: Mapping, key: str, types, what: str):
     v = meta[key]
     if not isinstance(v, types) or isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
         raise StateError(f"{path}: state {key} = {v!r} (expected {what})")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise StateError(f"{path}: state {key} = {v!r} (expected {what}, finite)")
     return v
 
 

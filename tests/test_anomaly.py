@@ -141,6 +141,12 @@ def test_corrupt_foreign_and_other_version_states_are_refused(models, tmp_path):
     nan["det.means"][0, 0] = np.nan
     save_state(tmp_path / "nan.state", "anomaly", 1, meta, nan)
     assert "NaN" in _err(lambda: AnomalyModel.load(tmp_path / "nan.state"))
+    # malformed header values (issue 30): one StateError naming the key and what is expected
+    for key, value, expect in (("sample_rate", 0, "sample_rate = 0 (expected 1000..768000 Hz)"),
+                               ("sample_rate", "16k", "sample_rate = '16k' (expected a sample rate in Hz)"),
+                               ("dim", -3, "dim = -3"), ("threshold_on", "x", "threshold_on = 'x'")):
+        save_state(tmp_path / "hdr.state", "anomaly", 1, {**meta, key: value}, arrays)
+        assert expect in _err(lambda: AnomalyModel.load(tmp_path / "hdr.state")), (key, value)
     assert "not found" in _err(lambda: AnomalyModel.load(tmp_path / "missing.state"))
 
 

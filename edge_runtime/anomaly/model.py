@@ -283,6 +283,10 @@ class AnomalyModel:
             raise StateError(f"{path}: state detector = {det!r} (expected one of {', '.join(D.DETECTORS)})")
         dim = require(path, meta, "dim", int, "the feature dimension, a positive integer")
         sr = require(path, meta, "sample_rate", int, "a sample rate in Hz")
+        if not 1000 <= sr <= 768000:   # the range service configs accept (service/config.py)
+            raise StateError(f"{path}: state sample_rate = {sr} (expected 1000..768000 Hz)")
+        if dim < 1:
+            raise StateError(f"{path}: state dim = {dim} (expected the feature dimension, a positive integer)")
         feats = require(path, meta, "features", dict, "a feature extractor config")
         on = require(path, meta, "threshold_on", (int, float), "a number")
         off = require(path, meta, "threshold_off", (int, float), "a number")

@@ -1,23 +1,30 @@
-"""``edge-runtime personalize feedback|recommend|info``: a per-user model learned from answers.
+"""``edge-runtime personalize recommend|feedback|info|population``: a per-user model learned from answers.
 
     edge-runtime personalize recommend --user alice --context class=speech,level=-32,noise=-48,hour=20
     edge-runtime personalize feedback --user alice --context class=speech,level=-32,noise=-48,hour=20 \
         --params denoise_strength=0.6,gain_db=2,eq_tilt_db=1 --reject
     edge-runtime personalize feedback --user alice --context ... --preset clear_speech --accept
     edge-runtime personalize feedback --user alice --context ... --params ... --adjust gain_db=-1
+    edge-runtime personalize population            # learn the crowd's prior from every user's state
 
 Each user's model is one state file, ``<state dir>/personalize/<user>.state`` (``--state`` names
-a file instead), rewritten atomically after every feedback: a power cut during the save leaves
-the previous state, so at most that one feedback is lost.
+a file instead), rewritten atomically after every feedback under an ``fcntl`` lock on
+``<state>.lock``: two writers of one user take turns (no feedback lost), and a power cut during
+the save leaves the previous state, so at most that one feedback is lost. The population prior
+is ``<state dir>/personalize/_population.state`` (``--population`` names another; the leading
+``_`` keeps it apart from user names): when present, every user's recommendations start from it.
 """
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 
 from ..errors import ConfigError
 
 CONTEXT_KEYS = {"class": "audio_class", "level": "level_dbfs", "noise": "noise_floor_dbfs", "hour": "hour"}
+POPULATION_FILE = "_population.state"
 
 
 def add_parser(sub) -> None:
@@ -25,19 +32,24 @@ def add_parser(sub) -> None:
     p.set_defaults(func=dispatch)
     ps = p.add_subparsers(dest="personalize_command", metavar="ACTION")
 
-    def common(q):
-        q.add_argument("--user", "-u", required=True, help="user name (letters, digits, _ . @ -)")
-        q.add_argument("--state", help="state file (default: <state dir>/personalize/<user>.state)")
+    def common(q, user=True):
+        if user:
+            q.add_argument("--user", "-u", required=True, help="user name (letters, digits, _ . @ -)")
+            q.add_argument("--state", help="state file (default: <state dir>/personalize/<user>.state)")
         q.add_argument("--state-dir", help="default: $EDGE_RUNTIME_STATE, $XDG_STATE_HOME/edge_runtime")
+        q.add_argument("--population", help=f"population prior (default: <state dir>/personalize/{POPULATION_FILE} "
+                       "if it exists, else the generic prior: the defaults)")
         q.add_argument("--json", action="store_true")
 
     r = ps.add_parser("recommend", help="recommended parameters and presets ranked for a context")
     common(r)
     r.add_argument("--context", "-c", default="", help="class=speech|music|noise|silence|other,level=DBFS,"
                    "noise=DBFS,hour=0-24 (missing keys: other, -30, -60, the current hour)")
-    r.add_argument("--explore", type=float, default=0.15,
-                   help="Thompson-sampling exploration (default 0.15, as benchmarked; 0 = the posterior mean)")
-    r.add_argument("--seed", type=int, help="seed for --explore")
+    r.add_argument("--explore", type=float, default=0.0,
+                   help="probability of offering a sample of the posterior instead of the setting most likely "
+                   "to be accepted (default 0, as benchmarked)")
+    r.add_argument("--seed", type=int, default=0, help="seed for the posterior samples (default 0: the same state "
+                   "and context give the same answer)")
     r.set_defaults(func=cmd_recommend)
 
     f = ps.add_parser("feedback", help="record accept/reject/adjust for a recommended setting")
@@ -49,12 +61,21 @@ def add_parser(sub) -> None:
     act = f.add_mutually_exclusive_group(required=True)
     act.add_argument("--accept", action="store_true")
     act.add_argument("--reject", action="store_true")
-    act.add_argument("--adjust", metavar="NAME=VALUE,...", help="the user changed the setting to this")
+    act.add_argument("--adjust", metavar="NAME=VALUE,...", help="where the user moved the sliders (the values "
+                     "are learned; parameters not named were left as offered)")
     f.set_defaults(func=cmd_feedback)
 
     i = ps.add_parser("info", help="what the user's model has learned")
     common(i)
     i.set_defaults(func=cmd_info)
+
+    q = ps.add_parser("population", help="learn the population prior (what users want on average and how "
+                      "they differ) from users' state files; new users then start from it")
+    common(q, user=False)
+    q.add_argument("states", nargs="*", help="user state files (default: every <user>.state in "
+                   "<state dir>/personalize)")
+    q.add_argument("--out", help="where to write it (default: the --population path)")
+    q.set_defaults(func=cmd_population)
 
 
 def _kv(text: str, what: str) -> dict:
@@ -102,50 +123,67 @@ def _params(text: str, what: str):
         raise ConfigError(str(e) if str(e).startswith(what) else f"{what}: {e}") from None
 
 
-def state_path(args) -> str:
+def _dir(args) -> str:
     from ..models.profiler import state_dir
+
+    return os.path.join(str(state_dir(args.state_dir)), "personalize")
+
+
+def state_path(args) -> str:
     from .model import check_user
 
     try:
         check_user(args.user)
     except ValueError as e:
         raise ConfigError(f"--user: {e}") from None
-    if args.state:
-        return args.state
-    return os.path.join(str(state_dir(args.state_dir)), "personalize", f"{args.user}.state")
+    return args.state or os.path.join(_dir(args), f"{args.user}.state")
 
 
-def _load(path: str, user: str):
+def population_path(args) -> str:
+    return args.population or os.path.join(_dir(args), POPULATION_FILE)
+
+
+def _population(args):
+    from .model import Population
+
+    path = population_path(args)
+    if args.population is None and not os.path.exists(path):
+        return None
+    return Population.load(path)
+
+
+def _load(path: str, user: str, population):
     from .model import UserModel
 
     if not os.path.exists(path):
-        return UserModel(user=user)
-    return UserModel.load(path)
+        return UserModel(user=user, population=population)
+    return UserModel.load(path, population)
 
 
-def _describe(model, ctx) -> dict:
+def _describe(model, ctx, explore: float, seed: int) -> dict:
     from .model import PARAM_NAMES
 
-    rec = model.recommend(ctx)
-    ranked = model.rank_presets(ctx)
+    rec = model.recommend(ctx, explore=explore, seed=seed)
+    ranked = model.rank_presets(ctx, explore=explore, seed=seed)
     return {"params": {k: round(float(v), 4) for k, v in zip(PARAM_NAMES, rec)},
             "presets": [{"name": n, "score": round(s, 4)} for n, s in ranked], "feedback_count": model.n}
 
 
+def _one_thread():
+    """Small matrices: one BLAS thread is faster than several, and leaves the audio its cores."""
+    from threadpoolctl import threadpool_limits   # a dependency of scikit-learn
+
+    return threadpool_limits(limits=1)
+
+
 def cmd_recommend(args) -> int:
-    import numpy as np
-
+    if not 0.0 <= args.explore <= 1.0:
+        raise ConfigError(f"--explore {args.explore:g} is outside 0..1")
     path = state_path(args)
-    model = _load(path, args.user)
     ctx = parse_context(args.context)
-    out = _describe(model, ctx)
-    if args.explore > 0:
-        from .model import PARAM_NAMES
-
-        rng = np.random.default_rng(args.seed)
-        rec = model.recommend(ctx, rng, args.explore)
-        out["params"] = {k: round(float(v), 4) for k, v in zip(PARAM_NAMES, rec)}
-        out["presets"] = [{"name": n, "score": round(s, 4)} for n, s in model.rank_presets(ctx, rng, args.explore)]
+    with _one_thread():
+        model = _load(path, args.user, _population(args))
+        out = _describe(model, ctx, args.explore, args.seed)
     out.update({"user": args.user, "context": vars(ctx), "state": path})
     if args.json:
         print(json.dumps(out))
@@ -157,35 +195,41 @@ def cmd_recommend(args) -> int:
 
 
 def cmd_feedback(args) -> int:
+    from ..atomic import locked
+    from .model import PARAM_NAMES, PRESETS
+
     path = state_path(args)
-    model = _load(path, args.user)
     ctx = parse_context(args.context)
     action = "accept" if args.accept else "reject" if args.reject else "adjust"
     params = _params(args.params, "--params") if args.params is not None else None
-    adjusted = None
-    if args.adjust is not None:
-        base = params if params is not None else None
-        if base is None:
-            from .model import PRESETS
-
-            if args.preset not in model.presets:
-                raise ConfigError(f"--preset {args.preset!r} is not known (expected one of "
-                                  f"{', '.join(model.presets)})")
-            base = model.presets.get(args.preset, PRESETS.get(args.preset))
-        from .model import PARAM_NAMES
-
-        merged = dict(zip(PARAM_NAMES, base))
-        merged.update({k: v for k, v in _kv(args.adjust, "--adjust").items()})
-        adjusted = _params(",".join(f"{k}={v}" for k, v in merged.items()), "--adjust")
-    try:
-        model.feedback(ctx, action, params=params, preset=args.preset, adjusted=adjusted)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    population = _population(args)
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     except OSError as e:
         raise ConfigError(f"{path}: cannot create the state folder: {e.strerror or e}") from None
-    model.save(path)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(locked(path))
+        except OSError as e:
+            raise ConfigError(f"{path}.lock: cannot lock the state: {e.strerror or e}") from None
+        stack.enter_context(_one_thread())
+        model = _load(path, args.user, population)
+        adjusted = None
+        if args.adjust is not None:
+            base = params
+            if base is None:
+                if args.preset not in model.presets:
+                    raise ConfigError(f"--preset {args.preset!r} is not known (expected one of "
+                                      f"{', '.join(model.presets)})")
+                base = model.presets.get(args.preset, PRESETS.get(args.preset))
+            merged = dict(zip(PARAM_NAMES, base))
+            merged.update({k: v for k, v in _kv(args.adjust, "--adjust").items()})
+            adjusted = _params(",".join(f"{k}={v}" for k, v in merged.items()), "--adjust")
+        try:
+            model.feedback(ctx, action, params=params, preset=args.preset, adjusted=adjusted)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        model.save(path)
     out = {"user": args.user, "action": action, "feedback_count": model.n, "state": path}
     print(json.dumps(out) if args.json else f"recorded     {action} ({model.n} feedback(s))  -> {path}")
     return 0
@@ -193,15 +237,40 @@ def cmd_feedback(args) -> int:
 
 def cmd_info(args) -> int:
     path = state_path(args)
-    model = _load(path, args.user)
+    population = _population(args)
+    model = _load(path, args.user, population)
     out = {"user": args.user, "state": path, "exists": os.path.exists(path), "feedback_count": model.n,
-           "accepted": model.accepts, "presets": {k: list(v) for k, v in model.presets.items()}}
+           "accepted": model.accepts, "adjusted": model.adjusts, "rejected": model.rejects,
+           "population": population_path(args) if population is not None else "generic (the defaults)",
+           "presets": {k: list(v) for k, v in model.presets.items()}}
     print(json.dumps(out) if args.json else "\n".join(f"{k:<15} {v}" for k, v in out.items()))
+    return 0
+
+
+def cmd_population(args) -> int:
+    from .model import Population, UserModel
+
+    files = args.states or sorted(f for f in glob.glob(os.path.join(_dir(args), "*.state"))
+                                  if os.path.basename(f) != POPULATION_FILE)
+    if not files:
+        raise ConfigError(f"population: no user state files (looked in {_dir(args)}; name them as arguments)")
+    with _one_thread():
+        users = [UserModel.load(f) for f in files]
+        try:
+            pop = Population.fit(users)
+        except ValueError as e:
+            raise ConfigError(f"population: {e} (the {len(files)} state files hold no feedback)") from None
+        out = args.out or population_path(args)
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        pop.save(out)
+    res = {"population": out, "users": pop.n_users, "feedback": sum(u.n for u in users)}
+    print(json.dumps(res) if args.json else f"population   learned from {pop.n_users} user(s), "
+          f"{res['feedback']} feedback(s)  -> {out}")
     return 0
 
 
 def dispatch(args) -> int:
     if not getattr(args, "personalize_command", None):
-        raise ConfigError("personalize needs an action: recommend, feedback or info "
+        raise ConfigError("personalize needs an action: recommend, feedback, info or population "
                           "(see `edge-runtime personalize -h`)")
     return args.func(args)

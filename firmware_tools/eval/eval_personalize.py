@@ -1,37 +1,32 @@
-"""Personalization benchmark with simulated users: acceptance over time vs a fixed default.
+"""Personalization benchmark: acceptance before and after 10, 50, 200 answers, per listener family.
 
-    python firmware_tools/eval/eval_personalize.py --users 400 --seed 100000 \
-        --out firmware_tools/eval/results/personalize.md
+    python firmware_tools/eval/eval_personalize.py --families loudness,linear,compromise,hearing \
+        --seed 1000000 --out firmware_tools/eval/results/personalize.md
 
-Each simulated user has hidden preferences drawn from the family below; the recommender
-(:class:`edge_runtime.personalize.model.UserModel`, the code ``edge-runtime personalize`` runs,
-including a state save/load after every feedback) sees only the user's answers.
+The listeners (``personalize_users.py``) are written apart from the recommender; ``hearing``
+was kept aside while designing and run once at the end. Per family:
 
-**User family.** In the parameters' tolerance units (denoise strength 0.2, gain 3 dB, EQ tilt
-1.5 dB/oct), a user's ideal setting in context ``c`` is
-``u*(c) = base + class_offset[class] + s_noise * noise + s_level * level + s_hour * cos(hour)``:
-``base ~ N(0, 1.2^2)`` per parameter, class offsets ``~ N(0, 0.8^2)``, denoise strength rising with
-the noise floor (``s_noise ~ N(0.8, 0.3^2)``), gain falling with the level (``s_level ~ N(-0.6,
-0.3^2)``), an evening/morning effect on gain (``s_hour ~ N(0, 0.4^2)``). With ``d`` the distance
-from the recommended setting to ``u*(c)``:
+1. **Population** (collaborative): ``--train-users`` listeners of the family each give
+   ``--interactions`` answers to the recommender with the generic prior (no population yet);
+   :meth:`Population.fit` learns the crowd's prior from their state (what a hub holding many
+   users' states does with ``edge-runtime personalize population``).
+2. **Test listeners** (``--test-users``, other seeds) under four policies:
+   ``default`` (the parameter defaults 0.5 / 0 dB / 0 dB/oct, never learning),
+   ``population`` (the crowd's prior mean, never learning), ``personal`` (learning, generic
+   prior) and ``ours`` (learning on top of the population prior: what the device runs).
+3. **Acceptance** after 0, 10, 50, 200 answers: the recommendation (explore 0) for 30 fresh
+   contexts per listener is accepted when every parameter lies within the tolerance of the
+   listener's ideal (answers aside: noise-free), and per parameter. Training recommendations
+   use ``--explore``; the answers include the family's 10 % noise.
 
-* parameters: P(accept) = 0.03 + 0.94 * sigmoid(5 (1 - d / tol)), tol ~ U(1.2, 2.0); on a reject
-  the user adjusts (to ``u*(c)`` + N(0, 0.3^2)) with probability ~ U(0.3, 0.7);
-* presets: users judge a preset against the other presets: P(accept) = 0.03 + 0.94 *
-  sigmoid(5 (1 - (d - d_best(c)) / 0.8)); on a reject they pick their best preset with
-  probability ~ U(0.3, 0.7) (recorded as the reject plus an accept of the preset they chose).
-
-Contexts per interaction: class (speech .4, music .3, noise .15, silence .05, other .1),
-level ~ N(-30, 8) dBFS, noise floor ~ N(-55, 10) dBFS, hour ~ U(0, 24).
-
-**Baselines.** Non-personalized default: the parameter defaults (0.5, 0 dB, 0 dB/oct) and the
-factory class -> preset rule (speech -> clear_speech, music -> music, noise -> strong_cleanup,
-silence -> neutral, other -> light). Oracle: the user's own ideal (parameters) / best preset.
-Development (choosing explore, curvature, prior, reject boost) used seeds 0, 7, ..., 413; report with ``--seed`` >= 100000.
+The first ``--state-users`` test listeners of ``ours`` go through a state save and load after
+every answer (the device path); recommend time is measured on every training recommendation
+of ``ours`` right after an answer (the posterior is recomputed), one BLAS thread.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -39,156 +34,188 @@ import time
 
 import numpy as np
 
-from edge_runtime.personalize.model import CLASSES, PARAMS, PRESETS, Context, UserModel, from_unit, to_unit
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-CLASS_P = (0.4, 0.3, 0.15, 0.05, 0.1)
-FACTORY = {"speech": "clear_speech", "music": "music", "noise": "strong_cleanup", "silence": "neutral",
-           "other": "light"}
+from personalize_users import DESIGN_FAMILIES, FAMILIES, draw_context  # noqa: E402
 
+from edge_runtime.personalize.model import PARAM_NAMES, PARAMS, Population, UserModel  # noqa: E402
 
-def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-class SimUser:
-    def __init__(self, seed: int):
-        r = np.random.default_rng(seed)
-        k = len(PARAMS)
-        self.base = r.normal(0, 1.2, k)
-        self.cls = {c: r.normal(0, 0.8, k) for c in CLASSES}
-        self.s_noise = r.normal(0.8, 0.3)
-        self.s_level = r.normal(-0.6, 0.3)
-        self.s_hour = r.normal(0, 0.4)
-        self.tol = r.uniform(1.2, 2.0)
-        self.p_adjust = r.uniform(0.3, 0.7)
-        self.rng = np.random.default_rng(seed + 1)
-
-    def context(self) -> Context:
-        r = self.rng
-        return Context(str(r.choice(CLASSES, p=CLASS_P)), float(np.clip(r.normal(-30, 8), -70, -3)),
-                       float(np.clip(r.normal(-55, 10), -90, -20)), float(r.uniform(0, 24)))
-
-    def ideal_u(self, ctx: Context) -> np.ndarray:
-        v = ctx.vector()
-        level, noise, hc = v[1 + len(CLASSES)], v[2 + len(CLASSES)], v[4 + len(CLASSES)]
-        u = self.base + self.cls[ctx.audio_class]
-        u = u.copy()
-        u[0] += self.s_noise * noise
-        u[1] += self.s_level * level + self.s_hour * hc
-        return to_unit(from_unit(u))   # the ideal within the parameters' ranges
-
-    def p_accept_params(self, ctx, params) -> float:
-        d = np.linalg.norm(to_unit(params) - self.ideal_u(ctx))
-        return 0.03 + 0.94 * sigmoid(5 * (1 - d / self.tol))
-
-    def preset_dists(self, ctx):
-        u = self.ideal_u(ctx)
-        return {n: float(np.linalg.norm(to_unit(p) - u)) for n, p in PRESETS.items()}
-
-    def p_accept_preset(self, ctx, name) -> float:
-        d = self.preset_dists(ctx)
-        return 0.03 + 0.94 * sigmoid(5 * (1 - (d[name] - min(d.values())) / 0.8))
+CHECKPOINTS = (0, 10, 50, 200)
+DEFAULTS = np.array([p.default for p in PARAMS])
 
 
-def run_user(seed: int, n: int, mode: str, policy: str, explore: float, state_path: str | None) -> np.ndarray:
-    user = SimUser(seed)
-    model = UserModel(user=f"sim{seed}")
-    rng = np.random.default_rng(seed + 2)
-    acc = np.zeros(n)
-    for i in range(n):
-        ctx = user.context()
-        if mode == "params":
-            if policy == "default":
-                rec = np.array([p.default for p in PARAMS])
-            elif policy == "oracle":
-                rec = from_unit(user.ideal_u(ctx))
-            else:
-                rec = model.recommend(ctx, rng, explore)
-            ok = user.rng.random() < user.p_accept_params(ctx, rec)
-            acc[i] = ok
-            if policy == "learn":
-                if ok:
-                    model.feedback(ctx, "accept", params=rec)
-                elif user.rng.random() < user.p_adjust:
-                    adj = from_unit(user.ideal_u(ctx) + user.rng.normal(0, 0.3, len(PARAMS)))
-                    model.feedback(ctx, "adjust", params=rec, adjusted=adj)
-                else:
-                    model.feedback(ctx, "reject", params=rec)
-        else:
-            if policy == "default":
-                name = FACTORY[ctx.audio_class]
-            elif policy == "oracle":
-                d = user.preset_dists(ctx)
-                name = min(d, key=d.get)
-            else:
-                name = model.rank_presets(ctx, rng, explore)[0][0]
-            ok = user.rng.random() < user.p_accept_preset(ctx, name)
-            acc[i] = ok
-            if policy == "learn":
-                if ok:
-                    model.feedback(ctx, "accept", preset=name)
-                elif user.rng.random() < user.p_adjust:
-                    d = user.preset_dists(ctx)
-                    best = min(d, key=d.get)
-                    model.feedback(ctx, "reject", preset=name)
-                    if best != name:
-                        model.feedback(ctx, "accept", preset=best)
-                else:
-                    model.feedback(ctx, "reject", preset=name)
-        if policy == "learn" and state_path is not None:
-            model.save(state_path)          # the device saves after every feedback
-            model = UserModel.load(state_path)
-    return acc
+def eval_contexts(seed: int, n: int):
+    r = np.random.default_rng([seed, 7])
+    return [draw_context(r) for _ in range(n)]
 
 
-def summarize(acc: np.ndarray) -> dict:
-    return {"first10": float(acc[:, :10].mean()), "i40_50": float(acc[:, 40:50].mean()),
-            "i50_100": float(acc[:, 50:].mean()) if acc.shape[1] > 50 else float("nan"), "all": float(acc.mean())}
+def score(listener, ctxs, recommend) -> np.ndarray:
+    """(n contexts, P) booleans: each parameter within the tolerance of the ideal."""
+    return np.array([listener.within(c, recommend(c)) for c in ctxs])
+
+
+def run_learner(family, seed: int, population, n: int, n_eval: int, explore: float, state_path=None,
+                times=None, checkpoints=CHECKPOINTS):
+    listener = FAMILIES[family](seed)
+    model = UserModel(user=f"sim{seed}", population=population)
+    rng = np.random.default_rng([seed, 3])
+    ctxs = eval_contexts(seed, n_eval)
+    out = {}
+    for i in range(n + 1):
+        if i in checkpoints:
+            out[i] = score(listener, ctxs, model.recommend)
+        if i == n:
+            break
+        ctx = draw_context(listener.rng)
+        t0 = time.perf_counter()
+        rec = model.recommend(ctx, rng, explore)
+        if times is not None:
+            times.append(time.perf_counter() - t0)
+        action, adj = listener.answer(ctx, rec)
+        model.feedback(ctx, action, params=rec, adjusted=adj)
+        if state_path is not None:
+            model.save(state_path)
+            model = UserModel.load(state_path, population)
+    return out, model
+
+
+def run_family(family: str, a, tmp: str) -> dict:
+    t0 = time.perf_counter()
+    base = a.seed + 1_000_003 * sorted(FAMILIES).index(family)
+    train = [run_learner(family, base + i, None, a.interactions, 0, a.explore, checkpoints=())[1]
+             for i in range(a.train_users)]
+    pop = Population.fit(train)
+    pop.save(os.path.join(tmp, f"{family}.population"))
+    fit_s = time.perf_counter() - t0
+    res = {"default": [], "population": [], "personal": [], "ours": []}
+    times, sizes = [], []
+    for u in range(a.test_users):
+        seed = base + 500_000 + u
+        listener, ctxs = FAMILIES[family](seed), eval_contexts(seed, a.eval_contexts)
+        res["default"].append({k: score(listener, ctxs, lambda c: DEFAULTS) for k in CHECKPOINTS})
+        res["population"].append({k: score(listener, ctxs, pop.predict) for k in CHECKPOINTS})
+        res["personal"].append(run_learner(family, seed, None, a.interactions, a.eval_contexts, a.explore)[0])
+        sp = os.path.join(tmp, f"{family}-{u}.state") if u < a.state_users else None
+        r, model = run_learner(family, seed, pop, a.interactions, a.eval_contexts, a.explore, sp, times)
+        res["ours"].append(r)
+        if sp is not None:
+            sizes.append(os.path.getsize(sp))
+    out = {"fit_s": fit_s, "wall_s": time.perf_counter() - t0, "population_users": a.train_users,
+           "test_users": a.test_users, "recommend_ms": {"median": 1e3 * float(np.median(times)),
+                                                        "p99": 1e3 * float(np.percentile(times, 99)),
+                                                        "max": 1e3 * float(np.max(times))},
+           "state_bytes": max(sizes) if sizes else None, "policies": {}}
+    for pol, runs in res.items():
+        out["policies"][pol] = {str(k): {"all": float(np.mean([r[k].all(axis=1).mean() for r in runs])),
+                                         **{p: float(np.mean([r[k][:, j].mean() for r in runs]))
+                                            for j, p in enumerate(PARAM_NAMES)}} for k in CHECKPOINTS}
+    return out
+
+
+def figure(results: dict, path: str) -> bool:
+    try:
+        import matplotlib
+    except ImportError:
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edge_runtime import atomic
+
+    fams = list(results)
+    fig, axes = plt.subplots(1, len(fams), figsize=(4.2 * len(fams), 3.6), sharey=True)
+    for ax, fam in zip(np.atleast_1d(axes), fams):
+        for pol in ("default", "population", "personal", "ours"):
+            ys = [100 * results[fam]["policies"][pol][str(k)]["all"] for k in CHECKPOINTS]
+            ax.plot(CHECKPOINTS, ys, marker="o", label=pol)
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xticks(CHECKPOINTS, [str(k) for k in CHECKPOINTS])
+        ax.set_title(fam)
+        ax.set_xlabel("answers")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("accepted (all 3 parameters), %")
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    atomic.commit(tmp, path)
+    return True
+
+
+def render(results: dict, a, argv, fig_note: str) -> str:
+    lines = ["# Personalization benchmark (simulated listeners, issue 32)", "",
+             f"Command: `python firmware_tools/eval/eval_personalize.py {' '.join(argv)}`", "",
+             f"Per family: a population prior fitted from {a.train_users} listeners x {a.interactions} answers, "
+             f"then {a.test_users} other listeners; acceptance of the recommendation (explore 0) on "
+             f"{a.eval_contexts} fresh contexts per listener after 0 / 10 / 50 / 200 answers (training "
+             f"explore={a.explore}, 10 % noisy answers). *Accepted* = all three parameters within the model's "
+             "tolerance of the listener's ideal. Families: `firmware_tools/eval/personalize_users.py` "
+             f"(design: {', '.join(DESIGN_FAMILIES)}; held out: hearing).", "",
+             "| family | policy | before | after 10 | after 50 | after 200 |", "|---|---|---|---|---|---|"]
+    label = {"default": "defaults (no personalization)", "population": "population only (the crowd's prior)",
+             "personal": "personal, generic prior (no population)", "ours": "**personal + population (ours)**"}
+    for fam, r in results.items():
+        for pol in ("default", "population", "personal", "ours"):
+            v = r["policies"][pol]
+            lines.append(f"| {fam} | {label[pol]} | " + " | ".join(f"{100 * v[str(k)]['all']:.1f}%" for k in CHECKPOINTS) + " |")
+    lines += ["", "Per parameter (ours; within tolerance, %): denoise / gain / tilt", "",
+              "| family | before | after 10 | after 50 | after 200 |", "|---|---|---|---|---|"]
+    for fam, r in results.items():
+        v = r["policies"]["ours"]
+        lines.append(f"| {fam} | " + " | ".join(" / ".join(f"{100 * v[str(k)][p]:.0f}" for p in PARAM_NAMES)
+                                               for k in CHECKPOINTS) + " |")
+    lines += ["", "| family | recommend median / p99 / max (ms) | state file (bytes) | population fit + run (s) |",
+              "|---|---|---|---|"]
+    for fam, r in results.items():
+        t = r["recommend_ms"]
+        lines.append(f"| {fam} | {t['median']:.2f} / {t['p99']:.2f} / {t['max']:.2f} | {r['state_bytes']} | "
+                     f"{r['fit_s']:.0f} + {r['wall_s'] - r['fit_s']:.0f} |")
+    lines += ["", fig_note, ""]
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--users", type=int, default=400)
-    ap.add_argument("--seed", type=int, default=100000, help="first user seed (development used 0, 7, ..., 413)")
-    ap.add_argument("--interactions", type=int, default=100)
-    ap.add_argument("--explore", type=float, default=0.15)
-    ap.add_argument("--no-state", action="store_true", help="skip the save/load after every feedback (faster)")
-    ap.add_argument("--out")
+    ap.add_argument("--families", default=",".join(DESIGN_FAMILIES))
+    ap.add_argument("--train-users", type=int, default=100)
+    ap.add_argument("--test-users", type=int, default=100)
+    ap.add_argument("--interactions", type=int, default=200)
+    ap.add_argument("--eval-contexts", type=int, default=30)
+    ap.add_argument("--explore", type=float, default=0.0)
+    ap.add_argument("--state-users", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=1_000_000, help="development used seed 0")
+    ap.add_argument("--out", help="markdown report (a .json with the same stem is written beside it)")
     a = ap.parse_args(argv)
+    fams = [f.strip() for f in a.families.split(",") if f.strip()]
+    unknown = [f for f in fams if f not in FAMILIES]
+    if unknown:
+        ap.error(f"--families: unknown family {unknown[0]!r} (expected {', '.join(FAMILIES)})")
+    if max(CHECKPOINTS) > a.interactions:
+        ap.error(f"--interactions {a.interactions} is below the last checkpoint {max(CHECKPOINTS)}")
+    from threadpoolctl import threadpool_limits   # a dependency of scikit-learn
+
     tmp = tempfile.mkdtemp(prefix="personalize_")
-    res = {}
-    t0 = time.perf_counter()
-    for mode in ("params", "presets"):
-        for policy in ("default", "oracle", "learn"):
-            accs = []
-            for u in range(a.users):
-                sp = None if (a.no_state or policy != "learn") else os.path.join(tmp, f"u{u}.state")
-                accs.append(run_user(a.seed + 7 * u, a.interactions, mode, policy, a.explore, sp))
-            res[(mode, policy)] = summarize(np.array(accs))
-            print(mode, policy, {k: round(v, 3) for k, v in res[(mode, policy)].items()}, flush=True)
-    wall = time.perf_counter() - t0
-    lines = ["# Personalization benchmark (simulated users)", "",
-             f"Command: `python firmware_tools/eval/eval_personalize.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
-             "", f"{a.users} simulated users (seeds {a.seed}, {a.seed}+7, ...; development used seeds 0, 7, ..., 413), "
-             f"{a.interactions} interactions each, Thompson sampling explore={a.explore}"
-             f"{'' if a.no_state else ', state saved and reloaded after every feedback'}. "
-             "User family and baselines: see the script's docstring.", "",
-             "| recommends | policy | acceptance, interactions 1-10 | 41-50 | 51-100 | change 1-10 -> 41-50 |",
-             "|---|---|---|---|---|---|"]
-    for mode in ("params", "presets"):
-        for policy, label in (("default", "non-personalized default"), ("learn", "**personalized (ours)**"),
-                              ("oracle", "oracle (knows the hidden preference)")):
-            r = res[(mode, policy)]
-            ch = (r["i40_50"] / r["first10"] - 1) * 100 if r["first10"] > 0 else float("nan")
-            lines.append(f"| {mode} | {label} | {100 * r['first10']:.1f}% | {100 * r['i40_50']:.1f}% | "
-                         f"{100 * r['i50_100']:.1f}% | {ch:+.1f}% |")
-    lines += ["", f"Wall time {wall:.0f} s.", ""]
-    text = "\n".join(lines)
+    results = {}
+    with threadpool_limits(limits=1):
+        for fam in fams:
+            results[fam] = run_family(fam, a, tmp)
+            v = results[fam]["policies"]
+            print(fam, {p: [round(100 * v[p][str(k)]["all"], 1) for k in CHECKPOINTS] for p in v},
+                  f"{results[fam]['wall_s']:.0f}s", flush=True)
+    fig_note = "No figure: matplotlib is not installed in this environment."
+    if a.out:
+        png = os.path.splitext(a.out)[0] + ".png"
+        if figure(results, png):
+            fig_note = f"Figure: `{os.path.relpath(png, os.path.dirname(os.path.abspath(a.out)))}`."
+    text = render(results, a, argv, fig_note)
     print(text)
     if a.out:
         from edge_runtime.atomic import write_bytes
 
         write_bytes(a.out, text.encode())
+        write_bytes(os.path.splitext(a.out)[0] + ".json",
+                    json.dumps({"command": argv, "families": results}, indent=1).encode())
     return 0
 
 
