@@ -129,3 +129,16 @@ def test_a_learned_state_is_scored_without_scikit_learn(tmp_path, capsys):
     r = lean("run", "machine_watch", "-i", later, "--json", state_dir=state_dir)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(r.stdout.strip().splitlines()[-1])["blocks"] > 0
+
+
+def test_personalization_runs_without_scikit_learn_and_scipy(tmp_path):
+    """personalize uses NumPy only (SciPy's LAPACK and threadpoolctl's BLAS limit when present)."""
+    ctx = ["--context", "class=speech,level=-30,noise=-50,hour=12"]
+    st = ["--state-dir", str(tmp_path)]
+    for _ in range(3):
+        r = lean("personalize", "feedback", "--user", "ann", *st, *ctx, "--params", "gain_db=0",
+                 "--adjust", "gain_db=-6", "--json", state_dir=tmp_path)
+        assert r.returncode == 0, r.stderr[-2000:]
+    r = lean("personalize", "recommend", "--user", "ann", *st, *ctx, "--json", state_dir=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["params"]["gain_db"] < 0

@@ -170,9 +170,14 @@ def _describe(model, ctx, explore: float, seed: int) -> dict:
 
 
 def _one_thread():
-    """Small matrices: one BLAS thread is faster than several, and leaves the audio its cores."""
-    from threadpoolctl import threadpool_limits   # a dependency of scikit-learn
+    """Small matrices: one BLAS thread is faster than several, and leaves the audio its cores
+    (threadpoolctl comes with scikit-learn, the [learn] extra; without it BLAS keeps its default)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
 
+        return contextlib.nullcontext()
     return threadpool_limits(limits=1)
 
 
