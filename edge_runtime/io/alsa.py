@@ -25,7 +25,7 @@ import weakref
 
 import numpy as np
 
-from ..errors import AudioDeviceError
+from ..errors import AudioDeviceError, DeviceFailedError
 from .base import Sink, Source, check_sample_rate
 from .raw import RAW_FORMATS
 
@@ -180,7 +180,7 @@ class _Pcm:
         _last_msg.text = ""
         err = lib.snd_pcm_open(ctypes.byref(h), device.encode(), stream, 0)
         if err < 0:
-            raise AudioDeviceError(f"{self.name}: cannot open for {kind}: {_strerror(lib, err)}")
+            raise DeviceFailedError(f"{self.name}: cannot open for {kind}: {_strerror(lib, err)}")
         self._handle = h.value
         self._finalizer = weakref.finalize(self, _close_handle, lib, h.value, True)
         try:
@@ -257,7 +257,7 @@ class _Pcm:
             return
         r = self._lib.snd_pcm_recover(self._handle, err, 1)
         if r < 0:
-            raise AudioDeviceError(f"{self.name}: {what} failed: {_strerror(self._lib, err)} "
+            raise DeviceFailedError(f"{self.name}: {what} failed: {_strerror(self._lib, err)} "
                                    f"(recovery failed: {_strerror(self._lib, r)})")
 
     def close_handle(self, drain: bool) -> None:
@@ -269,7 +269,7 @@ class _Pcm:
             err = self._lib.snd_pcm_drain(h)
             self._lib.snd_pcm_close(h)
             if err < 0 and err != -errno.EPIPE:
-                raise AudioDeviceError(f"{self.name}: drain failed: {_strerror(self._lib, err)}")
+                raise DeviceFailedError(f"{self.name}: drain failed: {_strerror(self._lib, err)}")
         else:
             self._lib.snd_pcm_drop(h)
             self._lib.snd_pcm_close(h)

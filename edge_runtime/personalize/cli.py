@@ -21,38 +21,58 @@ CONTEXT_KEYS = {"class": "audio_class", "level": "level_dbfs", "noise": "noise_f
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("personalize", help="learn a user's preferred effect settings from feedback")
+    from ..cliutil import deprecated_alias, parser_kwargs
+
+    p = sub.add_parser("personalize", **parser_kwargs(
+        "learn a user's preferred effect settings from feedback",
+        ("edge-runtime personalize recommend -u ana --context class=speech,level=-25",
+         "edge-runtime personalize feedback -u ana --context class=speech --preset clear_speech --accept",
+         "edge-runtime personalize info -u ana --json", "edge-runtime personalize ACTION --help")))
     p.set_defaults(func=dispatch)
     ps = p.add_subparsers(dest="personalize_command", metavar="ACTION")
 
     def common(q):
         q.add_argument("--user", "-u", required=True, help="user name (letters, digits, _ . @ -)")
-        q.add_argument("--state", help="state file (default: <state dir>/personalize/<user>.state)")
-        q.add_argument("--state-dir", help="default: $EDGE_RUNTIME_STATE, $XDG_STATE_HOME/edge_runtime")
-        q.add_argument("--json", action="store_true")
+        q.add_argument("--state", "-s", help="state file (default: <state dir>/personalize/<user>.state)")
+        q.add_argument("--state-dir", help="folder of the state files (default: $EDGE_RUNTIME_STATE, "
+                       "$XDG_STATE_HOME/edge_runtime)")
+        q.add_argument("--json", action="store_true", help="print one JSON object")
 
-    r = ps.add_parser("recommend", help="recommended parameters and presets ranked for a context")
+    context_help = ("class=speech|music|noise|silence|other,level=DBFS,noise=DBFS,hour=0-24 (missing keys: "
+                    "other, -30, -60, the current hour)")
+
+    r = ps.add_parser("recommend", **parser_kwargs(
+        "recommended parameters and presets ranked for a context",
+        ("edge-runtime personalize recommend -u ana --context class=speech,level=-25",
+         "edge-runtime personalize recommend -u ana --explore 0 --json      # the posterior mean")))
     common(r)
-    r.add_argument("--context", "-c", default="", help="class=speech|music|noise|silence|other,level=DBFS,"
-                   "noise=DBFS,hour=0-24 (missing keys: other, -30, -60, the current hour)")
+    # no -c: -c is a config file everywhere else
+    r.add_argument("--context", default="", help=context_help)
+    deprecated_alias(r, "-c", dest="context", new="--context")
     r.add_argument("--explore", type=float, default=0.15,
                    help="Thompson-sampling exploration (default 0.15, as benchmarked; 0 = the posterior mean)")
     r.add_argument("--seed", type=int, help="seed for --explore")
     r.set_defaults(func=cmd_recommend)
 
-    f = ps.add_parser("feedback", help="record accept/reject/adjust for a recommended setting")
+    f = ps.add_parser("feedback", **parser_kwargs(
+        "record accept/reject/adjust for a recommended setting",
+        ("edge-runtime personalize feedback -u ana --context class=speech --preset clear_speech --accept",
+         "edge-runtime personalize feedback -u ana --params gain_db=3 --adjust gain_db=1.5")))
     common(f)
-    f.add_argument("--context", "-c", default="")
+    f.add_argument("--context", default="", help=context_help)
+    deprecated_alias(f, "-c", dest="context", new="--context")
     what = f.add_mutually_exclusive_group(required=True)
     what.add_argument("--params", help="the setting that was applied: name=value,... (missing = default)")
     what.add_argument("--preset", help="the preset that was applied")
     act = f.add_mutually_exclusive_group(required=True)
-    act.add_argument("--accept", action="store_true")
-    act.add_argument("--reject", action="store_true")
+    act.add_argument("--accept", action="store_true", help="the user kept the setting")
+    act.add_argument("--reject", action="store_true", help="the user undid the setting")
     act.add_argument("--adjust", metavar="NAME=VALUE,...", help="the user changed the setting to this")
     f.set_defaults(func=cmd_feedback)
 
-    i = ps.add_parser("info", help="what the user's model has learned")
+    i = ps.add_parser("info", **parser_kwargs(
+        "what the user's model has learned",
+        ("edge-runtime personalize info -u ana", "edge-runtime personalize info -u ana --json")))
     common(i)
     i.set_defaults(func=cmd_info)
 
