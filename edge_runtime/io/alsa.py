@@ -1,8 +1,10 @@
 """ALSA capture and playback through ctypes on ``libasound.so.2``.
 
-No Python binding is needed (pyalsaaudio needs alsa headers to build and allocates a bytes
-object per read): the PCM is driven with ``snd_pcm_readi`` / ``snd_pcm_writei`` straight
-into numpy buffers allocated once, whose addresses are cached. The library is loaded on the
+No Python binding is needed, which is the reason for this module: pyalsaaudio is an sdist that
+needs a compiler and ``libasound2-dev`` on the device to build, while ``libasound.so.2`` is on
+every ALSA system. It is not about speed or allocation: pyalsaaudio read a 160-frame period in
+2.2 µs against 3.1 µs here (issue 29's measurement). The PCM is driven with ``snd_pcm_readi`` /
+``snd_pcm_writei`` straight into numpy buffers allocated once, whose addresses are cached. The library is loaded on the
 first device opened, so importing this module works where alsa-lib is absent.
 
 Over- and underruns (``-EPIPE``) and suspends (``-ESTRPIPE``) are recovered with

@@ -68,6 +68,14 @@ def _default_alsa(sample_rate: int) -> tuple[int, int]:
     return max(16, round(per * sample_rate / rate)), int(alsa.get("periods", 4))
 
 
+def _iso(t: float) -> str:
+    """``t`` (seconds since the epoch) as ISO-8601 UTC with milliseconds."""
+    import datetime
+
+    d = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+
+
 class Instance:
     """One configured pipeline: its I/O, its audio thread, its counters."""
 
@@ -636,7 +644,9 @@ class Instance:
             if dest in ("log", "-"):
                 self.log.info("node_event", f"{self.name}: {ev.node} {ev.event} {ev.value:g}", **rec)
             elif self._events_file is not None:
-                rec["wall"] = round(time.time(), 3)
+                now = time.time()
+                rec["ts"] = _iso(now)          # the wall clock, as in `run --events`
+                rec["wall"] = round(now, 3)
                 try:
                     self._events_file.write(json.dumps(rec, separators=(",", ":")) + "\n")
                 except OSError as e:
