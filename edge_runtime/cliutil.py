@@ -47,7 +47,7 @@ def deprecated_alias(parser: argparse.ArgumentParser, *flags: str, dest: str, ne
             sys.stderr.write(f"edge-runtime: warning: {option_string} is deprecated; use {new}\n")
             setattr(namespace, self.dest, values)
 
-    parser.add_argument(*flags, dest=dest, action=_Alias, help=argparse.SUPPRESS, **kwargs)
+    parser.add_argument(*flags, dest=dest, action=_Alias, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kwargs)
 
 
 def _global(parser: argparse.ArgumentParser, top: bool) -> None:
