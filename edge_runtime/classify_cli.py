@@ -3,8 +3,8 @@
 When the pipeline has a ``classify`` node and neither ``--output`` nor ``--events`` is given,
 ``run`` prints one line per decision change (the time is the end of the window that decided)
 and, at the end, the time spent in each class; ``--json`` prints JSON lines instead
-(``{"time_s": 1.25, "node": "classify", "label": "speech", "index": 1}``), flushed as they
-come, so it streams from ALSA or stdin as well as from files.
+(``{"time_s": 1.25, "node": "classify", "label": "speech", "index": 1, "confidence": 0.93,
+"ts": "2026-12-07T10:00:00.123Z"}``), flushed as they come, so it streams from ALSA or stdin as well as from files.
 """
 from __future__ import annotations
 
@@ -40,19 +40,27 @@ def run_labels(pipeline, source, args) -> int:
         governor = Governor(pipeline)
     segments: list[tuple[float, str, str]] = []
     out = sys.stdout
+    pending = {}     # node -> its class event, printed with the confidence event that follows it
 
     def on_event(ev):
         node = nodes.get(ev.node)
-        if node is None or ev.event != "class":
+        if node is None:
             return
-        label = node.labels[int(ev.value)]
-        segments.append((ev.time_s, ev.node, label))
+        if ev.event == "class":
+            pending[ev.node] = ev
+            return
+        if ev.event != "confidence" or ev.node not in pending:
+            return
+        cls = pending.pop(ev.node)
+        label = node.labels[int(cls.value)]
+        segments.append((cls.time_s, ev.node, label))
         if args.json:
-            out.write(json.dumps({"time_s": round(ev.time_s, 3), "node": ev.node, "label": label,
-                                  "index": int(ev.value)}) + "\n")
+            out.write(json.dumps({"time_s": round(cls.time_s, 3), "node": ev.node, "label": label,
+                                  "index": int(cls.value), "confidence": round(ev.value, 4),
+                                  "ts": cls.ts}) + "\n")
         else:
             prefix = f"{ev.node}: " if len(nodes) > 1 else ""
-            out.write(f"{_clock(ev.time_s)}  {prefix}{label}\n")
+            out.write(f"{_clock(cls.time_s)}  {prefix}{label}\n")
         out.flush()
 
     try:

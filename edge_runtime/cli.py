@@ -1,47 +1,113 @@
 """``edge-runtime``: run pipelines on files, stdin/stdout or ALSA; inspect the device.
 
-Every error a user can cause ends with one line ``error: <what, where, expected>`` on
-stderr, exit status 2, and no output file left under the output name.
+Every error ends with one line ``error: <what, where, expected>`` on stderr and no output
+file left under the output name; the exit status tells a usage error (2) from a runtime
+failure (1) and an interruption (128 + signal), see :mod:`edge_runtime.errors` and docs/cli.md.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import signal
 import sys
 import time
 
 from . import __version__
-from .errors import EdgeRuntimeError
+from .errors import EXIT_USAGE, EdgeRuntimeError
 
 RAW_FORMATS = ("s16le", "s32le", "f32le")
+log = logging.getLogger("edge_runtime.cli")
+
+
+def _clock(seconds: float) -> str:
+    m, sec = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
 class _Progress:
-    """A one-line progress bar on stderr (only on a terminal, at most 10 updates/s)."""
+    """A one-line progress display on stderr (only on a terminal, at most 10 updates/s): for an
+    input of known length a bar, percent, speed (x real time) and ETA; for a live one the audio
+    time processed and the speed."""
 
-    def __init__(self, label: str, enabled: bool):
+    def __init__(self, label: str, enabled: bool, sample_rate: int = 0, clock=time.monotonic):
         self.label = label
         self.enabled = enabled
+        self.sample_rate = int(sample_rate)
+        self.clock = clock
+        self.t0 = None
         self.last = 0.0
+        self.width = 0
+
+    def line(self, done: int, total: int | None, elapsed: float) -> str:
+        audio_s = done / self.sample_rate if self.sample_rate else 0.0
+        speed = audio_s / elapsed if elapsed > 0 else 0.0
+        rate = f"{speed:.1f}x real time" if speed else "--x real time"
+        if not total:
+            return f"{self.label} {_clock(audio_s)} of audio  {rate}"
+        frac = min(1.0, done / total)
+        left_s = (total - done) / self.sample_rate if self.sample_rate else 0.0
+        eta = _clock(left_s / speed) if speed else "--:--"
+        return f"{self.label} [{'#' * int(frac * 30):<30}] {frac * 100:5.1f}%  {rate}  ETA {eta}"
 
     def __call__(self, done: int, total: int | None) -> None:
-        if not self.enabled or not total:
+        if not self.enabled:
             return
-        now = time.monotonic()
-        if now - self.last < 0.1 and done < total:
+        now = self.clock()
+        if self.t0 is None:
+            self.t0 = now
+        if now - self.last < 0.1 and (not total or done < total):
             return
         self.last = now
-        frac = min(1.0, done / total)
-        bar = "#" * int(frac * 30)
-        sys.stderr.write(f"\r{self.label} [{bar:<30}] {frac * 100:5.1f}%")
+        text = self.line(done, total, now - self.t0)
+        sys.stderr.write("\r" + text + " " * max(0, self.width - len(text)))
+        self.width = len(text)
         sys.stderr.flush()
 
     def finish(self) -> None:
-        if self.enabled and self.last:
+        if self.enabled and self.width:
             sys.stderr.write("\n")
             sys.stderr.flush()
+
+
+class _LiveStop:
+    """On a live input, the first SIGINT (Ctrl-C) asks the run to stop before its next read
+    (``should_stop``; a live source delivers every period), so the tail is flushed, outputs are
+    committed and the summary printed; a second one interrupts at once (KeyboardInterrupt:
+    outputs discarded). SIGTERM/SIGHUP keep their meaning (:class:`Terminated`: discard)."""
+
+    SIGNALS = (signal.SIGINT,)
+
+    def __init__(self, live: bool):
+        self.live = live
+        self.signum = None
+        self.old = {}
+
+    def _handler(self, signum, frame):
+        if self.signum is not None:          # the second one: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def should_stop(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self):
+        if self.live:
+            for sig in self.SIGNALS:
+                try:
+                    self.old[sig] = signal.signal(sig, self._handler)
+                except (ValueError, OSError):    # not the main thread
+                    pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, h in self.old.items():
+            signal.signal(sig, h)
+        self.old = {}
+        return False
 
 
 def _print_summary(summary: dict, extra: dict | None = None) -> None:
@@ -70,6 +136,11 @@ def _print_summary(summary: dict, extra: dict | None = None) -> None:
     for n in s.get("nodes") or ():
         if n.get("report"):
             lines.append(f"{n['name']:<12} " + "  ".join(f"{k} {v}" for k, v in n["report"].items()))
+    if s.get("stopped_by"):
+        lines.append(f"stopped      by {s['stopped_by']} after {s['duration_s']:.2f} s (live input: "
+                     f"outputs committed up to there)")
+    for w in s.get("warnings") or ():
+        lines.append(f"warning      {w}")
     for k, v in (extra or {}).items():
         lines.append(f"{k:<12} {v}")
     print("\n".join(lines))
@@ -86,10 +157,11 @@ def _event_writer(path: str | None):
             sys.stdout.write(json.dumps(ev.to_dict()) + "\n")
         return cb, sys.stdout.flush, lambda ok: sys.stdout.flush()
     from .atomic import AtomicFile
-    from .errors import AudioOutputError
+    from .errors import AudioOutputError, AudioWriteError
 
     def fail(what, e):
-        return AudioOutputError(f"{path}: cannot {what} the events file: {e.strerror or e}")
+        # the file could not be created: usage (2); it failed once written to: runtime (1)
+        return (AudioOutputError if what == "create" else AudioWriteError)(f"{path}: cannot {what} the events file: {e.strerror or e}")
 
     try:
         f = AtomicFile(path, "w")
@@ -149,6 +221,8 @@ def cmd_run(args) -> int:
     sink = None
     ok = False
     close_events = None
+    live = source.frames is None        # raw PCM on stdin, alsa:, a streamed WAV of unknown length
+    stop = _LiveStop(live)
     try:
         on_event, finish_events, close_events = _event_writer(args.events)
         if args.output:
@@ -156,10 +230,11 @@ def cmd_run(args) -> int:
             out_rate = pipeline.sample_rate if pipeline.output_rate == "pipeline" else source.sample_rate
             sink = open_sink(args.output, sample_rate=out_rate, channels=source.channels,
                              raw_format=args.raw_format, subtype=args.subtype)
-        show = (not args.quiet and sys.stderr.isatty() and source.frames is not None)
-        progress = _Progress(os.path.basename(str(args.input)), show)
-        summary = run_stream(pipeline, source, sink, on_event=on_event, progress=progress,
-                             governor=governor)
+        show = not args.quiet and sys.stderr.isatty()
+        progress = _Progress(os.path.basename(str(args.input)), show, source.sample_rate)
+        with stop:
+            summary = run_stream(pipeline, source, sink, on_event=on_event, progress=progress,
+                                 governor=governor, should_stop=stop.should_stop)
         progress.finish()
         finish_events()           # the events are on disk before any output is committed
         ok = True
@@ -175,11 +250,23 @@ def cmd_run(args) -> int:
             raise
         if close_events is not None:
             close_events(ok)
+    d = summary.to_dict()
+    if stop.signum is not None:
+        d["stopped_by"] = signal.Signals(stop.signum).name
+    text_summary = not args.json and not args.quiet and args.output != "-" and args.events != "-"
+    if not text_summary:
+        for w in summary.warnings:       # in the text summary they have a line of their own
+            log.warning("%s", w)
     if args.json:
-        print(json.dumps(summary.to_dict()))
-    elif not args.quiet and args.output != "-" and args.events != "-":
-        _print_summary(summary.to_dict())
-    return 0
+        print(json.dumps(d))
+    elif text_summary:
+        _print_summary(d)
+    elif stop.signum is not None and not args.quiet:
+        # stdout carries audio or events: the summary goes to stderr
+        sys.stdout.flush()
+        with contextlib.redirect_stdout(sys.stderr):
+            _print_summary(d)
+    return 128 + stop.signum if stop.signum is not None else 0
 
 
 def cmd_pipelines(args) -> int:
@@ -353,79 +440,142 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def cmd_completion(args) -> int:
+    try:
+        import shtab
+    except ImportError:
+        from .errors import MissingExtraError
+
+        raise MissingExtraError("edge-runtime completion needs shtab, which is not installed; "
+                                "install it with pip install 'edge-runtime[cli]'") from None
+    # generated from the same parser the commands run with, so it cannot drift from them
+    sys.stdout.write(shtab.complete(build_parser(), shell=args.shell))
+    return 0
+
+
+def cmd_man(args) -> int:
+    from .manpage import render
+
+    sys.stdout.write(render(build_parser()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-runtime",
-                                description="Real-time ML audio processing for edge devices.")
-    p.add_argument("--version", action="version", version=f"edge-runtime {__version__}")
+    from .cliutil import EXIT_CODES_EPILOG, add_global_options, deprecated_alias, examples, parser_kwargs
+
+    p = argparse.ArgumentParser(
+        prog="edge-runtime", description="Real-time ML audio processing for edge devices.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=examples("edge-runtime demo                                    # no files needed",
+                        "edge-runtime pipelines",
+                        "edge-runtime run denoise -i noisy.wav -o clean.wav",
+                        "edge-runtime run speech16k -i in.wav -o out.wav --events ev.jsonl --json",
+                        "edge-runtime -v run default -i alsa:hw:1,0 --rate 48000 --channels 2 -o alsa:default",
+                        "edge-runtime COMMAND --help                          # options and examples of a command")
+        + "\n\n" + EXIT_CODES_EPILOG + "\n\nmore: docs/cli.md (options, exit codes, completion, man page), "
+        "docs/events.md (event types)")
+    p.add_argument("--version", action="version", version=f"edge-runtime {__version__}",
+                   help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    r = sub.add_parser("run", help="run a pipeline on a file, stdin or ALSA")
+    r = sub.add_parser("run", **parser_kwargs(
+        "run a pipeline on a file, stdin or ALSA",
+        ("edge-runtime run default -i in.wav -o out.wav",
+         "edge-runtime run speech16k -i in.flac -o out.flac --events events.jsonl --json",
+         "edge-runtime run classify -i street.wav                 # labels on stdout",
+         "arecord -f S16_LE -r 16000 -c 1 | edge-runtime run speech16k -i - --rate 16000 --channels 1 -o - \\",
+         "    | aplay -f S16_LE -r 16000 -c 1",
+         "edge-runtime run default -i alsa:hw:1,0 --rate 48000 --channels 2 -o alsa:default",
+         "# Ctrl-C on a live input (stdin, alsa:) stops cleanly: outputs kept, summary printed")))
     r.add_argument("pipeline", help="pipeline name (see `edge-runtime pipelines`) or a .toml path")
     r.add_argument("--input", "-i", required=True,
                    help="audio file (WAV/FLAC/OGG...), '-' for raw PCM on stdin, or alsa:DEVICE")
     r.add_argument("--output", "-o", help="audio file, '-' for raw PCM on stdout, or alsa:DEVICE")
-    r.add_argument("--events", help="write node events as JSON lines to this file ('-' = stdout)")
+    r.add_argument("--events", help="write node events as JSON lines to this file ('-' = stdout; "
+                   "fields: docs/events.md)")
     r.add_argument("--overwrite-input", action="store_true",
                    help="allow -o to be the input file (it is read whole before it is replaced)")
-    r.add_argument("--rate", type=int, help="sample rate of raw/ALSA input")
+    r.add_argument("--rate", type=int, help="sample rate of raw/ALSA input, in Hz")
+    deprecated_alias(r, "--sample-rate", dest="rate", new="--rate", type=int)
     r.add_argument("--channels", type=int, help="channel count of raw/ALSA input")
-    r.add_argument("--raw-format", choices=RAW_FORMATS, default="s16le", help="raw PCM sample format")
+    r.add_argument("--raw-format", choices=RAW_FORMATS, default="s16le",
+                   help="raw PCM sample format of '-' and alsa: (default s16le)")
     r.add_argument("--subtype", help="output file subtype, e.g. PCM_16 (default), PCM_24, FLOAT")
     r.add_argument("--json", action="store_true", help="print the summary as one JSON object "
                    "(a classify pipeline without -o/--events: its labels as JSON lines)")
-    r.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
     r.add_argument("--no-governor", action="store_true",
                    help="never step an ML node down to a cheaper variant when blocks are late")
     r.set_defaults(func=cmd_run)
 
-    ls = sub.add_parser("pipelines", help="list the pipelines found on the search path")
-    ls.add_argument("--json", action="store_true")
+    ls = sub.add_parser("pipelines", **parser_kwargs(
+        "list the pipelines found on the search path",
+        ("edge-runtime pipelines", "edge-runtime pipelines --json | jq -r '.[].name'")))
+    ls.add_argument("--json", action="store_true", help="print one JSON array")
     ls.set_defaults(func=cmd_pipelines)
 
-    i = sub.add_parser("info", help="platform, CPU features for INT8, backends installed")
-    i.add_argument("--json", action="store_true")
+    i = sub.add_parser("info", **parser_kwargs(
+        "platform, CPU features for INT8, backends installed",
+        ("edge-runtime info", "edge-runtime info --json")))
+    i.add_argument("--json", action="store_true", help="print one JSON object")
     i.set_defaults(func=cmd_info)
 
-    d = sub.add_parser("demo", help="run the default pipeline on a synthesized clip, then the denoiser on a bundled speech clip")
-    d.add_argument("--output", "-o", default=os.path.join("edge_runtime_demo", "demo_output.wav"))
-    d.add_argument("--input-copy", help="where to write the synthesized input clip")
-    d.add_argument("--pipeline", default="default")
-    d.add_argument("--seconds", type=float, default=6.0)
+    d = sub.add_parser("demo", **parser_kwargs(
+        "run the default pipeline on a synthesized clip, then the denoiser on a bundled speech clip",
+        ("edge-runtime demo", "edge-runtime demo --no-speech --seconds 2 -o /tmp/demo/out.wav")))
+    d.add_argument("--output", "-o", default=os.path.join("edge_runtime_demo", "demo_output.wav"),
+                   help="processed clip (default edge_runtime_demo/demo_output.wav; the other demo files "
+                        "go to its folder)")
+    d.add_argument("--input-copy", help="where to write the synthesized input clip "
+                   "(default: demo_input.wav next to --output)")
+    d.add_argument("--pipeline", default="default", help="pipeline of the first stage (default 'default')")
+    d.add_argument("--seconds", type=float, default=6.0, help="length of the synthesized clip (default 6)")
     d.add_argument("--no-speech", action="store_true",
                    help="skip the second stage (the denoiser on the bundled speech clip)")
-    d.add_argument("--json", action="store_true")
+    d.add_argument("--json", action="store_true", help="print the summary and measurements as one JSON object")
     d.set_defaults(func=cmd_demo)
 
-    m = sub.add_parser("models", help="list the models in the manifest(s), their variants and checksums")
+    m = sub.add_parser("models", **parser_kwargs(
+        "list the models in the manifest(s), their variants and checksums",
+        ("edge-runtime models", "edge-runtime models --no-verify --json",
+         "edge-runtime models --manifest my_models/manifest.toml")))
     m.add_argument("--manifest", action="append", help="read this manifest instead of the search path "
                    "(repeatable; default: $EDGE_RUNTIME_MODELS, models_int8/, the package's copy)")
     m.add_argument("--no-verify", action="store_true", help="do not hash the files (faster)")
-    m.add_argument("--json", action="store_true")
+    m.add_argument("--json", action="store_true", help="print one JSON object")
     m.set_defaults(func=cmd_models)
 
-    b = sub.add_parser("bench", help="benchmark model files on every backend that reads them")
+    b = sub.add_parser("bench", **parser_kwargs(
+        "benchmark model files on every backend that reads them",
+        ("edge-runtime bench models_int8/classify/classify_int8.onnx",
+         "edge-runtime bench model.onnx --backends onnxruntime --threads 2 --runs 500",
+         "edge-runtime bench dyn.onnx --shape x=1x16000 --json")))
     b.add_argument("models", nargs="+", metavar="MODEL", help=".onnx, .tflite or OpenVINO .xml files")
     b.add_argument("--backends", help="comma-separated subset of onnxruntime,openvino,litert (default: all installed)")
-    b.add_argument("--threads", type=int, default=1)
-    b.add_argument("--runs", type=int, default=200)
-    b.add_argument("--warmup", type=int, default=20)
+    b.add_argument("--threads", type=int, default=1, help="intra-op threads per session (default 1)")
+    b.add_argument("--runs", type=int, default=200, help="timed calls per model and backend (default 200)")
+    b.add_argument("--warmup", type=int, default=20, help="untimed calls first (default 20)")
     b.add_argument("--shape", action="append", metavar="NAME=DIMS",
                    help="concrete shape for an input with dynamic dims, e.g. x=1x16000 (repeatable)")
     b.add_argument("--seed", type=int, default=0, help="seed of the random input")
     b.add_argument("--in-process", action="store_true",
                    help="measure in this process instead of a fresh one per backend (RSS less honest)")
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--json", action="store_true", help="print the report as one JSON object")
     b.set_defaults(func=cmd_bench)
 
-    pr = sub.add_parser("profile", help="detect the device, benchmark model variants, choose per model")
+    pr = sub.add_parser("profile", **parser_kwargs(
+        "detect the device, benchmark model variants, choose per model",
+        ("edge-runtime profile                      # every manifest model, profile written",
+         "edge-runtime profile denoise --no-write   # only the denoise pipeline's models, print only",
+         "sudo edge-runtime profile --service       # for the systemd service")))
     pr.add_argument("pipeline", nargs="?", help="pipeline whose ML nodes to profile (default: all manifest models)")
     pr.add_argument("--model", action="append", metavar="PATH", help="profile this model file (repeatable)")
     pr.add_argument("--device", help="use this device profile instead of the detected one")
     pr.add_argument("--backends", help="comma-separated subset of onnxruntime,openvino,litert")
-    pr.add_argument("--threads", type=int, help="default: the device profile's")
-    pr.add_argument("--runs", type=int)
-    pr.add_argument("--warmup", type=int)
-    pr.add_argument("--shape", action="append", metavar="NAME=DIMS")
+    pr.add_argument("--threads", type=int, help="intra-op threads (default: the device profile's)")
+    pr.add_argument("--runs", type=int, help="timed calls per variant (default: the device profile's)")
+    pr.add_argument("--warmup", type=int, help="untimed calls first (default: the device profile's)")
+    pr.add_argument("--shape", action="append", metavar="NAME=DIMS",
+                    help="concrete shape for an input with dynamic dims (repeatable)")
     pr.add_argument("--budget-ms", type=float, help="latency budget per model (default: the pipeline's block)")
     pr.add_argument("--max-quality-drop", type=float,
                     help="allowed drop of the primary metric vs FP32, in its units (default: the device profile's)")
@@ -433,8 +583,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "$XDG_STATE_HOME/edge_runtime)")
     pr.add_argument("--service", action="store_true", help="write under /var/lib/edge_runtime")
     pr.add_argument("--no-write", action="store_true", help="print only; write no profile")
-    pr.add_argument("--in-process", action="store_true")
-    pr.add_argument("--json", action="store_true")
+    pr.add_argument("--in-process", action="store_true",
+                    help="measure in this process instead of a fresh one per backend")
+    pr.add_argument("--json", action="store_true", help="print the report as one JSON object")
     pr.set_defaults(func=cmd_profile)
 
     from .service.cli import add_parsers as add_service_parsers
@@ -446,6 +597,21 @@ def build_parser() -> argparse.ArgumentParser:
     from .personalize.cli import add_parser as add_personalize_parser
 
     add_personalize_parser(sub)
+
+    c = sub.add_parser("completion", **parser_kwargs(
+        "print a shell completion script generated from this parser (needs the [cli] extra: shtab)",
+        ("edge-runtime completion bash > ~/.local/share/bash-completion/completions/edge-runtime",
+         "edge-runtime completion zsh > \"${fpath[1]}/_edge-runtime\"",
+         "source <(edge-runtime completion bash)")))
+    c.add_argument("shell", choices=("bash", "zsh", "tcsh"), help="the shell to complete in")
+    c.set_defaults(func=cmd_completion)
+
+    mn = sub.add_parser("man", **parser_kwargs(
+        "print the manual page (roff) generated from this parser",
+        ("edge-runtime man | man -l -",
+         "edge-runtime man > ~/.local/share/man/man1/edge-runtime.1")))
+    mn.set_defaults(func=cmd_man)
+    add_global_options(p)
     return p
 
 
@@ -472,13 +638,17 @@ def _terminate_on_signals() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .cliutil import setup_logging
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)      # usage errors: argparse prints them and exits 2
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
+    is_serve = getattr(args.func, "__name__", "") == "cmd_serve"
+    setup_logging(args, enable=not is_serve)    # serve: its JSON log, at -v/-q/--log-level if given
     # serve has its own handlers (SIGHUP reloads there)
-    restore = {} if getattr(args.func, "__name__", "") == "cmd_serve" else _terminate_on_signals()
+    restore = {} if is_serve else _terminate_on_signals()
     try:
         return int(args.func(args) or 0)
     except EdgeRuntimeError as e:
@@ -486,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
-        return 130
+        return 128 + signal.SIGINT
     except Terminated as e:
         sys.stderr.write(f"stopped by {signal.Signals(e.signum).name}; nothing half-written was kept\n")
         return 128 + e.signum

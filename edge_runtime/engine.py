@@ -64,13 +64,15 @@ class Node(abc.ABC):
 
 @dataclasses.dataclass(frozen=True)
 class Event:
-    """A timestamped event emitted by a node."""
+    """A timestamped event emitted by a node: ``time_s``/``frame`` in the stream, ``ts`` the wall
+    clock (ISO-8601, UTC) when the runner received it (``None`` straight from :meth:`Pipeline.drain_events`)."""
 
     time_s: float
     frame: int
     node: str
     event: str
     value: float
+    ts: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

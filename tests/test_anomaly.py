@@ -263,7 +263,7 @@ def wavs(tmp_path_factory):
 
 def test_cli_learn_then_monitor_prints_json_events(wavs, capsys):
     st = wavs / "m.state"
-    assert main(["anomaly", "learn", "-i", str(wavs / "normal.wav"), "--minutes", "0.5", "-o", str(st),
+    assert main(["anomaly", "learn", "-i", str(wavs / "normal.wav"), "--minutes", "0.5", "-s", str(st),
                  "--detector", "iforest", "--json"]) == 0
     learned = json.loads(capsys.readouterr().out)
     assert learned["detector"] == "iforest" and 29.0 <= learned["audio_s"] <= 32.0
@@ -280,17 +280,17 @@ def test_cli_learn_then_monitor_prints_json_events(wavs, capsys):
 
 
 @pytest.mark.parametrize("args, expect", [
-    (["anomaly", "learn", "-i", "{d}/nope.wav", "-o", "{d}/o.state"], "nope.wav"),
-    (["anomaly", "learn", "-i", "{d}/garbage.wav", "-o", "{d}/o.state"], "garbage.wav"),
-    (["anomaly", "learn", "-i", "{d}/short.wav", "-o", "{d}/o.state"], "cannot learn from"),
-    (["anomaly", "learn", "-i", "-", "--rate", "16000", "--channels", "1", "-o", "{d}/o.state"], "--minutes"),
-    (["anomaly", "learn", "-i", "{d}/normal.wav", "--minutes", "-1", "-o", "{d}/o.state"], "--minutes"),
+    (["anomaly", "learn", "-i", "{d}/nope.wav", "-s", "{d}/o.state"], "nope.wav"),
+    (["anomaly", "learn", "-i", "{d}/garbage.wav", "-s", "{d}/o.state"], "garbage.wav"),
+    (["anomaly", "learn", "-i", "{d}/short.wav", "-s", "{d}/o.state"], "cannot learn from"),
+    (["anomaly", "learn", "-i", "-", "--rate", "16000", "--channels", "1", "-s", "{d}/o.state"], "--minutes"),
+    (["anomaly", "learn", "-i", "{d}/normal.wav", "--minutes", "-1", "-s", "{d}/o.state"], "--minutes"),
     (["anomaly", "monitor", "--state", "{d}/garbage.wav", "-i", "{d}/test.wav"], "not an edge_runtime state"),
     (["anomaly", "monitor", "--state", "{d}/missing.state", "-i", "{d}/test.wav"], "state file not found"),
     (["anomaly"], "needs an action"),
-    (["anomaly", "learn", "-i", "{d}/normal.wav", "--false_alarms_per_hour", "0", "-o", "{d}/o.state"],
-     "--false_alarms_per_hour 0.0 is outside"),
-    (["anomaly", "learn", "-i", "{d}/normal.wav", "-o", "{d}/no/such/dir/o.state"], "does not exist"),
+    (["anomaly", "learn", "-i", "{d}/normal.wav", "--false-alarms-per-hour", "0", "-s", "{d}/o.state"],
+     "--false-alarms-per-hour 0.0 is outside"),
+    (["anomaly", "learn", "-i", "{d}/normal.wav", "-s", "{d}/no/such/dir/o.state"], "does not exist"),
 ])
 def test_cli_bad_input_is_one_error_line(wavs, capsys, args, expect):
     (wavs / "garbage.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk")
@@ -500,7 +500,7 @@ def test_cli_learns_from_separate_recordings(tmp_path, capsys):
     for i, (sp, g) in enumerate([(1.0, 0.0), (1.01, -3.0)]):
         sf.write(tmp_path / f"day{i}.wav", field_machine(30.0, seed=80 + i, speed=sp, gain_db=g), SR)
     st = tmp_path / "two.state"
-    assert main(["anomaly", "learn", "-i", str(tmp_path / "day0.wav"), str(tmp_path / "day1.wav"), "-o", str(st),
+    assert main(["anomaly", "learn", "-i", str(tmp_path / "day0.wav"), str(tmp_path / "day1.wav"), "-s", str(st),
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["recordings"] == 2 and 59.0 <= out["audio_s"] <= 61.0
@@ -508,5 +508,5 @@ def test_cli_learns_from_separate_recordings(tmp_path, capsys):
     assert m.info["folds"] == 2 and m.info["recordings"] == 2
     assert m.info["calibration"]["day_margin"] == 1.0   # real other days: no margin for unseen ones
     assert main(["anomaly", "learn", "-i", str(tmp_path / "day0.wav"), str(tmp_path / "day1.wav"), "--minutes", "0.75",
-                 "-o", str(st), "--json"]) == 0   # --minutes counts over all inputs
+                 "-s", str(st), "--json"]) == 0   # --minutes counts over all inputs
     assert 44.0 <= json.loads(capsys.readouterr().out)["audio_s"] <= 46.5

@@ -277,7 +277,9 @@ def test_cli_prints_timestamped_labels(cli, tmp_path):
     assert lines[-1].startswith("# classify: ") and "over 4.50 s" in lines[-1]
     r = cli("run", "classify", "-i", wav, "--json")
     rows = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    conf, ts = rows[0].pop("confidence"), rows[0].pop("ts")
     assert rows[0] == {"time_s": 1.0, "node": "classify", "label": "silence", "index": 0}
+    assert 0.0 < conf <= 1.0 and ts.endswith("Z")
     assert {row["label"] for row in rows} >= {"silence", "alarm"}
 
 

@@ -293,7 +293,8 @@ def test_events_that_cannot_be_written_leave_no_output_at_all(tmp_path, monkeypa
     monkeypatch.setattr(atomic.AtomicFile, "finish", full)
     rc, err = _main(["run", tmp_path / "m.toml", "-i", tmp_path / "in.wav", "-o", tmp_path / "o.wav",
                      "--events", tmp_path / "e.jsonl"], capsys)
-    assert rc == 2 and err == f"error: {tmp_path / 'e.jsonl'}: cannot write the events file: No space left on device\n"
+    # a write failing after the start is a runtime failure (1), not a usage error (issue 29)
+    assert rc == 1 and err == f"error: {tmp_path / 'e.jsonl'}: cannot write the events file: No space left on device\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "m.toml"]
     monkeypatch.undo()
     # and the other way round: the audio cannot be committed, so the events are not either
@@ -307,7 +308,7 @@ def test_events_that_cannot_be_written_leave_no_output_at_all(tmp_path, monkeypa
     monkeypatch.setattr(atomic, "commit", commit)
     rc, err = _main(["run", tmp_path / "m.toml", "-i", tmp_path / "in.wav", "-o", tmp_path / "o.wav",
                      "--events", tmp_path / "e.jsonl"], capsys)
-    assert rc == 2 and "could not move the finished file into place" in err and err.count("\n") == 1
+    assert rc == 1 and "could not move the finished file into place" in err and err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "m.toml"]
 
 
@@ -337,18 +338,19 @@ def test_full_and_read_only_file_systems_give_one_line_and_leave_nothing(tmp_pat
              48000, subtype="PCM_16")
     (tmp_path / "m.toml").write_text('name = "m"\nsample_rate = 48000\nblock_size = 480\n'
                                       '[[nodes]]\ntype = "meter"\ninterval_ms = 1\n')
+    # exit 1: a write failing once started (runtime); 2: an output that cannot be created (usage)
     cases = [
-        (["-o", full / "o.wav"], f"{full / 'o.wav'}: write failed after", "no space left on the device"),
+        (["-o", full / "o.wav"], f"{full / 'o.wav'}: write failed after", "no space left on the device", 1),
         (["-o", tmp_path / "o.wav", "--events", full / "e.jsonl"], f"{full / 'e.jsonl'}: cannot write the events file",
-         "No space left on device"),
-        (["-o", ro / "o.wav"], f"{ro / 'o.wav'}: cannot create WAV/PCM_16", "read-only file system"),
+         "No space left on device", 1),
+        (["-o", ro / "o.wav"], f"{ro / 'o.wav'}: cannot create WAV/PCM_16", "read-only file system", 2),
         (["-o", tmp_path / "o.wav", "--events", ro / "e.jsonl"], f"{ro / 'e.jsonl'}: cannot create the events file",
-         "Read-only file system"),
+         "Read-only file system", 2),
     ]
-    for extra, head, why in cases:
+    for extra, head, why, code in cases:
         r = run_cli("run", tmp_path / "m.toml", "-i", tmp_path / "in.wav", *extra)
         err = r.stderr.decode()
-        assert r.returncode == 2 and err.startswith(f"error: {head}") and why in err and err.count("\n") == 1, err
+        assert r.returncode == code and err.startswith(f"error: {head}") and why in err and err.count("\n") == 1, err
         assert list(full.iterdir()) == [] and list(ro.iterdir()) == [] and not (tmp_path / "o.wav").exists()
 
 

@@ -107,7 +107,7 @@ def test_every_audio_pipeline_runs_without_scikit_learn_and_scipy(name, clip, tm
 @pytest.mark.parametrize("how", ["run " + n for n in LEARNING] + ["anomaly learn"])
 def test_learning_without_scikit_learn_names_the_learn_extra(how, clip, tmp_path):
     cmd = how.split()
-    args = [*cmd, "-i", clip] + (["-o", tmp_path / "m.state"] if cmd[0] == "anomaly" else [])
+    args = [*cmd, "-i", clip] + (["-s", tmp_path / "m.state"] if cmd[0] == "anomaly" else [])
     r = lean(*args, state_dir=tmp_path / "state")
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
@@ -121,7 +121,7 @@ def test_a_learned_state_is_scored_without_scikit_learn(tmp_path, capsys):
     state_dir = tmp_path / "state"
     (state_dir / "anomaly").mkdir(parents=True)
     state = state_dir / "anomaly" / "machine_watch.state"   # where the machine_watch pipeline looks
-    assert main(["anomaly", "learn", "-i", str(normal), "-o", str(state), "--json"]) == 0   # with scikit-learn
+    assert main(["anomaly", "learn", "-i", str(normal), "-s", str(state), "--json"]) == 0   # with scikit-learn
     capsys.readouterr()
     later = write_wav(tmp_path / "later.wav", motor(8.0, seed=1), SR)
     r = lean("anomaly", "monitor", "--state", state, "-i", later, state_dir=state_dir)

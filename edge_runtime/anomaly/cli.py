@@ -19,20 +19,38 @@ BLOCK_MS = 16
 
 
 def add_parser(sub) -> None:
-    a = sub.add_parser("anomaly", help="learn normal machine sound, then detect anomalies")
+    from ..cliutil import deprecated_alias, parser_kwargs
+
+    a = sub.add_parser("anomaly", **parser_kwargs(
+        "learn normal machine sound, then detect anomalies",
+        ("edge-runtime anomaly learn -i normal_mon.wav normal_tue.wav -s pump.state",
+         "edge-runtime anomaly monitor -s pump.state -i alsa:hw:1,0 --rate 16000 --channels 1",
+         "edge-runtime anomaly info pump.state", "edge-runtime anomaly ACTION --help")))
     a.set_defaults(func=dispatch)
     asub = a.add_subparsers(dest="anomaly_command", metavar="ACTION")
 
-    le = asub.add_parser("learn", help="fit a detector on normal audio and write a state file")
+    le = asub.add_parser("learn", **parser_kwargs(
+        "fit a detector on normal audio and write a state file (needs the [learn] extra)",
+        ("edge-runtime anomaly learn -i normal.wav -s pump.state",
+         "edge-runtime anomaly learn -i mon.flac tue.flac wed.flac -s pump.state --false-alarms-per-hour 0.5",
+         "arecord -f S16_LE -r 16000 -c 1 | edge-runtime anomaly learn -i - --rate 16000 --channels 1 \\",
+         "    --minutes 10 -s pump.state")))
     le.add_argument("--input", "-i", required=True, nargs="+", help="normal audio: file(s), '-' (raw PCM on stdin) "
                     "or alsa:DEVICE; several files are separate recordings (e.g. other days): the threshold is "
                     "calibrated across them")
-    le.add_argument("--out", "-o", required=True, help="state file to write (atomically)")
+    le.add_argument("--state", "-s", help="state file to write (atomically; required)")
+    deprecated_alias(le, "--out", "-o", dest="state", new="--state/-s")
     le.add_argument("--minutes", type=float, help="learn from at most this many minutes in all (default: the whole "
                     "files; required for stdin/ALSA)")
-    le.add_argument("--detector", default="gmm", choices=("gmm", "kmeans", "iforest", "autoencoder"))
-    le.add_argument("--sample-rate", type=int, default=DEFAULT_RATE, help="feature sample rate (default 16000)")
-    le.add_argument("--false_alarms_per_hour", "--false-alarms-per-hour", dest="false_alarms_per_hour", type=float,
+    le.add_argument("--detector", default="gmm", choices=("gmm", "kmeans", "iforest", "autoencoder"),
+                    help="the model of normal (default gmm; docs/anomaly.md compares them)")
+    # --rate is the input's rate (raw/ALSA); this one is the rate the features are computed at
+    le.add_argument("--feature-rate", type=int, default=DEFAULT_RATE,
+                    help="sample rate the features are computed at, in Hz (default 16000)")
+    deprecated_alias(le, "--sample-rate", dest="feature_rate", new="--feature-rate", type=int)
+    deprecated_alias(le, "--false_alarms_per_hour", dest="false_alarms_per_hour", new="--false-alarms-per-hour",
+                     type=float)
+    le.add_argument("--false-alarms-per-hour", dest="false_alarms_per_hour", type=float,
                     default=1.0, help="false-alarm budget: anomaly episodes per hour of normal audio the threshold "
                     "allows (default 1; calibrated on the learning audio, see docs/anomaly.md)")
     le.add_argument("--quantile", type=float, help="instead of the budget: threshold = this quantile of the "
@@ -42,11 +60,15 @@ def add_parser(sub) -> None:
     le.add_argument("--on-window", type=int, help="window of hops for --on-frames (default 156 = 5 s)")
     le.add_argument("--no-augment", action="store_true", help="learn without the speed/gain tolerance "
                     "(augmented copies of the learned frames)")
-    le.add_argument("--seed", type=int, default=0)
+    le.add_argument("--seed", type=int, default=0, help="seed of the detector's fit and the augmentation")
     _io_args(le)
     le.set_defaults(func=cmd_learn)
 
-    mo = asub.add_parser("monitor", help="score audio against a state; print anomaly events as JSON lines")
+    mo = asub.add_parser("monitor", **parser_kwargs(
+        "score audio against a state; print anomaly events as JSON lines",
+        ("edge-runtime anomaly monitor -s pump.state -i today.wav",
+         "edge-runtime anomaly monitor -s pump.state -i alsa:hw:1,0 --rate 16000 --channels 1 --events ev.jsonl",
+         "edge-runtime anomaly monitor -s pump.state -i today.wav --score-interval-ms 1000 --json")))
     mo.add_argument("--state", "-s", required=True, help="state file from `anomaly learn`")
     mo.add_argument("--input", "-i", required=True, help="audio: file, '-' (raw PCM on stdin) or alsa:DEVICE")
     mo.add_argument("--events", default="-", help="where the JSON lines go (default '-': stdout)")
@@ -54,20 +76,22 @@ def add_parser(sub) -> None:
                     "episode (default: the state's, 140)")
     mo.add_argument("--on-window", type=int, help="window of hops for --on-frames (default: the state's, 156)")
     mo.add_argument("--off-frames", type=int, help="hops below the off-threshold that end it (default: the state's, 10)")
-    mo.add_argument("--score-interval-ms", type=float, default=0.0, help="also emit anomaly_score events")
+    mo.add_argument("--score-interval-ms", type=float, default=0.0, help="also emit anomaly_score events this often (default 0: none)")
     _io_args(mo)
     mo.set_defaults(func=cmd_monitor)
 
-    inf = asub.add_parser("info", help="describe a state file")
-    inf.add_argument("state")
-    inf.add_argument("--json", action="store_true")
+    inf = asub.add_parser("info", **parser_kwargs(
+        "describe a state file", ("edge-runtime anomaly info pump.state", "edge-runtime anomaly info pump.state --json")))
+    inf.add_argument("state", help="state file from `anomaly learn`")
+    inf.add_argument("--json", action="store_true", help="print one JSON object")
     inf.set_defaults(func=cmd_info)
 
 
 def _io_args(p) -> None:
-    p.add_argument("--rate", type=int, help="sample rate of raw/ALSA input")
+    p.add_argument("--rate", type=int, help="sample rate of raw/ALSA input, in Hz")
     p.add_argument("--channels", type=int, help="channel count of raw/ALSA input")
-    p.add_argument("--raw-format", choices=("s16le", "s32le", "f32le"), default="s16le")
+    p.add_argument("--raw-format", choices=("s16le", "s32le", "f32le"), default="s16le",
+                   help="raw PCM sample format of '-' and alsa: (default s16le)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
@@ -89,22 +113,25 @@ def cmd_learn(args) -> int:
     from ..nodes.anomaly import AnomalyDetect
     from ..runner import run_stream
 
+    if args.state is None:
+        raise ConfigError("anomaly learn: --state/-s is required (the state file to write), "
+                          "e.g. -s pump.state")
     if not 0.001 <= args.false_alarms_per_hour <= 3600:
-        raise ConfigError(f"--false_alarms_per_hour {args.false_alarms_per_hour} is outside 0.001..3600")
+        raise ConfigError(f"--false-alarms-per-hour {args.false_alarms_per_hour} is outside 0.001..3600")
     if args.quantile is not None and not 0.5 < args.quantile < 1:
         raise ConfigError(f"--quantile {args.quantile} is outside 0.5..1 (e.g. 0.995)")
     if args.minutes is not None and not 0.1 <= args.minutes <= 24 * 60:
         raise ConfigError(f"--minutes {args.minutes} is outside 0.1..1440")
-    if args.sample_rate not in (8000, 16000, 22050, 32000, 44100, 48000):
-        raise ConfigError(f"--sample-rate {args.sample_rate} is not supported (expected 8000, 16000, 22050, "
+    if args.feature_rate not in (8000, 16000, 22050, 32000, 44100, 48000):
+        raise ConfigError(f"--feature-rate {args.feature_rate} is not supported (expected 8000, 16000, 22050, "
                           "32000, 44100 or 48000)")
     from ..io.open import check_outputs
 
     check_outputs({f"-i[{i}]" if len(args.input) > 1 else "-i": x for i, x in enumerate(args.input)},
-                  {"--out": args.out})
-    out_dir = os.path.dirname(os.path.abspath(args.out))
+                  {"--state": args.state})
+    out_dir = os.path.dirname(os.path.abspath(args.state))
     if not os.path.isdir(out_dir):   # say so before minutes of learning, not after
-        raise ConfigError(f"{args.out}: folder {out_dir} does not exist")
+        raise ConfigError(f"{args.state}: folder {out_dir} does not exist")
     from ..nodes.anomaly import MIN_LEARN_S
 
     inputs = list(args.input)
@@ -125,7 +152,7 @@ def cmd_learn(args) -> int:
                                  false_alarms_per_hour=args.false_alarms_per_hour, quantile_on=args.quantile,
                                  on_frames=args.on_frames, on_window=args.on_window,
                                  augment={"copies": 0} if args.no_augment else None, seed=args.seed, auto_fit=False)
-            pipe = _pipeline(node, args.sample_rate)
+            pipe = _pipeline(node, args.feature_rate)
             summary = run_stream(pipe, source, None, should_stop=lambda: node.learn_full)
         finally:
             source.close()
@@ -142,8 +169,8 @@ def cmd_learn(args) -> int:
                                  recordings=lengths if len(lengths) > 1 else None, **node.fit_settings())
     except ValueError as e:
         raise AudioInputError(f"{names}: cannot learn from {audio_s:.1f} s of audio: {e}") from None
-    model.save(args.out)
-    out = {"state": args.out, "detector": model.detector, "audio_s": round(audio_s, 3), "recordings": len(lengths),
+    model.save(args.state)
+    out = {"state": args.state, "detector": model.detector, "audio_s": round(audio_s, 3), "recordings": len(lengths),
            "frames": n, "fit_s": model.info["fit_s"], "threshold_on": model.threshold_on,
            "threshold_off": model.threshold_off, "false_alarms_per_hour": model.info.get("false_alarms_per_hour"),
            "features": model.features}
@@ -156,7 +183,7 @@ def cmd_learn(args) -> int:
         how = (f"for {budget:g} false episode(s)/h" if budget is not None
                else f"quantile {model.info.get('quantile_on')}")
         print(f"threshold    on {model.threshold_on:.6g}  off {model.threshold_off:.6g}  ({how})")
-        print(f"state        {args.out}")
+        print(f"state        {args.state}")
     return 0
 
 

@@ -1,8 +1,10 @@
 """ALSA capture and playback through ctypes on ``libasound.so.2``.
 
-No Python binding is needed (pyalsaaudio needs alsa headers to build and allocates a bytes
-object per read): the PCM is driven with ``snd_pcm_readi`` / ``snd_pcm_writei`` straight
-into numpy buffers allocated once, whose addresses are cached. The library is loaded on the
+No Python binding is needed, which is the reason for this module: pyalsaaudio is an sdist that
+needs a compiler and ``libasound2-dev`` on the device to build, while ``libasound.so.2`` is on
+every ALSA system. It is not about speed or allocation: pyalsaaudio read a 160-frame period in
+2.2 µs against 3.1 µs here (issue 29's measurement). The PCM is driven with ``snd_pcm_readi`` /
+``snd_pcm_writei`` straight into numpy buffers allocated once, whose addresses are cached. The library is loaded on the
 first device opened, so importing this module works where alsa-lib is absent.
 
 Over- and underruns (``-EPIPE``) and suspends (``-ESTRPIPE``) are recovered with
@@ -25,7 +27,7 @@ import weakref
 
 import numpy as np
 
-from ..errors import AudioDeviceError
+from ..errors import AudioDeviceError, DeviceFailedError
 from .base import Sink, Source, check_sample_rate
 from .raw import RAW_FORMATS
 
@@ -180,7 +182,7 @@ class _Pcm:
         _last_msg.text = ""
         err = lib.snd_pcm_open(ctypes.byref(h), device.encode(), stream, 0)
         if err < 0:
-            raise AudioDeviceError(f"{self.name}: cannot open for {kind}: {_strerror(lib, err)}")
+            raise DeviceFailedError(f"{self.name}: cannot open for {kind}: {_strerror(lib, err)}")
         self._handle = h.value
         self._finalizer = weakref.finalize(self, _close_handle, lib, h.value, True)
         try:
@@ -257,7 +259,7 @@ class _Pcm:
             return
         r = self._lib.snd_pcm_recover(self._handle, err, 1)
         if r < 0:
-            raise AudioDeviceError(f"{self.name}: {what} failed: {_strerror(self._lib, err)} "
+            raise DeviceFailedError(f"{self.name}: {what} failed: {_strerror(self._lib, err)} "
                                    f"(recovery failed: {_strerror(self._lib, r)})")
 
     def close_handle(self, drain: bool) -> None:
@@ -269,7 +271,7 @@ class _Pcm:
             err = self._lib.snd_pcm_drain(h)
             self._lib.snd_pcm_close(h)
             if err < 0 and err != -errno.EPIPE:
-                raise AudioDeviceError(f"{self.name}: drain failed: {_strerror(self._lib, err)}")
+                raise DeviceFailedError(f"{self.name}: drain failed: {_strerror(self._lib, err)}")
         else:
             self._lib.snd_pcm_drop(h)
             self._lib.snd_pcm_close(h)

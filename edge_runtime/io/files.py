@@ -31,7 +31,7 @@ import numpy as np
 import soundfile as sf
 
 from .. import atomic
-from ..errors import AudioInputError, AudioOutputError
+from ..errors import AudioInputError, AudioOutputError, AudioWriteError
 from .base import Sink, Source, check_sample_rate
 
 #: output container by file extension
@@ -335,7 +335,7 @@ class FileSink(Sink):
         try:
             self._f.write(block)
         except (sf.LibsndfileError, AssertionError, OSError) as e:
-            raise AudioOutputError(f"{self.name}: write failed after {self.frames_written} "
+            raise AudioWriteError(f"{self.name}: write failed after {self.frames_written} "
                                    f"frames: {_sf_reason(e, self.path)}") from None
         self.frames_written += block.shape[0]
 
@@ -352,13 +352,13 @@ class FileSink(Sink):
                 f.close()           # writes the final header
             except (sf.LibsndfileError, RuntimeError, OSError) as e:
                 if commit:
-                    raise AudioOutputError(
+                    raise AudioWriteError(
                         f"{self.name}: could not finish the file: {_sf_reason(e, self.path)}") from None
             if commit:
                 try:
                     atomic.commit(self.tmp, self.path)
                 except OSError as e:
-                    raise AudioOutputError(f"{self.name}: could not move the finished file "
+                    raise AudioWriteError(f"{self.name}: could not move the finished file "
                                            f"into place: {e.strerror or e}") from None
         finally:
             atomic.discard(self.tmp)

@@ -20,7 +20,7 @@ import weakref
 import numpy as np
 
 from .. import atomic
-from ..errors import AudioInputError, AudioOutputError
+from ..errors import AudioInputError, AudioOutputError, AudioWriteError
 from .base import Sink, Source, check_sample_rate
 
 #: raw format -> (numpy dtype, scale to float, integer range or None)
@@ -234,7 +234,7 @@ class RawSink(Sink):
         try:
             self._f.write(self._outmv[:m * self._dtype.itemsize])
         except OSError as e:
-            raise AudioOutputError(f"{self.name}: write failed after {self.frames_written} "
+            raise AudioWriteError(f"{self.name}: write failed after {self.frames_written} "
                                    f"frames: {e.strerror or e}") from None
         self.frames_written += n
 
@@ -248,7 +248,7 @@ class RawSink(Sink):
                 f.flush()
             except (OSError, ValueError) as e:
                 if commit:
-                    raise AudioOutputError(f"{self.name}: flush failed: {e}") from None
+                    raise AudioWriteError(f"{self.name}: flush failed: {e}") from None
             return
         self._finalizer.detach()
         try:
@@ -256,13 +256,13 @@ class RawSink(Sink):
                 f.close()
             except OSError as e:
                 if commit:
-                    raise AudioOutputError(f"{self.name}: could not finish the file: "
+                    raise AudioWriteError(f"{self.name}: could not finish the file: "
                                            f"{e.strerror or e}") from None
             if commit:
                 try:
                     atomic.commit(self.tmp, self.path)
                 except OSError as e:
-                    raise AudioOutputError(f"{self.name}: could not move the finished file "
+                    raise AudioWriteError(f"{self.name}: could not move the finished file "
                                            f"into place: {e.strerror or e}") from None
         finally:
             atomic.discard(self.tmp)

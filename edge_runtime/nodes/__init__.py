@@ -107,6 +107,11 @@ NODE_TYPES: dict[str, NodeType] = {
                            range=(0.0, 60000.0)),
         "hold_ms": Param(float, 200.0, "hangover: the label stays speech this long after speech ends",
                          range=(0.0, 600000.0)),
+        "startup_ms": Param(float, 500.0, "start-up hold-off: for this long after the start (a reset) the "
+                            "attack is startup_attack_ms (noise onsets read as speech there)",
+                            range=(0.0, 10000.0)),
+        "startup_attack_ms": Param(float, 150.0, "the attack during the start-up hold-off",
+                                   range=(0.0, 2000.0)),
         "threads": Param(int, 1, "inference threads", range=(1, 64)),
         "backend": Param(str, "auto", "onnxruntime, litert, openvino or auto"),
     }, "voice activity decision (labels nonspeech/speech; 16 kHz; audio passes through)"),

@@ -280,6 +280,16 @@ class AnomalyDetect(Node):
                     self._frame(pos)
         self.samples += bs
 
+    @property
+    def event_lookback_samples(self) -> int:
+        """How far before the current block an event may be dated (an episode's start is put at
+        its first loud hop, up to ``on_window`` hops back); the runner holds other nodes' events
+        that long so that events come out in time order."""
+        h = getattr(self, "hyst", None)
+        if h is None:
+            return 0
+        return (max(int(h.on_window or 0), int(h.off_frames)) + 1) * int(self.hop)
+
     def _frame(self, pos: int) -> None:
         self.hops += 1
         if self.scorer is not None:

@@ -6,7 +6,8 @@ The audio passes through unchanged. Every 10 ms hop the node computes one log-me
 the last 96 frames; every ``hop_ms`` (default 250 ms) it runs the model on that window. The
 decision is the arg-max of the mean of the last ``smoothing`` windows' probabilities; it changes
 only when the new class beats the current one by ``hysteresis`` (probability points), and
-then the node emits a ``class`` event whose value is the class index.
+then the node emits a ``class`` event whose value is the class index, followed (same frame)
+by a ``confidence`` event whose value is that class's smoothed probability.
 
 Decision interface (what a router reads, between blocks):
 
@@ -35,7 +36,7 @@ LABELS = ("silence", "speech", "music", "keyboard", "alarm", "machine", "water")
 class Classify(ModelNode):
     """Sound-class node; see the module docstring for the decision interface."""
 
-    event_names = ModelNode.event_names + ("class",)
+    event_names = ModelNode.event_names + ("class", "confidence")
 
     def __init__(self, model: str = "classify", variant: str = "auto", hop_ms: float = 250.0,
                  smoothing: int = 4, hysteresis: float = 0.1, labels: str = "", threads: int = 1,
@@ -162,3 +163,5 @@ class Classify(ModelNode):
             self.current_index = best
             self.current_label = self.labels[best]
             self.emit("class", float(best), offset)
+            # the decision's confidence, at the same frame (events keep their order within a node)
+            self.emit("confidence", float(self.probabilities[best]), offset)

@@ -28,23 +28,37 @@ POPULATION_FILE = "_population.state"
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("personalize", help="learn a user's preferred effect settings from feedback")
+    from ..cliutil import deprecated_alias, parser_kwargs
+
+    p = sub.add_parser("personalize", **parser_kwargs(
+        "learn a user's preferred effect settings from feedback",
+        ("edge-runtime personalize recommend -u ana --context class=speech,level=-25",
+         "edge-runtime personalize feedback -u ana --context class=speech --preset clear_speech --accept",
+         "edge-runtime personalize info -u ana --json", "edge-runtime personalize ACTION --help")))
     p.set_defaults(func=dispatch)
     ps = p.add_subparsers(dest="personalize_command", metavar="ACTION")
 
     def common(q, user=True):
         if user:
             q.add_argument("--user", "-u", required=True, help="user name (letters, digits, _ . @ -)")
-            q.add_argument("--state", help="state file (default: <state dir>/personalize/<user>.state)")
-        q.add_argument("--state-dir", help="default: $EDGE_RUNTIME_STATE, $XDG_STATE_HOME/edge_runtime")
+            q.add_argument("--state", "-s", help="state file (default: <state dir>/personalize/<user>.state)")
+        q.add_argument("--state-dir", help="folder of the state files (default: $EDGE_RUNTIME_STATE, "
+                       "$XDG_STATE_HOME/edge_runtime)")
         q.add_argument("--population", help=f"population prior (default: <state dir>/personalize/{POPULATION_FILE} "
                        "if it exists, else the generic prior: the defaults)")
-        q.add_argument("--json", action="store_true")
+        q.add_argument("--json", action="store_true", help="print one JSON object")
 
-    r = ps.add_parser("recommend", help="recommended parameters and presets ranked for a context")
+    context_help = ("class=speech|music|noise|silence|other,level=DBFS,noise=DBFS,hour=0-24 (missing keys: "
+                    "other, -30, -60, the current hour)")
+
+    r = ps.add_parser("recommend", **parser_kwargs(
+        "recommended parameters and presets ranked for a context",
+        ("edge-runtime personalize recommend -u ana --context class=speech,level=-25",
+         "edge-runtime personalize recommend -u ana --explore 0 --json      # the posterior mean")))
     common(r)
-    r.add_argument("--context", "-c", default="", help="class=speech|music|noise|silence|other,level=DBFS,"
-                   "noise=DBFS,hour=0-24 (missing keys: other, -30, -60, the current hour)")
+    # no -c: -c is a config file everywhere else
+    r.add_argument("--context", default="", help=context_help)
+    deprecated_alias(r, "-c", dest="context", new="--context")
     r.add_argument("--explore", type=float, default=0.0,
                    help="probability of offering a sample of the posterior instead of the setting most likely "
                    "to be accepted (default 0, as benchmarked)")
@@ -52,25 +66,33 @@ def add_parser(sub) -> None:
                    "and context give the same answer)")
     r.set_defaults(func=cmd_recommend)
 
-    f = ps.add_parser("feedback", help="record accept/reject/adjust for a recommended setting")
+    f = ps.add_parser("feedback", **parser_kwargs(
+        "record accept/reject/adjust for a recommended setting",
+        ("edge-runtime personalize feedback -u ana --context class=speech --preset clear_speech --accept",
+         "edge-runtime personalize feedback -u ana --params gain_db=3 --adjust gain_db=1.5")))
     common(f)
-    f.add_argument("--context", "-c", default="")
+    f.add_argument("--context", default="", help=context_help)
+    deprecated_alias(f, "-c", dest="context", new="--context")
     what = f.add_mutually_exclusive_group(required=True)
     what.add_argument("--params", help="the setting that was applied: name=value,... (missing = default)")
     what.add_argument("--preset", help="the preset that was applied")
     act = f.add_mutually_exclusive_group(required=True)
-    act.add_argument("--accept", action="store_true")
-    act.add_argument("--reject", action="store_true")
+    act.add_argument("--accept", action="store_true", help="the user kept the setting")
+    act.add_argument("--reject", action="store_true", help="the user undid the setting")
     act.add_argument("--adjust", metavar="NAME=VALUE,...", help="where the user moved the sliders (the values "
                      "are learned; parameters not named were left as offered)")
     f.set_defaults(func=cmd_feedback)
 
-    i = ps.add_parser("info", help="what the user's model has learned")
+    i = ps.add_parser("info", **parser_kwargs(
+        "what the user's model has learned",
+        ("edge-runtime personalize info -u ana", "edge-runtime personalize info -u ana --json")))
     common(i)
     i.set_defaults(func=cmd_info)
 
-    q = ps.add_parser("population", help="learn the population prior (what users want on average and how "
-                      "they differ) from users' state files; new users then start from it")
+    q = ps.add_parser("population", **parser_kwargs(
+        "learn the population prior (what users want on average and how they differ) from users' state "
+        "files; new users then start from it",
+        ("edge-runtime personalize population", "edge-runtime personalize population a.state b.state --out pop.state")))
     common(q, user=False)
     q.add_argument("states", nargs="*", help="user state files (default: every <user>.state in "
                    "<state dir>/personalize)")

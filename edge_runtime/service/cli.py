@@ -13,7 +13,9 @@ __all__ = ["add_parsers"]
 def cmd_serve(args) -> int:
     from .daemon import Daemon
 
-    return Daemon(args.config, check_only=args.check).run()
+    from ..cliutil import log_level
+
+    return Daemon(args.config, check_only=args.check, log_level=log_level(args)).run()
 
 
 def _status_url(args) -> str:
@@ -79,27 +81,42 @@ def cmd_install_service(args) -> int:
 
 
 def add_parsers(sub) -> None:
+    from ..cliutil import parser_kwargs
     from .config import DEFAULT_CONFIG
 
-    s = sub.add_parser("serve", help="run the pipelines of a service config until stopped (systemd Type=notify)",
-                       description="Run the pipelines of a service config (ALSA capture, files or stdin to ALSA "
-                       "playback, files and event sinks) until SIGTERM. SIGHUP reloads the config. Logs are JSON "
-                       "lines on stdout; metrics on the [service] metrics address.")
+    s = sub.add_parser("serve", **parser_kwargs(
+        "run the pipelines of a service config until stopped (systemd Type=notify)",
+        ("edge-runtime serve -c /etc/edge_runtime/service.toml",
+         "edge-runtime serve -c service.toml --check        # validate only: exit 0 or 2",
+         "edge-runtime serve -c service.toml --log-level debug",
+         "kill -HUP $(pidof edge-runtime)                   # reload the config"),
+        description="Run the pipelines of a service config (ALSA capture, files or stdin to ALSA "
+        "playback, files and event sinks) until SIGTERM. SIGHUP reloads the config. Logs are JSON "
+        "lines on stdout; metrics on the [service] metrics address. -v/-q/--log-level override "
+        "[service] log_level."))
     s.add_argument("--config", "-c", default=DEFAULT_CONFIG, help=f"service config TOML (default {DEFAULT_CONFIG})")
     s.add_argument("--check", action="store_true", help="validate as start-up does (pipelines built, models "
-                   "loaded, files opened), then exit: 0 if it would start, 2 with the error otherwise")
+                   "loaded, files opened), then exit: 0 if it would start, 1 or 2 with the error otherwise")
     s.set_defaults(func=cmd_serve)
 
-    st = sub.add_parser("status", help="ask the running service for its pipelines, RTF, xruns, models")
+    st = sub.add_parser("status", **parser_kwargs(
+        "ask the running service for its pipelines, RTF, xruns, models",
+        ("edge-runtime status", "edge-runtime status --url http://127.0.0.1:9750 --json",
+         "edge-runtime status -c /etc/edge_runtime/service.toml")))
     st.add_argument("--config", "-c", default=None, help=f"read the metrics address here (default {DEFAULT_CONFIG})")
     st.add_argument("--url", help="the service's metrics URL, e.g. http://127.0.0.1:9750")
-    st.add_argument("--timeout", type=float, default=3.0)
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer (default 3)")
+    st.add_argument("--json", action="store_true", help="print the service's answer as one JSON object")
     st.set_defaults(func=cmd_status_wrapper)
 
     from .unit import add_install_arguments
 
-    i = sub.add_parser("install-service", help="write (and install) the systemd unit, user and config")
+    i = sub.add_parser("install-service", **parser_kwargs(
+        "write (and install) the systemd unit, user and config",
+        ("sudo edge-runtime install-service --enable",
+         "edge-runtime install-service --dry-run",
+         "edge-runtime install-service --output edge-runtime.service    # the unit file only",
+         "edge-runtime install-service --root /mnt/image --rt-priority 70")))
     add_install_arguments(i)
     i.set_defaults(func=cmd_install_service)
 

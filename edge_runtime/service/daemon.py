@@ -79,6 +79,14 @@ def _default_alsa(sample_rate: int) -> tuple[int, int]:
     return max(16, round(per * sample_rate / rate)), int(alsa.get("periods", 4))
 
 
+def _iso(t: float) -> str:
+    """``t`` (seconds since the epoch) as ISO-8601 UTC with milliseconds."""
+    import datetime
+
+    d = datetime.datetime.fromtimestamp(t, datetime.timezone.utc)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+
+
 class Instance:
     """One configured pipeline: its I/O, its audio thread, its counters."""
 
@@ -647,7 +655,9 @@ class Instance:
             if dest in ("log", "-"):
                 self.log.info("node_event", f"{self.name}: {ev.node} {ev.event} {ev.value:g}", **rec)
             elif self._events_file is not None:
-                rec["wall"] = round(time.time(), 3)
+                now = time.time()
+                rec["ts"] = _iso(now)          # the wall clock, as in `run --events`
+                rec["wall"] = round(now, 3)
                 try:
                     self._events_file.write(json.dumps(rec, separators=(",", ":")) + "\n")
                 except OSError as e:
@@ -730,9 +740,11 @@ class Instance:
 class Daemon:
     """The service process: config, instances, signals, notify, metrics."""
 
-    def __init__(self, config_path: str, *, stream=None, environ=None, check_only: bool = False):
+    def __init__(self, config_path: str, *, stream=None, environ=None, check_only: bool = False,
+                 log_level: str | None = None):
         self.config_path = config_path
         self.check_only = check_only
+        self.log_level = log_level      # from -v/-q/--log-level; None: the config's [service] log_level
         self.stream = stream
         self.notifier = Notifier(environ)
         self.instances: dict[str, Instance] = {}
@@ -793,11 +805,12 @@ class Daemon:
     # ---- run -----------------------------------------------------------------------------------
     def run(self) -> int:
         cfg = self.config = load_service_config(self.config_path)
-        self.log = JsonLog(self._log_stream(cfg), cfg.log_level)
+        level = self.log_level or cfg.log_level
+        self.log = JsonLog(self._log_stream(cfg), level)
         handler = JsonLogHandler(self.log)
         root = __import__("logging").getLogger("edge_runtime")
         root.addHandler(handler)
-        root.setLevel(10 if cfg.log_level == "debug" else 20)
+        root.setLevel(10 if level == "debug" else 20)
         root.propagate = False
         self.log.info("starting", f"edge_runtime {__version__} starting with {cfg.path}", config=cfg.path,
                       version=__version__, pid=os.getpid(), pipelines=[s.name for s in cfg.pipelines])
@@ -953,7 +966,8 @@ class Daemon:
         self.config = ServiceConfig(path=cfg.path, metrics=self.config.metrics, log_level=cfg.log_level,
                                     stop_timeout_s=cfg.stop_timeout_s, crossfade_ms=cfg.crossfade_ms,
                                     pipelines=cfg.pipelines, metrics_remote=self.config.metrics_remote)
-        self.log.level = __import__("edge_runtime.service.log", fromlist=["LEVELS"]).LEVELS[cfg.log_level]
+        self.log.level = __import__("edge_runtime.service.log", fromlist=["LEVELS"]).LEVELS[
+            self.log_level or cfg.log_level]
         for name in list(self.instances):
             if name not in new_specs:
                 inst = self.instances.pop(name)

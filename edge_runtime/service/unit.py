@@ -288,7 +288,9 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 def add_install_arguments(p) -> None:
-    p.add_argument("--config", default="/etc/edge_runtime/service.toml",
+    from ..cliutil import deprecated_alias
+
+    p.add_argument("--config", "-c", default="/etc/edge_runtime/service.toml",
                    help="the service config the unit runs (a starting one is written if absent)")
     p.add_argument("--user", default=USER, help=f"the system user to run as (default {USER}; made, in group audio)")
     p.add_argument("--watchdog-sec", type=int, default=10, help="WatchdogSec= (default 10)")
@@ -303,7 +305,9 @@ def add_install_arguments(p) -> None:
     p.add_argument("--exec", dest="exec_start", help="the edge-runtime command (default: this installation's)")
     p.add_argument("--root", help="install into this root folder (an image being built): write files only")
     p.add_argument("--enable", action="store_true", help="also `systemctl enable --now` the service")
-    p.add_argument("--output", "-o", help="only write the unit to this file (nothing installed)")
+    # no -o here: -o is the audio output everywhere else
+    p.add_argument("--output", help="only write the unit to this file (nothing installed)")
+    deprecated_alias(p, "-o", dest="output", new="--output")
     p.add_argument("--dry-run", action="store_true", help="print the unit and what would be done; change nothing")
 
 
