@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_cli, traced, write_wav
+from conftest import ROOT, run_cli, traced, write_wav
 
 
 def _declipper(**kw):
@@ -154,3 +154,134 @@ def test_input_rate_pipeline_needs_block_ms(tmp_path):
     p.write_text('name = "d"\nsample_rate = "input"\nblock_size = 160\n[[nodes]]\ntype = "declip"\n')
     with pytest.raises(ConfigError, match="needs block_ms"):
         load_pipeline_config(str(p))
+
+
+# ---- bandwidth extension (bwe16k) ------------------------------------------------------------------
+
+def _bwe_pipe(**kw):
+    from edge_runtime.engine import Pipeline
+    from edge_runtime.nodes.bwe import Bwe
+
+    pipe = Pipeline([Bwe(**kw)], sample_rate=16000, block_size=160)
+    pipe.prepare(1)
+    return pipe
+
+
+def _narrow_chirp(seconds=2.0):
+    import soxr
+
+    t = np.arange(int(16000 * seconds)) / 16000
+    f = 200 * (7000 / 200) ** (t / seconds)                  # 200 Hz .. 7 kHz
+    x = (0.3 * np.sin(2 * np.pi * np.cumsum(f) / 16000) * (1 + 0.5 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)
+    harm = np.zeros_like(x)
+    for k in (1, 2, 3):                                      # voiced-like: harmonics of a low f0
+        harm += (0.2 / k * np.sin(2 * np.pi * 150 * k * t)).astype(np.float32)
+    x8 = soxr.resample(x + harm, 16000, 8000)
+    return soxr.resample(x8, 8000, 16000).astype(np.float32)[: len(x)]
+
+
+def _high_band_db(y):
+    p = np.abs(np.fft.rfft(y)) ** 2
+    f = np.fft.rfftfreq(len(y), 1 / 16000)
+    return 10 * np.log10(p[f > 4500].sum() / p[(f > 300) & (f < 3800)].sum() + 1e-30)
+
+
+def test_band_limited_input_gets_energy_above_the_cut():
+    x = _narrow_chirp()
+    pipe = _bwe_pipe()
+    y = pipe.process_array(x[None, :])[0]
+    before, after = _high_band_db(x), _high_band_db(y)
+    assert before < -60 and after > before + 10, (before, after)            # measured -73.9 -> -57.4 dB
+    full = _bwe_pipe(gain_db=0.0).process_array(x[None, :])[0]            # the band as predicted
+    assert _high_band_db(full) > after + 18, _high_band_db(full)          # measured -33.5 dB
+    node = pipe.nodes[0]
+    assert node.report()["input_band"].startswith("narrow") and node.report()["extended_pct"] > 90
+    # below 3.8 kHz the input is kept: the low band of the output matches the input's
+    lo = lambda s: np.fft.irfft(np.where(np.fft.rfftfreq(len(s), 1 / 16000) < 3500, np.fft.rfft(s), 0), len(s))
+    assert np.max(np.abs(lo(y) - lo(x))) < 2e-3
+
+
+def test_wide_band_input_passes_through():
+    rng = np.random.default_rng(8)
+    x = (0.1 * rng.standard_normal(16000 * 3)).astype(np.float32)       # white: a real high band
+    pipe = _bwe_pipe()
+    y = pipe.process_array(x[None, :])[0]
+    node = pipe.nodes[0]
+    assert node.report()["input_band"].startswith("wide")
+    tail = slice(16000, None)                   # after the band detector has settled (about 2 s)
+    assert np.max(np.abs(y[tail] - x[tail])) < 1e-4
+
+
+def test_streaming_features_equal_the_training_features():
+    """The node computes exactly the features train_bwe.py trained on (features_offline)."""
+    from edge_runtime.nodes.bwe import features_offline
+
+    x = _narrow_chirp(1.0)
+    f_off, _ = features_offline(x)
+    pipe = _bwe_pipe()
+    node = pipe.nodes[0]
+    seen = []
+    run = node.calls[0].run
+
+    class Spy:
+        def run(self):
+            seen.append(node.feat[0, 0].copy())
+            run()
+
+    node.calls = [Spy()]
+    pipe.process_array(x[None, :], compensate_latency=False)
+    got = np.array(seen)
+    n = min(len(got), len(f_off))
+    assert n > 90 and np.max(np.abs(got[:n] - f_off[:n])) < 1e-3
+
+
+def test_bwe_no_allocation_per_block():
+    pipe = _bwe_pipe()
+    x = _narrow_chirp(2.0)
+    pos = [0]
+
+    def step():
+        i = pos[0] % (len(x) - 160)
+        pipe.input[0] = x[i:i + 160]
+        pipe.process_block()
+        pos[0] += 160
+
+    base_kept, base_peak = traced(lambda: None, 900, warmup=50)
+    kept, peak = traced(step, 900, warmup=600)            # NumPy's and ORT's first-use caches fill first
+    kept_more, _ = traced(step, 2700, warmup=100)
+    grown, grown_more = kept - base_kept, kept_more - base_kept
+    assert grown < 2048 and grown_more <= grown + 256, (grown, grown_more)    # measured 700 / 700 B
+    assert peak - base_peak < 8192, peak - base_peak
+
+
+def test_bwe16k_writes_16_khz_from_an_8_khz_file(tmp_path):
+    import soundfile as sf
+    import soxr
+
+    x8 = soxr.resample(_narrow_chirp(1.5), 16000, 8000).astype(np.float32)
+    write_wav(tmp_path / "tel_8k.wav", x8, 8000)
+    r = run_cli("run", "bwe16k", "-i", tmp_path / "tel_8k.wav", "-o", tmp_path / "wide.wav", "--json")
+    assert r.returncode == 0, r.stderr.decode()
+    s = json.loads(r.stdout)
+    assert s["output_sample_rate"] == 16000 and s["frames_out"] == 2 * s["frames_in"]
+    y, sr = sf.read(tmp_path / "wide.wav", dtype="float32")
+    plain = soxr.resample(x8, 8000, 16000).astype(np.float32)
+    assert sr == 16000 and len(y) == 2 * len(x8) and _high_band_db(y) > _high_band_db(plain) + 10
+    assert s["nodes"][0]["report"]["input_band"].startswith("narrow")
+
+
+def test_bwe_refuses_a_mismatched_model(tmp_path):
+    from edge_runtime.errors import ModelError
+
+    bad = ROOT / "models_int8" / "vad" / "vad_fp32.onnx"
+    with pytest.raises(ModelError, match="mismatched model: bwe expects input feat and output env"):
+        _bwe_pipe(model=str(bad))
+
+
+def test_bwe_manifest_variants_agree():
+    """The INT8 variant follows FP32 on real-ish input (the eval measures PESQ for both)."""
+    x = _narrow_chirp(1.0)
+    y32 = _bwe_pipe(variant="fp32").process_array(x[None, :])[0]
+    y8 = _bwe_pipe(variant="int8-static").process_array(x[None, :])[0]
+    snr = 10 * np.log10(np.sum(y32 ** 2) / np.sum((y32 - y8) ** 2))
+    assert snr > 25, snr

@@ -11,13 +11,14 @@ from typing import Any, Callable
 from .._nodes import Gain, Identity, Limiter, Meter, SosFilter
 from ..filters import KINDS as FILTER_KINDS
 from .anomaly import LEARN_MODES, AnomalyDetect
+from .bwe import Bwe
 from .classify import Classify
 from .declip import Declip
 from .denoise import Denoise
 from .route import Route, make_route, parse_branches
 from .vad import Vad
 
-__all__ = ["AnomalyDetect", "Classify", "Declip", "Denoise", "Route", "Vad", "Gain", "Identity", "Limiter", "Meter",
+__all__ = ["AnomalyDetect", "Bwe", "Classify", "Declip", "Denoise", "Route", "Vad", "Gain", "Identity", "Limiter", "Meter",
            "NODE_TYPES", "NodeType", "Param", "SosFilter"]
 
 
@@ -143,6 +144,16 @@ NODE_TYPES: dict[str, NodeType] = {
         "backend": Param(str, "auto", "onnxruntime, litert, openvino or auto"),
     }, "sound classes (speech, music, silence, keyboard, alarm, machine, water) of 1 s windows; "
        "audio passes through, decisions are `class` events (16 kHz)"),
+    "bwe": NodeType("bwe", Bwe, {
+        "model": Param(str, "bwe", "model name in the manifest, or a .onnx path"),
+        "variant": Param(str, "auto", "manifest variant (auto = the device profile's choice)"),
+        "gain_db": Param(float, -24.0, "level of the synthesized 3.8-8 kHz band against the prediction (-24: "
+                                       "the best PESQ-WB on the design split; 0: the lowest spectral distance)",
+                         range=(-40.0, 12.0)),
+        "mode": Param(str, "auto", "auto: wide-band input passes through; always: extend anyway", ("auto", "always")),
+        "threads": Param(int, 1, "inference threads", range=(1, 64)),
+        "backend": Param(str, "auto", "onnxruntime, litert, openvino or auto"),
+    }, "bandwidth extension 8 -> 16 kHz for speech (the band above 3.8 kHz predicted by a small model; 16 kHz)"),
     "declip": NodeType("declip", Declip, {
         "window_ms": Param(float, 64.0, "A-SPADE frame (a power of two of samples nearest this; the node's "
                                         "latency)", range=(8.0, 500.0)),

