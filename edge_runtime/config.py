@@ -26,6 +26,7 @@ from .errors import ConfigError
 from .nodes import NODE_TYPES
 
 TOP_KEYS = ("name", "description", "sample_rate", "block_size", "block_ms", "channels", "output_rate", "nodes")
+STAGED_KEYS = ("name", "description", "stages")
 OUTPUT_RATES = ("input", "pipeline")
 SAMPLE_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
 
@@ -85,11 +86,16 @@ class PipelineConfig:
     nodes: list[dict[str, Any]]
     block_ms: float | None = None
     output_rate: str = "input"       # "pipeline": the output stays at the pipeline's rate (e.g. bandwidth extension)
+    # a staged pipeline: other pipelines run one after the other, each at its own rate (file jobs)
+    stages: list | None = None
 
     def build(self, sample_rate: int | None = None) -> Pipeline:
         """Instantiate the nodes and the pipeline (not yet prepared). ``sample_rate`` is the
         input's rate, used by a pipeline that runs at its input's rate (``sample_rate = "input"``:
         processing that resampling would spoil, e.g. declipping); others ignore it."""
+        if self.stages is not None:
+            raise ConfigError(f"{self.path}: a staged pipeline ({' -> '.join(s.name for s in self.stages)}) runs "
+                              "stage by stage on files (edge-runtime run), not as one block loop")
         rate = self.sample_rate
         if rate is None:
             if sample_rate is None:
@@ -146,8 +152,38 @@ def _coerce(value, ptype, where, path):
     raise ConfigError(f"{path}: {where} = {value!r} has the wrong type (expected {ptype.__name__})")
 
 
+def _parse_staged(data: dict, path: str) -> PipelineConfig:
+    """``stages = ["declip", "denoise", "bwe16k"]``: pipelines (names or paths) run in turn, each at
+    its own rate; a stage cannot itself be staged."""
+    unknown = [k for k in data if k not in STAGED_KEYS]
+    _check(not unknown, path, f"unknown key {unknown[0]!r} for a staged pipeline (expected keys: "
+           f"{', '.join(STAGED_KEYS)})" if unknown else "")
+    stages = data["stages"]
+    _check(isinstance(stages, list) and 1 <= len(stages) <= 8 and all(isinstance(s, str) and s for s in stages),
+           path, f"stages = {stages!r}; expected 1..8 pipeline names or paths")
+    base = Path(path).resolve().parent if path != "<config>" else Path.cwd()
+    loaded = []
+    for i, ref in enumerate(stages):
+        spec = str(base / ref) if ref.endswith(".toml") and not os.path.isabs(ref) else ref
+        try:
+            st = load_pipeline_config(spec)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: stages[{i}] = {ref!r}: {e}") from None
+        _check(st.stages is None, path, f"stages[{i}] = {ref!r} is itself staged; expected a pipeline of nodes")
+        loaded.append(st)
+    name = data.get("name", Path(path).stem)
+    _check(isinstance(name, str) and name, path, f"name = {name!r} must be a non-empty string")
+    desc = data.get("description", "")
+    _check(isinstance(desc, str), path, f"description = {desc!r} must be a string")
+    return PipelineConfig(path=str(path), name=name, description=desc, sample_rate=loaded[0].sample_rate,
+                          block_size=loaded[0].block_size, channels=loaded[0].channels, nodes=[],
+                          block_ms=loaded[0].block_ms, stages=loaded)
+
+
 def parse_pipeline(data: dict, path: str = "<config>") -> PipelineConfig:
     """Validate a parsed TOML document."""
+    if "stages" in data:
+        return _parse_staged(data, path)
     unknown = [k for k in data if k not in TOP_KEYS]
     _check(not unknown, path, f"unknown key {unknown[0]!r} (expected keys: {', '.join(TOP_KEYS)})"
            if unknown else "")

@@ -285,3 +285,33 @@ def test_bwe_manifest_variants_agree():
     y8 = _bwe_pipe(variant="int8-static").process_array(x[None, :])[0]
     snr = 10 * np.log10(np.sum(y32 ** 2) / np.sum((y32 - y8) ** 2))
     assert snr > 25, snr
+
+
+def test_restore_runs_declip_denoise_bwe_in_turn(tmp_path):
+    import soundfile as sf
+    import soxr
+
+    x8 = soxr.resample(_narrow_chirp(2.0), 16000, 8000).astype(np.float32)
+    x8 = np.clip(x8 / np.abs(x8).max() * 1.5, -0.8, 0.8)          # clipped telephone audio
+    write_wav(tmp_path / "in.wav", x8, 8000, subtype="PCM_16")
+    r = run_cli("run", "restore", "-i", tmp_path / "in.wav", "-o", tmp_path / "out.wav", "--json")
+    assert r.returncode == 0, r.stderr.decode()
+    s = json.loads(r.stdout)
+    assert [st["pipeline"] for st in s["stages"]] == ["declip", "denoise", "bwe16k"]
+    assert s["stages"][0]["pipeline_sample_rate"] == 8000 and s["stages"][0]["nodes"][0]["report"]["clipped_in_pct"] > 1
+    y, sr = sf.read(tmp_path / "out.wav", dtype="float32")
+    assert sr == 16000 and len(y) == 2 * len(x8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "out.wav"]     # no stage files left
+
+
+def test_staged_pipeline_errors(tmp_path):
+    write_wav(tmp_path / "in.wav", np.zeros(8000, np.float32), 8000)
+    r = run_cli("run", "restore", "-i", tmp_path / "in.wav", "-o", "-")
+    assert r.returncode == 2 and "writes a file: give -o PATH" in r.stderr.decode()
+    (tmp_path / "s.toml").write_text('stages = ["declip", "no_such"]\n')
+    r = run_cli("run", tmp_path / "s.toml", "-i", tmp_path / "in.wav", "-o", tmp_path / "o.wav")
+    assert r.returncode == 2 and "stages[1] = 'no_such': unknown pipeline 'no_such'" in r.stderr.decode()
+    (tmp_path / "t.toml").write_text('stages = ["restore"]\n')
+    r = run_cli("run", tmp_path / "t.toml", "-i", tmp_path / "in.wav", "-o", tmp_path / "o.wav")
+    assert r.returncode == 2 and "is itself staged" in r.stderr.decode()
+    assert not (tmp_path / "o.wav").exists()
