@@ -315,3 +315,34 @@ def test_staged_pipeline_errors(tmp_path):
     r = run_cli("run", tmp_path / "t.toml", "-i", tmp_path / "in.wav", "-o", tmp_path / "o.wav")
     assert r.returncode == 2 and "is itself staged" in r.stderr.decode()
     assert not (tmp_path / "o.wav").exists()
+
+
+def test_bwe48k_writes_48_khz_from_a_16_khz_file(tmp_path):
+    import soundfile as sf
+    import soxr
+
+    t = np.arange(16000 * 2) / 16000
+    x = (0.2 * np.sin(2 * np.pi * 150 * t) + 0.1 * np.sin(2 * np.pi * 2300 * t)
+         + 0.02 * np.random.default_rng(9).standard_normal(len(t))).astype(np.float32)
+    write_wav(tmp_path / "in16.wav", x, 16000)
+    r = run_cli("run", "bwe48k", "-i", tmp_path / "in16.wav", "-o", tmp_path / "full.wav", "--json")
+    assert r.returncode == 0, r.stderr.decode()
+    s = json.loads(r.stdout)
+    assert s["output_sample_rate"] == 48000 and s["frames_out"] == 3 * s["frames_in"]
+    assert s["nodes"][0]["report"]["input_band"] == "narrow (<= 7.8 kHz)"
+    y, sr = sf.read(tmp_path / "full.wav", dtype="float32")
+    plain = soxr.resample(x, 16000, 48000).astype(np.float32)
+    hb = lambda s_: 10 * np.log10((np.abs(np.fft.rfft(s_))[np.fft.rfftfreq(len(s_), 1 / 48000) > 9000] ** 2).sum() + 1e-30)
+    assert sr == 48000 and hb(y) > hb(plain) + 10
+
+
+def test_bwe_auto_model_follows_the_rate():
+    from edge_runtime.engine import Pipeline
+    from edge_runtime.nodes.bwe import Bwe
+
+    for rate, name, width in ((16000, "bwe", 84), (48000, "bwe48k", 100)):
+        node = Bwe()
+        Pipeline([node], sample_rate=rate, block_size=rate // 100).prepare(1)
+        assert node.model == name and node.feat.shape[-1] == width
+    with pytest.raises(ValueError, match="bwe runs at 16000 or 48000 Hz, not 22050"):
+        Pipeline([Bwe()], sample_rate=22050, block_size=441).prepare(1)

@@ -479,7 +479,7 @@ def pipeline_models(pipeline: str) -> tuple[dict, list[str]]:
             ntype = NODE_TYPES.get(n.get("type"))
             param = ntype.params.get("model") if ntype is not None else None
             m = n.get("model", param.default if param is not None else None)
-            if isinstance(m, str) and m and not m.endswith((".onnx", ".tflite", ".xml")) and m not in names:
+            if isinstance(m, str) and m and m != "auto" and not m.endswith((".onnx", ".tflite", ".xml")) and m not in names:
                 names.append(m)
             for b in n.get("branches") or ():
                 walk(b.get("nodes") or ())

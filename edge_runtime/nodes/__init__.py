@@ -145,7 +145,7 @@ NODE_TYPES: dict[str, NodeType] = {
     }, "sound classes (speech, music, silence, keyboard, alarm, machine, water) of 1 s windows; "
        "audio passes through, decisions are `class` events (16 kHz)"),
     "bwe": NodeType("bwe", Bwe, {
-        "model": Param(str, "bwe", "model name in the manifest, or a .onnx path"),
+        "model": Param(str, "auto", "model name in the manifest (auto: bwe at 16 kHz, bwe48k at 48 kHz), or a .onnx path"),
         "variant": Param(str, "auto", "manifest variant (auto = the device profile's choice)"),
         "gain_db": Param(float, -24.0, "level of the synthesized 3.8-8 kHz band against the prediction (-24: "
                                        "the best PESQ-WB on the design split; 0: the lowest spectral distance)",
@@ -153,7 +153,8 @@ NODE_TYPES: dict[str, NodeType] = {
         "mode": Param(str, "auto", "auto: wide-band input passes through; always: extend anyway", ("auto", "always")),
         "threads": Param(int, 1, "inference threads", range=(1, 64)),
         "backend": Param(str, "auto", "onnxruntime, litert, openvino or auto"),
-    }, "bandwidth extension 8 -> 16 kHz for speech (the band above 3.8 kHz predicted by a small model; 16 kHz)"),
+    }, "bandwidth extension for speech: 8 -> 16 kHz at 16 kHz, 16 -> 48 kHz at 48 kHz (the missing band predicted "
+       "by a small model)"),
     "declip": NodeType("declip", Declip, {
         "window_ms": Param(float, 64.0, "A-SPADE frame (a power of two of samples nearest this; the node's "
                                         "latency)", range=(8.0, 500.0)),

