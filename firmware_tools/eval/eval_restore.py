@@ -156,8 +156,19 @@ def run_pipeline(pipeline, x: np.ndarray, sr: int) -> tuple[np.ndarray, object, 
 def write_results(out: Path, md: str, js: dict) -> None:
     """``<out>.md`` and ``<out>.json``, atomically."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_bytes(str(out) + ".json", (json.dumps(js, indent=1, default=float) + "\n").encode())
+    atomic.write_bytes(str(out) + ".json", (json.dumps(_rounded(js), default=float) + "\n").encode())
     atomic.write_bytes(str(out) + ".md", md.encode())
+
+
+def _rounded(v, digits: int = 6):
+    """``v`` with floats to ``digits`` significant digits (results files stay small)."""
+    if isinstance(v, float):
+        return float(f"{v:.{digits}g}") if np.isfinite(v) else v
+    if isinstance(v, dict):
+        return {k: _rounded(x, digits) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_rounded(x, digits) for x in v]
+    return v
 
 
 def md_table(header: list[str], rows: list[list]) -> str:
