@@ -18,9 +18,13 @@ Consistency: the output is the projected estimate, so every reliable sample of e
 the input and the overlap-add of windows summing to one returns the input sample there (to float
 rounding, < 1e-6). Frames without a clipped sample are copied, not solved.
 
-Clipped samples: ``|y|`` within ``tolerance`` (relative) of the running peak of its polarity, in a
-run of at least ``min_run`` such samples (a plateau: an unclipped crest is one sample, or a few
-samples that differ by more than the tolerance). With ``soft_ratio < 1`` samples above that
+Clipped samples: ``|y|`` within ``tolerance`` (relative; 0 by default: a digital hard clip leaves
+equal values) of the running peak of its polarity, in a run of at least ``min_run`` such samples
+(a plateau: an unclipped crest is one sample, or a few samples that differ by more than the
+tolerance), once at least ``min_plateaus`` such runs have been seen on that level (a level, not a
+crest: int16 audio often has two or three equal samples at a new maximum; held-out eval, docs/restore.md: with
+``tolerance = 1e-4`` and no ``min_plateaus`` (1) unclipped samples within 1e-4 of the clip level and such
+crests were changed, by up to 5e-2). With ``soft_ratio < 1`` samples above that
 fraction of the peak count as clipped too (soft clipping / saturation). The running peaks hold
 (``release_db_per_s = 0``, the default) or decay, so a clip level lowered later (gain staging) is
 found again; a decaying peak can mark a few unclipped crest samples (measured: 15 of 31,054 on
@@ -75,7 +79,7 @@ cdef class Declipper:
 
     cdef readonly Py_ssize_t window, hop, channels, n_fft, n_bins, latency_samples
     cdef readonly float eps, tolerance, soft_ratio, release
-    cdef readonly int sparsity_step, sparsity_every, max_iter, min_run
+    cdef readonly int sparsity_step, sparsity_every, max_iter, min_run, min_plateaus
     cdef readonly long long frames, frames_solved, iterations, samples_clipped, samples_flat_out
     cdef float[::1] prev_out        # per channel: the last output sample, and its flat run length
     cdef long long[::1] run_out
@@ -85,6 +89,12 @@ cdef class Declipper:
     cdef float[:, ::1] outq         # (channels, hop): finished output of the last frame
     cdef float[::1] peak_hi         # running positive / negative peaks per channel
     cdef float[::1] peak_lo
+    cdef float[::1] level_hi        # the level the hits below are counted at, per polarity
+    cdef float[::1] level_lo
+    cdef long long[::1] plat_hi     # plateaus (runs >= min_run) seen on that level since it was set
+    cdef long long[::1] plat_lo
+    cdef long long[::1] run_hi      # the current run on that level
+    cdef long long[::1] run_lo
     cdef float[::1] g               # synthesis window (sums to 1 over the overlaps)
     cdef float[::1] wa              # analysis window (windowed mode: Hann) and 1 / its overlap sum
     cdef float[::1] inv_cover
@@ -97,8 +107,8 @@ cdef class Declipper:
     cdef object _arrays
 
     def __cinit__(self, Py_ssize_t window=1024, Py_ssize_t channels=1, Py_ssize_t hop=0, float eps=0.1,
-                  int sparsity_step=1, int sparsity_every=1, int max_iter=1000, float tolerance=1e-4,
-                  int min_run=2, float soft_ratio=1.0, float release_db_per_s=0.0, int sample_rate=16000,
+                  int sparsity_step=1, int sparsity_every=1, int max_iter=1000, float tolerance=0.0,
+                  int min_run=2, int min_plateaus=2, float soft_ratio=1.0, float release_db_per_s=0.0, int sample_rate=16000,
                   bint windowed=True):
         if window < 16 or window % 4 or (window & (window - 1)):
             raise ValueError(f"Declipper window {window}: expected a power of two >= 16")
@@ -106,8 +116,9 @@ cdef class Declipper:
             hop = window // 4
         if hop > window or window % hop:
             raise ValueError(f"Declipper hop {hop}: expected a divisor of the window {window}")
-        if channels < 1 or max_iter < 1 or sparsity_step < 1 or sparsity_every < 1 or min_run < 1:
-            raise ValueError("Declipper: channels, max_iter, sparsity_step, sparsity_every and min_run must be >= 1")
+        if channels < 1 or max_iter < 1 or sparsity_step < 1 or sparsity_every < 1 or min_run < 1 or min_plateaus < 1:
+            raise ValueError("Declipper: channels, max_iter, sparsity_step, sparsity_every, min_run and min_plateaus "
+                             "must be >= 1")
         if not (0.0 < soft_ratio <= 1.0) or not (0.0 <= tolerance < 0.5) or not eps > 0:
             raise ValueError(f"Declipper: soft_ratio {soft_ratio} (0..1], tolerance {tolerance} [0, 0.5), "
                              f"eps {eps} > 0 expected")
@@ -119,6 +130,7 @@ cdef class Declipper:
         self.eps, self.tolerance, self.soft_ratio = eps, tolerance, soft_ratio
         self.sparsity_step, self.sparsity_every, self.max_iter, self.min_run = sparsity_step, sparsity_every, \
             max_iter, min_run
+        self.min_plateaus = min_plateaus
         # per-frame decay of the running peaks
         self.release = <float>(10.0 ** (-release_db_per_s * hop / sample_rate / 20.0))
         self.scale_f = <float>(1.0 / np.sqrt(self.n_fft))      # A = rfft / sqrt(N): Parseval-tight
@@ -136,6 +148,9 @@ cdef class Declipper:
             y=np.zeros(window, np.float32), pad=np.zeros(self.n_fft, np.float32),
             b=np.zeros(self.n_fft, np.float32), mask=np.zeros(window, np.int8),
             prev_out=np.zeros(channels, np.float32), run_out=np.zeros(channels, np.int64),
+            level_hi=np.zeros(channels, np.float32), level_lo=np.zeros(channels, np.float32),
+            plat_hi=np.zeros(channels, np.int64), plat_lo=np.zeros(channels, np.int64),
+            run_hi=np.zeros(channels, np.int64), run_lo=np.zeros(channels, np.int64),
             wa=w.astype(np.float32), inv_cover=(1.0 / cover).astype(np.float32))
         for name in ("ar", "ai", "ur", "ui", "zr", "zi", "mag", "sel"):
             arrays[name] = np.zeros(self.n_bins, np.float32)
@@ -150,6 +165,9 @@ cdef class Declipper:
         self.zr, self.zi, self.mag, self.sel, self.wgt = arrays["zr"], arrays["zi"], arrays["mag"], arrays["sel"], wgt
         self.prev_out, self.run_out = arrays["prev_out"], arrays["run_out"]
         self.wa, self.inv_cover = arrays["wa"], arrays["inv_cover"]
+        self.level_hi, self.level_lo = arrays["level_hi"], arrays["level_lo"]
+        self.plat_hi, self.plat_lo = arrays["plat_hi"], arrays["plat_lo"]
+        self.run_hi, self.run_lo = arrays["run_hi"], arrays["run_lo"]
         self.reset()
 
     def reset(self):
@@ -159,6 +177,12 @@ cdef class Declipper:
         self.outq[:, :] = 0.0
         self.peak_hi[:] = 0.0
         self.peak_lo[:] = 0.0
+        self.level_hi[:] = 0.0
+        self.level_lo[:] = 0.0
+        self.plat_hi[:] = 0
+        self.plat_lo[:] = 0
+        self.run_hi[:] = 0
+        self.run_lo[:] = 0
         self.prev_out[:] = 0.0
         self.run_out[:] = 0
         self.pos = 0
@@ -190,6 +214,13 @@ cdef class Declipper:
             thr_hi = min(thr_hi, soft_hi)
             thr_lo = min(thr_lo, soft_lo)
         memset(&self.mask[0], 0, n * sizeof(signed char))
+        if self.soft_ratio >= 1.0:
+            # a hard clip level is a level many samples sit on: a crest of two equal samples at a
+            # new maximum (int16 audio) is not one
+            if self.plat_hi[c] < self.min_plateaus:
+                hi = 0.0
+            if self.plat_lo[c] < self.min_plateaus:
+                lo = 0.0
         if hi <= 0.0 and lo <= 0.0:
             return 0
         i = 0
@@ -276,19 +307,46 @@ cdef class Declipper:
 
     cdef void _frame(self) noexcept nogil:
         cdef Py_ssize_t c, i, n = self.window, h = self.hop, clipped
-        cdef float hi, lo, v
+        cdef float hi, lo, v, lh, ll, tol = self.tolerance
+        cdef long long nh, nl, rh, rl
         for c in range(self.channels):
-            # running peaks over the newest hop, with release
+            # running peaks over the newest hop, with release; and how many plateaus (runs of
+            # min_run samples) sit on the level of each (a new level above the peak, or below a
+            # decayed one, starts a new count)
             hi = self.peak_hi[c] * self.release
             lo = self.peak_lo[c] * self.release
+            lh, ll, nh, nl = self.level_hi[c], self.level_lo[c], self.plat_hi[c], self.plat_lo[c]
+            rh, rl = self.run_hi[c], self.run_lo[c]
             for i in range(n - h, n):
                 v = self.inbuf[c, i]
+                if v > 0.0 and lh > 0.0 and fabs(v - lh) <= tol * lh:
+                    rh += 1
+                    if rh == self.min_run:
+                        nh += 1
+                elif v > hi:
+                    lh = v
+                    rh = 1
+                    nh = 1 if self.min_run == 1 else 0
+                else:
+                    rh = 0
                 if v > hi:
                     hi = v
+                if v < 0.0 and ll > 0.0 and fabs(-v - ll) <= tol * ll:
+                    rl += 1
+                    if rl == self.min_run:
+                        nl += 1
                 elif -v > lo:
+                    ll = -v
+                    rl = 1
+                    nl = 1 if self.min_run == 1 else 0
+                else:
+                    rl = 0
+                if -v > lo:
                     lo = -v
             self.peak_hi[c] = hi
             self.peak_lo[c] = lo
+            self.level_hi[c], self.level_lo[c], self.plat_hi[c], self.plat_lo[c] = lh, ll, nh, nl
+            self.run_hi[c], self.run_lo[c] = rh, rl
             memcpy(&self.y[0], &self.inbuf[c, 0], n * sizeof(float))
             clipped = self._mark(c)
             if clipped:

@@ -346,3 +346,37 @@ def test_bwe_auto_model_follows_the_rate():
         assert node.model == name and node.feat.shape[-1] == width
     with pytest.raises(ValueError, match="bwe runs at 16000 or 48000 Hz, not 22050"):
         Pipeline([Bwe()], sample_rate=22050, block_size=441).prepare(1)
+
+
+def test_int16_crests_at_a_new_maximum_are_not_a_clip_level():
+    # unclipped int16 audio: a slow sine whose amplitude rises, so every crest is a new maximum and
+    # its top samples are often equal after quantisation (found on CMU ARCTIC / pocketsphinx clips)
+    sr, n = 16000, 16000 * 2
+    t = np.arange(n) / sr
+    x = (0.02 + 0.3 * t / t[-1]) * np.sin(2 * np.pi * 50 * t)
+    x = (np.round(x * 32767) / 32768).astype(np.float32)
+    z = _run(_declipper(), x, 160)
+    assert np.max(np.abs(z - x)) < 1e-6 and _declipper().min_plateaus == 2
+    old = _declipper(min_plateaus=1)          # one plateau is enough: the crests are "restored"
+    zo = _run(old, x, 160)
+    assert old.samples_clipped > 0 and np.max(np.abs(zo - x)) > 1e-5
+
+
+def test_samples_just_below_the_clip_level_are_reliable():
+    # a dense signal clipped at 0.3: many unclipped samples lie within 1e-4 of the level, next to
+    # clipped runs; with the default tolerance 0 they are not marked, so they come out unchanged
+    rng = np.random.default_rng(7)
+    x = np.convolve(rng.standard_normal(16000), np.hanning(9), "same") * 0.15
+    clip = np.float32(0.3)
+    y = np.clip(x.astype(np.float32), -clip, clip)
+    x[np.nonzero(np.abs(y) >= clip)[0][::7] - 1] = 0.3 * (1 - 3e-5)   # plant some next to runs
+    y = np.clip(x.astype(np.float32), -clip, clip)
+    rel = np.abs(y) < clip
+    near = rel & (np.abs(y) > clip * (1 - 1e-4))
+    assert near.sum() > 20
+    d = _declipper()
+    z = _run(d, y, 160)
+    assert d.samples_clipped > 0 and np.max(np.abs(z - y)[rel]) < 1e-6
+    loose = _declipper(tolerance=1e-4)        # the old default: those samples may move outward
+    zl = _run(loose, y, 160)
+    assert np.max(np.abs(zl - y)[rel]) > 1e-4

@@ -163,10 +163,13 @@ NODE_TYPES: dict[str, NodeType] = {
         "max_iter": Param(int, 1000, "iterations per frame at most", range=(1, 100000)),
         "eps": Param(float, 0.1, "stop when the sparse and the consistent estimate are this close (L2)",
                      range=(1e-4, 10.0)),
-        "tolerance": Param(float, 1e-4, "a sample within this fraction of the running peak is on the clip level",
-                           range=(0.0, 0.1)),
+        "tolerance": Param(float, 0.0, "a sample within this fraction of the running peak is on the clip level "
+                                       "(0: equal values, what a digital hard clip leaves)", range=(0.0, 0.1)),
         "min_run": Param(int, 2, "clipped samples form runs at least this long (1 = any sample at the peak)",
                          range=(1, 64)),
+        "min_plateaus": Param(int, 2, "runs of min_run samples seen on a clip level before its runs count "
+                                      "(hard clipping: one crest of equal samples at a new maximum is not a "
+                                      "clip level)", range=(1, 4096)),
         "soft_ratio": Param(float, 1.0, "< 1: samples above this fraction of the peak count as clipped too "
                                         "(soft clipping)", range=(0.5, 1.0)),
         "release_db_per_s": Param(float, 0.0, "decay of the running clip level (0 = hold; > 0 finds a lowered "

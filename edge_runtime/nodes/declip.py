@@ -28,13 +28,15 @@ class Declip(Node):
     event_names = ()
 
     def __init__(self, name: str | None = None, window_ms: float = 64.0, sparsity_step: int = 4,
-                 max_iter: int = 1000, eps: float = 0.1, tolerance: float = 1e-4, min_run: int = 2,
+                 max_iter: int = 1000, eps: float = 0.1, tolerance: float = 0.0, min_run: int = 2,
+                 min_plateaus: int = 2,
                  soft_ratio: float = 1.0, release_db_per_s: float = 0.0):
         super().__init__(name or "declip")
         if not 8.0 <= window_ms <= 500.0:
             raise ValueError(f"window_ms={window_ms} is outside 8..500")
         self.window_ms, self.sparsity_step, self.max_iter, self.eps = window_ms, sparsity_step, max_iter, eps
         self.tolerance, self.min_run, self.soft_ratio, self.release = tolerance, min_run, soft_ratio, release_db_per_s
+        self.min_plateaus = min_plateaus
         self.kernel = None
         self.frames_in = 0
 
@@ -45,7 +47,8 @@ class Declip(Node):
         window = _pow2_window(sample_rate, self.window_ms)
         self.kernel = Declipper(window=window, channels=channels, eps=self.eps,
                                 sparsity_step=self.sparsity_step, max_iter=self.max_iter,
-                                tolerance=self.tolerance, min_run=self.min_run, soft_ratio=self.soft_ratio,
+                                tolerance=self.tolerance, min_run=self.min_run, min_plateaus=self.min_plateaus,
+                                soft_ratio=self.soft_ratio,
                                 release_db_per_s=self.release, sample_rate=sample_rate)
         self.latency_samples = self.kernel.latency_samples
         self.frames_in = 0
