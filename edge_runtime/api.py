@@ -67,6 +67,8 @@ class Node:
         from .config import _parse_nodes
 
         self.spec = _parse_nodes([self.to_dict()], "<python>", "nodes")[0]
+        # the checked values (ints given for floats become floats, as from a TOML file)
+        self.params = {k: v for k, v in self.spec.items() if k not in ("type", "name")}
 
     def to_dict(self) -> dict:
         d: dict[str, Any] = {"type": self.type}
