@@ -34,6 +34,13 @@ def test_shipped_pipelines_build():
             with pytest.raises(ModelError, match="pip install --no-deps pyrnnoise"):
                 load_pipeline(name)
             continue
+        from edge_runtime.config import load_pipeline_config
+
+        cfg = load_pipeline_config(name)
+        if cfg.stages is not None:          # a staged pipeline: each of its stages builds
+            for st in cfg.stages:
+                assert st.build(16000).prepared
+            continue
         pipe = load_pipeline(name)
         assert pipe.prepared and pipe.nodes
 
