@@ -192,11 +192,7 @@ def _event_writer(path: str | None):
 def _run_stages(cfg, args) -> int:
     """A staged pipeline: each stage reads the previous one's output (a float WAV in a temporary
     folder beside the output) at its own rate; the last writes ``-o``. All or nothing."""
-    import tempfile
-
     from .errors import ConfigError
-    from .io import open_sink, open_source
-    from .runner import run_stream
 
     names = " -> ".join(s.name for s in cfg.stages)
     if not args.output or args.output == "-" or args.output.startswith("alsa:"):
@@ -209,7 +205,7 @@ def _run_stages(cfg, args) -> int:
     on_event, finish_events, close_events = _event_writer(args.events)
     done = False
     try:
-        _stages(cfg, args, summaries, on_event, tempfile, open_sink, open_source, run_stream)
+        _stages(cfg, args, summaries, on_event)
         finish_events()
         done = True
     finally:
@@ -228,8 +224,13 @@ def _run_stages(cfg, args) -> int:
     return 0
 
 
-def _stages(cfg, args, summaries, on_event, tempfile, open_sink, open_source, run_stream) -> None:
+def _stages(cfg, args, summaries: list, on_event) -> None:
+    """Run each stage of ``cfg`` in turn; a summary per stage appended to ``summaries``."""
     import dataclasses
+    import tempfile
+
+    from .io import open_sink, open_source
+    from .runner import run_stream
 
     out_dir = os.path.dirname(os.path.abspath(args.output))
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".edge_runtime-stages-") as tmp:
