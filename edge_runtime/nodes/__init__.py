@@ -158,8 +158,9 @@ NODE_TYPES: dict[str, NodeType] = {
     "declip": NodeType("declip", Declip, {
         "window_ms": Param(float, 64.0, "A-SPADE frame (a power of two of samples nearest this; the node's "
                                         "latency)", range=(8.0, 500.0)),
-        "sparsity_step": Param(int, 4, "coefficients added per iteration (1 = the reference A-SPADE, slower)",
-                               range=(1, 64)),
+        "sparsity_step": Param(int, 0, "coefficients added per iteration (0: 4 per 1024 samples of frame, "
+                                              "i.e. 4 at 16-22 kHz, 8 at 44.1-48 kHz; 1 = the reference A-SPADE)",
+                               range=(0, 64)),
         "max_iter": Param(int, 1000, "iterations per frame at most", range=(1, 100000)),
         "eps": Param(float, 0.1, "stop when the sparse and the consistent estimate are this close (L2)",
                      range=(1e-4, 10.0)),
