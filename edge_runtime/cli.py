@@ -348,7 +348,9 @@ def cmd_pipelines(args) -> int:
             cfg = load_pipeline_config(str(path))
             rows.append({"name": name, "path": str(path), "sample_rate": cfg.sample_rate or "input",
                          "block_size": cfg.block_size or f"{cfg.block_ms:g} ms", "channels": cfg.channels or "any",
-                         "nodes": [n["type"] for n in cfg.nodes], "description": cfg.description})
+                         "nodes": ([f"[{st.name}]" for st in cfg.stages] if cfg.stages is not None
+                                   else [n["type"] for n in cfg.nodes]),
+                         "description": cfg.description})
         except EdgeRuntimeError as e:
             rows.append({"name": name, "path": str(path), "error": str(e)})
     if args.json:
