@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 
-from . import __version__
+from ._version import __version__
 from .errors import EXIT_USAGE, EdgeRuntimeError
 
 RAW_FORMATS = ("s16le", "s32le", "f32le")
@@ -499,7 +499,7 @@ def cmd_bench(args) -> int:
 
 def cmd_profile(args) -> int:
     from .models.bench import parse_shape_args
-    from .models.profiler import format_report, run_profile
+    from .profiling import format_report, run_profile
 
     report = run_profile(args.pipeline, args.model or (), device=args.device, backends=_csv(args.backends),
                          threads=args.threads, runs=args.runs, warmup=args.warmup,

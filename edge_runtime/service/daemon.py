@@ -38,7 +38,7 @@ import time
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..errors import AudioDeviceError, ConfigError, EdgeRuntimeError
 from .config import InstanceSpec, ServiceConfig, is_loopback, load_service_config
 from .log import JsonLog, JsonLogHandler
