@@ -279,7 +279,7 @@ def cmd_run(args) -> int:
     except BaseException:
         source.close()
         raise
-    from . import classify_cli
+    from .classify import cli as classify_cli
 
     if classify_cli.wants_labels(pipeline, args):   # a classify pipeline with no output: print labels
         return classify_cli.run_labels(pipeline, source, args)
