@@ -4,7 +4,7 @@
 pipelines the CLI and the TOML files run (see :mod:`edge_runtime.api`). ``edge_runtime.nodes`` is
 the package of the node implementations the engine runs.
 """
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["Pipeline", "available_models", "__version__"]
 

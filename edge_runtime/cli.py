@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 
-from . import __version__
+from ._version import __version__
 from .errors import EXIT_USAGE, EdgeRuntimeError
 
 RAW_FORMATS = ("s16le", "s32le", "f32le")
@@ -279,7 +279,7 @@ def cmd_run(args) -> int:
     except BaseException:
         source.close()
         raise
-    from . import classify_cli
+    from .classify import cli as classify_cli
 
     if classify_cli.wants_labels(pipeline, args):   # a classify pipeline with no output: print labels
         return classify_cli.run_labels(pipeline, source, args)
@@ -501,7 +501,7 @@ def cmd_bench(args) -> int:
 
 def cmd_profile(args) -> int:
     from .models.bench import parse_shape_args
-    from .models.profiler import format_report, run_profile
+    from .profiling import format_report, run_profile
 
     report = run_profile(args.pipeline, args.model or (), device=args.device, backends=_csv(args.backends),
                          threads=args.threads, runs=args.runs, warmup=args.warmup,

@@ -277,3 +277,26 @@ def load_pipeline(spec: str, sample_rate: int = 48000) -> Pipeline:
     """Build a pipeline from a name or a TOML path (prepared for its channel count, or mono);
     ``sample_rate`` is used only by a pipeline that runs at its input's rate."""
     return load_pipeline_config(spec).build(sample_rate)
+
+
+def pipeline_models(pipeline: str) -> tuple[dict, list[str]]:
+    """(pipeline summary, model names its nodes use) for a pipeline name or path.  A node uses a
+    model when its type has a ``model`` parameter (the ML nodes' convention; its default when the
+    config leaves it out); nodes inside a route's branches count too."""
+    cfg = load_pipeline_config(pipeline)
+    names = []
+
+    def walk(nodes):
+        for n in nodes:
+            ntype = NODE_TYPES.get(n.get("type"))
+            param = ntype.params.get("model") if ntype is not None else None
+            m = n.get("model", param.default if param is not None else None)
+            if isinstance(m, str) and m and m != "auto" and not m.endswith((".onnx", ".tflite", ".xml")) and m not in names:
+                names.append(m)
+            for b in n.get("branches") or ():
+                walk(b.get("nodes") or ())
+
+    walk(cfg.nodes)
+    budget = cfg.block_ms if cfg.block_size is None else 1e3 * cfg.block_size / cfg.sample_rate
+    return ({"name": cfg.name, "path": cfg.path, "sample_rate": cfg.sample_rate or "input",
+             "block_size": cfg.block_size, "budget_ms": budget}, names)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import __version__
+from ._version import __version__
 from .cliutil import walk
 
 __all__ = ["render"]

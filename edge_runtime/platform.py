@@ -108,7 +108,7 @@ def alsa_available() -> bool:
 
 
 def detect() -> dict:
-    from . import __version__
+    from ._version import __version__
 
     return {
         "edge_runtime": __version__,

@@ -18,7 +18,7 @@ from libc.string cimport memcpy, memmove, memset
 
 # ---- routing ---------------------------------------------------------------------------
 # Which route RealFFT(n) takes when none is forced, chosen by measurement with
-# firmware_tools/bench_fft.py (one float32 frame per call, routes timed round-robin, median
+# firmware_tools/bench/bench_fft.py (one float32 frame per call, routes timed round-robin, median
 # of 101 batches). AMD EPYC dev VM (x86-64, gcc -O3, SSE2 only, one core), µs per frame:
 #
 #     n      fft (leaf q)     dft matrix   numpy.fft.rfft   dft/fft

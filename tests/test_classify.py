@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from conftest import ROOT, write_wav
-from edge_runtime.classify_features import HOP, N_FRAMES, logmel_frames
+from edge_runtime.classify.features import HOP, N_FRAMES, logmel_frames
 from edge_runtime.config import load_pipeline
 from edge_runtime.engine import Pipeline
 from edge_runtime.errors import ModelError

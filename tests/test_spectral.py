@@ -69,7 +69,7 @@ def test_real_fft_inverse_round_trip_and_irfft(n, rng):
 
 
 def test_real_fft_routing():
-    # the measured routing (see the table in kernels/_spectral.pyx / firmware_tools/bench_fft.py)
+    # the measured routing (see the table in kernels/_spectral.pyx / firmware_tools/bench/bench_fft.py)
     for n in (64, 256, 320, 400, 480, 512, 640, 960, 1024, 2048):
         assert RealFFT(n).route == "fft", n
     for n in (7, 31, 48, 254, 882):

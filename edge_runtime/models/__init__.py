@@ -5,8 +5,9 @@
     v = reg["kws"].variant(format="onnx", precision="int8-static")
     sess = load(v, threads=1)                      # sha256-verified, I/O checked, shared session
 
-* :mod:`.manifest`: load/validate manifests, :class:`Registry`, ``verify`` / ``load``,
-  ``manifest_entry`` / ``write_manifest`` for the quantization tooling.
+* :mod:`.manifest`: the manifests on the search path (:class:`Registry`), ``verify`` / ``load``;
+  it re-exports :mod:`.schema` (the data types, parse/validate) and :mod:`.writer`
+  (``manifest_entry`` / ``write_manifest`` for the quantization tooling).
 * :mod:`.bench`: ``edge-runtime bench`` on any ONNX/TFLite/IR file (imported on use).
 * :mod:`.profiler`: device detection, device defaults, ``profile_models`` and ``choose``
   (imported on use).

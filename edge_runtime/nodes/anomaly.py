@@ -49,7 +49,7 @@ def resolve_state(state: str) -> str:
     if not state:
         return ""
     if os.sep not in state:
-        from ..models.profiler import state_dir
+        from ..paths import state_dir
 
         return str(state_dir() / "anomaly" / state)
     return os.path.expanduser(state)

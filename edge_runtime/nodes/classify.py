@@ -2,7 +2,7 @@
 machine, water) by a DS-CNN over 1 s log-mel windows, with smoothing and hysteresis.
 
 The audio passes through unchanged. Every 10 ms hop the node computes one log-mel frame
-(:mod:`edge_runtime.classify_features`: the compiled STFT and mel filterbank) into a ring of
+(:mod:`edge_runtime.classify.features`: the compiled STFT and mel filterbank) into a ring of
 the last 96 frames; every ``hop_ms`` (default 250 ms) it runs the model on that window. The
 decision is the arg-max of the mean of the last ``smoothing`` windows' probabilities; it changes
 only when the new class beats the current one by ``hysteresis`` (probability points), and
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..classify_features import HOP, N_FRAMES, N_MELS, SAMPLE_RATE, LogMelFrontEnd
+from ..classify.features import HOP, N_FRAMES, N_MELS, SAMPLE_RATE, LogMelFrontEnd
 from ..errors import ModelError
 from .model import MODEL_SUFFIXES, ModelNode
 

@@ -146,7 +146,7 @@ def _params(text: str, what: str):
 
 
 def _dir(args) -> str:
-    from ..models.profiler import state_dir
+    from ..paths import state_dir
 
     return os.path.join(str(state_dir(args.state_dir)), "personalize")
 

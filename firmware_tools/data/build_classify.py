@@ -49,7 +49,7 @@ except silence vs. sound, and a room-tone floor 12-45 dB below it (85%; else dig
 silence between sounds); speech also gets music or machine backgrounds at 8-20 dB SNR in 25%
 of windows. Silence is room tone at -95..-55 dBFS
 RMS (10% digital zero, 15% quiet recorded ambience). Features are the runtime's own log-mel
-(:mod:`edge_runtime.classify_features`), stored as float16 ``(N, 96, 40)``.
+(:mod:`edge_runtime.classify.features`), stored as float16 ``(N, 96, 40)``.
 
 RESERVED for independent evaluation (never read here): fillets-ng-data-nl, bucklespring-data.
 """
@@ -84,7 +84,7 @@ import sources  # noqa: E402
 import synth  # noqa: E402
 import synth_events  # noqa: E402
 
-from edge_runtime.classify_features import CLIP_SAMPLES, SAMPLE_RATE, logmel_windows  # noqa: E402
+from edge_runtime.classify.features import CLIP_SAMPLES, SAMPLE_RATE, logmel_windows  # noqa: E402
 
 CLASSES = ("silence", "speech", "music", "keyboard", "alarm", "machine", "water")
 SR = SAMPLE_RATE

@@ -5,7 +5,7 @@
 
 For each machine ID: the shipped ``classify`` model's 224-d embedding (the layer before its
 classes) of the 1 s log-mel window ending every 30 ms (3 of its 10 ms frames), computed in
-batches by ONNX Runtime from :func:`edge_runtime.classify_features.logmel_frames` exactly as the
+batches by ONNX Runtime from :func:`edge_runtime.classify.features.logmel_frames` exactly as the
 node computes the frames; a GMM (the product's default detector, no augmentation: the
 embedding's layout has no known speed or gain axis) with its false-alarm-budget threshold; the
 same AUC / false episodes per hour on the streams / detection at 1/h as ``eval_anomaly.py``, set
@@ -40,7 +40,7 @@ class Embedder:
         self.dim = next(int(o.shape[-1]) for o in self.sess.get_outputs() if o.name == "embedding")
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
-        from edge_runtime.classify_features import N_FRAMES, logmel_frames
+        from edge_runtime.classify.features import N_FRAMES, logmel_frames
 
         f = logmel_frames(audio[None, :])[0]
         starts = np.arange(0, len(f) - N_FRAMES + 1, STRIDE)

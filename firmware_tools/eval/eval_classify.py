@@ -116,7 +116,7 @@ def run_variant(path: str, backend: str, x: np.ndarray) -> tuple[np.ndarray, np.
 
 def frontend_ms_per_window(hop_frames: int = 25, reps: int = 400) -> float:
     """The node's log-mel work per classified window: ``hop_frames`` STFT + mel frames."""
-    from edge_runtime.classify_features import HOP, LogMelFrontEnd
+    from edge_runtime.classify.features import HOP, LogMelFrontEnd
 
     fe = LogMelFrontEnd(1)
     x = (np.random.default_rng(0).standard_normal((1, HOP)) * 0.1).astype(np.float32)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .nodes.classify import Classify
+from ..nodes.classify import Classify
 
 
 def classify_nodes(pipeline) -> dict:
@@ -30,12 +30,12 @@ def _clock(t: float) -> str:
 
 def run_labels(pipeline, source, args) -> int:
     """Run ``pipeline`` on ``source`` (closed here) and print its class decisions."""
-    from .runner import run_stream
+    from ..runner import run_stream
 
     nodes = classify_nodes(pipeline)
     governor = None
     if not args.no_governor:
-        from .governor import Governor
+        from ..governor import Governor
 
         governor = Governor(pipeline)
     segments: list[tuple[float, str, str]] = []

@@ -1,6 +1,6 @@
 """Recommend time of the personalization model on its slowest path, one BLAS thread.
 
-    python firmware_tools/eval/bench_personalize.py --out firmware_tools/eval/results/personalize_timing.md
+    python firmware_tools/bench/bench_personalize.py --out firmware_tools/eval/results/personalize_timing.md
 
 Slowest path: an answer has just been recorded (the posterior is recomputed) and the reject
 memory is full (64 rejects: 128 posterior samples are weighed), under a fitted population prior.
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
                 rec_t.append(t2 - t1)
             rows.append((label, np.array(rec_t) * 1e3, np.array(fb_t) * 1e3))
     lines = ["# Personalization: recommend and feedback time", "",
-             f"Command: `python firmware_tools/eval/bench_personalize.py {' '.join(argv)}`", "",
+             f"Command: `python firmware_tools/bench/bench_personalize.py {' '.join(argv)}`", "",
              f"{a.calls} calls each, one BLAS thread, on a shared 2-core VM (other jobs running).", "",
              "| path | recommend median / p99 / max (ms) | feedback median / p99 (ms) |", "|---|---|---|"]
     for label, r, f in rows:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .spectral import filter_bank, mel_filterbank, stft_analyzer
+from ..spectral import filter_bank, mel_filterbank, stft_analyzer
 
 SAMPLE_RATE = 16000
 N_FFT = 512

@@ -2,7 +2,7 @@
 """Model-layer benchmarks (issue 3): overhead vs the backend called directly, cold load and RSS
 per shipped variant, INT8 vs FP32 latency.
 
-    python firmware_tools/bench_models.py [--rounds 7] [--calls 2000] [--json out.json]
+    python firmware_tools/bench/bench_models.py [--rounds 7] [--calls 2000] [--json out.json]
 
 1. **Overhead.** The same model file and input through the model layer (``load_session`` ->
    ``bind`` -> ``Binding.run()``) and through the backend library called directly in its
@@ -36,7 +36,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 FIX = ROOT / "tests" / "fixtures" / "models"
 
@@ -229,7 +229,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ov = overhead(args.rounds, args.calls, tmp)
     sh = shipped(args.runs)
-    cmd = "python firmware_tools/bench_models.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python firmware_tools/bench/bench_models.py " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"`{cmd.strip()}` on {platform.processor() or platform.machine()}, one core, one thread\n")
     print("Model-layer overhead per call (us):\n")
     print(table(ov))

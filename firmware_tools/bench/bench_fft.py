@@ -1,6 +1,6 @@
 """Real FFT routes per frame size: our FFT (radix-2, with odd-size leaf DFTs for non-pow2), the folded real DFT matrix, numpy.fft.rfft.
 
-    python firmware_tools/bench_fft.py [--sizes 256 320 480 512 960 1024] [--repeats 101] [--json OUT.json]
+    python firmware_tools/bench/bench_fft.py [--sizes 256 320 480 512 960 1024] [--repeats 101] [--json OUT.json]
 
 One float32 frame at a time, as the streaming STFT calls it. Each size's routes are timed
 round-robin in ``--repeats`` batches of calls (so a noisy machine hits all routes alike); a
@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
 from edge_runtime._spectral import RealFFT, default_route  # noqa: E402
 
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     cpu = platform.processor() or platform.machine()
     print(f"RealFFT per frame, µs (median of {args.repeats} batches; {platform.system()} {cpu}, "
           f"numpy {np.__version__}, Python {platform.python_version()})")
-    print("command: python firmware_tools/bench_fft.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    print("command: python firmware_tools/bench/bench_fft.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     print()
     print("| n | fft (leaf q) | fft, direct leaf | fft (def call) | dft matrix | numpy.fft.rfft | numpy out= | dft / fft | numpy / fft | numpy out= / fft | default route |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|")

@@ -1,6 +1,6 @@
 """Engine benchmarks: per-node overhead, Cython chain vs NumPy/SciPy loop, default pipeline RTF.
 
-    python firmware_tools/bench_engine.py [--json OUT.json] [--seconds 60]
+    python firmware_tools/bench/bench_engine.py [--json OUT.json] [--seconds 60]
 
 Pinned to one CPU core. Prints a Markdown table (paste it as is into notes and the README).
 """
@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
 from edge_runtime import filters  # noqa: E402
 from edge_runtime.engine import Pipeline  # noqa: E402
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
         "chain": [bench_chain(16000, 160), bench_chain(48000, 480)],
         "default_rtf": bench_default_rtf(args.seconds),
     }
-    print(f"Command: `python firmware_tools/bench_engine.py`  \nMachine: {results['machine']}\n")
+    print(f"Command: `python firmware_tools/bench/bench_engine.py`  \nMachine: {results['machine']}\n")
     print("| engine overhead (identity nodes) | empty chain | 1 node | 5 nodes | 20 nodes | per node | 5 nodes, block called from Python |")
     print("|---|---|---|---|---|---|---|")
     for o in results["overhead"]:
