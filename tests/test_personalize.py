@@ -313,13 +313,18 @@ def test_power_cut_mid_save_loses_at_most_the_last_feedback(tmp_path):
     path = tmp_path / "crash.state"
     rng = np.random.default_rng(2)
     counts = []
-    for _ in range(5):
+    for trial in range(5):
         proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], stdout=subprocess.PIPE)
-        assert proc.stdout.readline().strip() == b"1"
+        # wait for 1-3 finished saves (a save takes 0.1-0.25 s on a loaded disk, so a fixed sleep
+        # could kill every writer during its first), then kill at a random point of a later one
+        start = int(proc.stdout.readline())
+        reported = [start]
+        while len(reported) < 1 + trial % 3:
+            reported.append(int(proc.stdout.readline()))
         time.sleep(float(rng.uniform(0.0, 0.2)))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        reported = [1] + [int(x) for x in proc.stdout.read().split()]
+        reported += [int(x) for x in proc.stdout.read().split()]
         m = UserModel.load(path)
         counts.append(m.n)
         # the file holds the last save the writer reported, or the one it finished but had not
