@@ -288,9 +288,7 @@ def _node_class_name(type_name: str) -> str:
 
 def available_models(check: bool = False) -> list[dict]:
     """The shipped models (and any on ``$EDGE_RUNTIME_MODELS``), each with its variants, metrics and
-    provenance; ``check=True`` verifies every file's sha256."""
-    from .models import default_registry
-    from .models.manifest import describe
+    provenance; ``check=True`` verifies every file's sha256 (the same as ``edge_runtime.models.available``)."""
+    from .models import available
 
-    return describe(default_registry(), check=check)
-
+    return available(check=check)

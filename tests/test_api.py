@@ -75,6 +75,9 @@ def test_models_are_listed():
 
     names = {m["name"] for m in available_models()}
     assert {"denoise", "vad", "classify", "bwe"} <= names
+    from edge_runtime.models import available
+
+    assert {m["name"] for m in available(check=True)} == names
 
 
 def test_example_runs(tmp_path):

@@ -18,6 +18,16 @@ from .manifest import (FORMAT_BACKENDS, FORMATS, PRECISIONS, SCHEMA, IOSpec, Man
                        Registry, Variant, check_spec, default_registry, load, load_manifest, manifest_entry,
                        manifest_paths, parse_manifest, sha256_file, upsert_model, verify, write_manifest)
 
-__all__ = ["FORMAT_BACKENDS", "FORMATS", "PRECISIONS", "SCHEMA", "IOSpec", "Manifest", "Model", "Provenance",
+
+
+def available(check: bool = False) -> list[dict]:
+    """The models on the manifest search path, each with its variants, metrics and provenance
+    (``check=True`` verifies every file's sha256): what ``edge-runtime models`` lists."""
+    from .manifest import describe
+
+    return describe(default_registry(), check=check)
+
+
+__all__ = ["available", "FORMAT_BACKENDS", "FORMATS", "PRECISIONS", "SCHEMA", "IOSpec", "Manifest", "Model", "Provenance",
            "Registry", "Variant", "check_spec", "default_registry", "load", "load_manifest", "manifest_entry",
            "manifest_paths", "parse_manifest", "sha256_file", "upsert_model", "verify", "write_manifest"]
