@@ -5,6 +5,10 @@
 [service]
 metrics = "127.0.0.1:9750"   # Prometheus text on /metrics, JSON on /status; "" = off; "[::1]:9750" too
 metrics_remote = false       # true: allow a non-loopback metrics address (no authentication!)
+mqtt = "mqtt://127.0.0.1:1883"   # optional: every node event to <mqtt_prefix>/<pipeline>/events, QoS 1,
+mqtt_prefix = "edge_runtime/pi4" # store-and-forward on disk (service/mqtt.py); default prefix edge_runtime/<host>
+mqtt_queue_mb = 16           # the on-disk queue's bound while the broker is away (beyond: dropped, counted)
+mqtt_username = "edge"       # and mqtt_password_file = "/etc/edge_runtime/mqtt.secret" (mode 0600)
 log_level = "info"           # debug, info, warning, error
 stop_timeout_s = 10          # SIGTERM: longest wait for the pipelines to drain
 
@@ -45,7 +49,8 @@ __all__ = ["DEFAULT_CONFIG", "DEFAULT_METRICS", "InstanceSpec", "ServiceConfig",
 
 DEFAULT_CONFIG = "/etc/edge_runtime/service.toml"
 DEFAULT_METRICS = "127.0.0.1:9750"
-SERVICE_KEYS = ("metrics", "metrics_remote", "log_level", "stop_timeout_s", "crossfade_ms")
+SERVICE_KEYS = ("metrics", "metrics_remote", "log_level", "stop_timeout_s", "crossfade_ms", "mqtt", "mqtt_prefix",
+                "mqtt_queue_mb", "mqtt_username", "mqtt_password_file", "state_dir")
 PIPELINE_KEYS = ("name", "pipeline", "input", "output", "events", "sample_rate", "channels", "format",
                  "period_frames", "periods", "governor", "pace", "max_frames", "retry_initial_s",
                  "retry_max_s", "events_max_mb", "segment_s")
@@ -97,6 +102,12 @@ class ServiceConfig:
     crossfade_ms: float
     pipelines: tuple[InstanceSpec, ...]
     metrics_remote: bool = False      # the endpoint may bind a non-loopback address
+    mqtt: str | None = None           # "mqtt://HOST:PORT": events published there (service/mqtt.py)
+    mqtt_prefix: str = ""             # topic prefix (default edge_runtime/<hostname>)
+    mqtt_queue_mb: float = 16.0       # the on-disk store-and-forward bound
+    mqtt_username: str | None = None
+    mqtt_password_file: str | None = None
+    state_dir: str | None = None      # default: $EDGE_RUNTIME_STATE (the unit sets /var/lib/edge_runtime)
 
 
 def _fail(path, msg):
@@ -171,6 +182,21 @@ def parse_service_config(data: dict, path="<config>") -> ServiceConfig:
         _fail(path, f"service.metrics = {svc.get('metrics')!r}: {metrics[0]} is not a loopback address and the "
                     "endpoint has no authentication; use 127.0.0.1 or [::1], or set service.metrics_remote = "
                     "true to serve it on other interfaces")
+    mqtt = _typed(svc, "mqtt", (str,), path, "service.", "\"mqtt://HOST:PORT\" or \"\"", "") or None
+    if mqtt is not None:
+        from .mqtt import parse_mqtt_url
+
+        parse_mqtt_url(mqtt, path)
+    mqtt_prefix = _typed(svc, "mqtt_prefix", (str,), path, "service.", "a topic prefix without wildcards", "")
+    if any(c in mqtt_prefix for c in "#+\0") or mqtt_prefix.startswith("/"):
+        _fail(path, f"service.mqtt_prefix = {mqtt_prefix!r}; expected a topic prefix without wildcards (+ #) or a "
+                    "leading /")
+    qmb = _typed(svc, "mqtt_queue_mb", (int, float), path, "service.", "megabytes 0.01..4096", 16.0)
+    if not 0.01 <= qmb <= 4096:
+        _fail(path, f"service.mqtt_queue_mb = {qmb!r}; expected megabytes 0.01..4096")
+    muser = _typed(svc, "mqtt_username", (str,), path, "service.", "a user name", None)
+    mpass = _typed(svc, "mqtt_password_file", (str,), path, "service.", "a file path", None)
+    sdir = _typed(svc, "state_dir", (str,), path, "service.", "a folder", None)
     level = _typed(svc, "log_level", (str,), path, "service.", f"one of {', '.join(LOG_LEVELS)}", "info")
     if level not in LOG_LEVELS:
         _fail(path, f"service.log_level = {level!r}; expected one of {', '.join(LOG_LEVELS)}")
@@ -259,7 +285,11 @@ def parse_service_config(data: dict, path="<config>") -> ServiceConfig:
     if sum(s.input == "-" for s in specs) > 1:
         _fail(path, "more than one pipeline reads stdin (input = \"-\"); at most one can")
     return ServiceConfig(path=path, metrics=metrics, log_level=level, stop_timeout_s=float(stop_timeout),
-                         crossfade_ms=float(xfade), pipelines=tuple(specs), metrics_remote=bool(remote))
+                         crossfade_ms=float(xfade), pipelines=tuple(specs), metrics_remote=bool(remote),
+                         mqtt=mqtt, mqtt_prefix=mqtt_prefix, mqtt_queue_mb=float(qmb), mqtt_username=muser,
+                         mqtt_password_file=None if mpass is None else str(base / mpass) if not os.path.isabs(mpass)
+                         else mpass, state_dir=None if sdir is None else str(base / sdir) if not os.path.isabs(sdir)
+                         else sdir)
 
 
 def load_service_config(path) -> ServiceConfig:

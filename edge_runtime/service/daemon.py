@@ -71,6 +71,7 @@ class Daemon:
         self.config: ServiceConfig | None = None
         self.log: JsonLog | None = None
         self.metrics = None
+        self.mqtt = None
         self.started = time.time()
         self.reload_ok = 0
         self.reload_failed = 0
@@ -93,6 +94,7 @@ class Daemon:
     def _make_instance(self, spec: InstanceSpec, pipeline=None) -> Instance:
         inst = Instance(spec, pipeline or self._build_pipeline(spec), self.log,
                         crossfade_ms=self.config.crossfade_ms, on_exit=self._instance_exited)
+        inst.mqtt = self.mqtt
         try:
             inst.open_static()
         except EdgeRuntimeError as e:
@@ -137,6 +139,8 @@ class Daemon:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         try:
             try:
+                if cfg.mqtt is not None and not self.check_only:
+                    self.mqtt = self._make_mqtt(cfg)
                 for spec in cfg.pipelines:
                     self.instances[spec.name] = self._make_instance(spec)
                 if cfg.metrics is not None:
@@ -165,6 +169,8 @@ class Daemon:
                 inst.start()
             if self.metrics is not None:
                 self.metrics.start()
+            if self.mqtt is not None:
+                self.mqtt.start()
             fields = {"pipelines": {n: {"pipeline": i.pipeline.name, "input": i.spec.input, "output": i.spec.output,
                                         "sample_rate": i.pipeline.sample_rate, "input_sample_rate": i.sample_rate,
                                         "block_size": i.pipeline.block_size,
@@ -183,7 +189,20 @@ class Daemon:
             root.propagate = True
             if self.metrics is not None:
                 self.metrics.close()
+            if self.mqtt is not None:
+                self.mqtt.close()
             self.notifier.close()
+
+    def _make_mqtt(self, cfg):
+        import socket
+
+        from ..paths import state_dir
+        from .mqtt import MqttPublisher
+
+        device = socket.gethostname().split(".")[0] or "device"
+        return MqttPublisher(cfg.mqtt, cfg.mqtt_prefix or f"edge_runtime/{device}",
+                             str(state_dir(cfg.state_dir)), device=device, max_mb=cfg.mqtt_queue_mb,
+                             username=cfg.mqtt_username, password_file=cfg.mqtt_password_file, logger=self.log)
 
     def _status_text(self) -> str:
         parts = [f"{n}: {i.state}" for n, i in self.instances.items()]
@@ -316,6 +335,7 @@ class Daemon:
         return {"version": __version__, "pid": os.getpid(), "config": self.config_path,
                 "uptime_s": round(time.time() - self.started, 3),
                 "reloads": {"ok": self.reload_ok, "failed": self.reload_failed},
+                **({"mqtt": self.mqtt.snapshot()} if self.mqtt is not None else {}),
                 "watchdog_s": self.notifier.watchdog_s, "watchdog_pings": self.watchdog_pings,
                 "pipelines": [i.snapshot() for i in list(self.instances.values())]}
 

@@ -66,6 +66,7 @@ class Instance:
         self.source = None
         self.sink = None
         self._events_file = None
+        self.mqtt = None                  # the service's MqttPublisher, if any
         self.state = "starting"
         self.error: str | None = None
         self.beat = time.monotonic()
@@ -616,6 +617,8 @@ class Instance:
             frame = self._frame_offset + ev.frame
             rec = {"pipeline": self.name, "time_s": round(frame / sr, 6), "frame": frame, "node": ev.node,
                    "event": ev.event, "value": ev.value}
+            if self.mqtt is not None:
+                self.mqtt.put(self.name, dict(rec, ts=_iso(time.time())))
             dest = self.spec.events
             if dest in ("log", "-"):
                 self.log.info("node_event", f"{self.name}: {ev.node} {ev.event} {ev.value:g}", **rec)

@@ -1,0 +1,367 @@
+"""Events to an MQTT broker with nothing lost: a bounded on-disk queue and a paho-mqtt publisher.
+
+``[service] mqtt = "mqtt://HOST:PORT"`` makes ``serve`` publish every node event to
+``<prefix>/<pipeline>/events`` (QoS 1). Each payload is one JSON object with a ``seq`` number that
+rises by one per event of this device, also across restarts. Delivery is **at least once**: a
+message the broker received but did not acknowledge before a disconnect is sent again, and
+consumers drop repeats by ``seq``.
+
+* **Store and forward** (:class:`DiskQueue`): events go first to an append-only log in the state
+  directory. Records are length-prefixed with a CRC32, written by the queue's own thread,
+  ``fsync``'ed at least every 100 ms (never by the audio thread). A record is removed, by advancing
+  an atomically replaced ``acked`` offset, only once the broker has acknowledged it (PUBACK). After
+  SIGKILL or a power cut the queue resumes from the last acknowledged record. A torn record at the
+  tail (a write cut short) is detected by its CRC and dropped. Events that arrived in the last
+  100 ms before a SIGKILL, not yet written, are the only ones that can be lost.
+* **Bound**: ``mqtt_queue_mb`` (default 16). Events beyond it are dropped, counted
+  (``dropped``) and reported in the log and in ``/status``.
+* **Home Assistant**: on every connect, retained MQTT discovery messages
+  (``homeassistant/sensor/<device>_<pipeline>/config``) are published, so a sensor for each
+  pipeline's last event appears by itself.
+* **Credentials**: ``mqtt_username`` and ``mqtt_password_file``. The password is read from a file
+  that only the service user may read, and it is never logged. Refused credentials give one
+  ``mqtt_refused`` error line. The publisher keeps retrying with back-off, and the audio keeps
+  running.
+
+paho-mqtt is an extra: ``pip install 'edge-runtime[mqtt]'``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from collections import deque
+
+from ..errors import ConfigError, MissingExtraError
+
+__all__ = ["DiskQueue", "MqttPublisher", "parse_mqtt_url"]
+
+log = logging.getLogger("edge_runtime.service.mqtt")
+_HDR = struct.Struct("<II")          # length, crc32 of the payload
+
+
+def parse_mqtt_url(url: str, path: str = "<config>") -> tuple[str, int]:
+    """``mqtt://HOST[:PORT]`` -> (host, port); default port 1883."""
+    if not isinstance(url, str) or not url.startswith("mqtt://"):
+        raise ConfigError(f"{path}: service.mqtt = {url!r}; expected \"mqtt://HOST:PORT\" (or \"\" for off)")
+    rest = url[len("mqtt://"):].rstrip("/")
+    host, _, port = rest.rpartition(":") if ":" in rest.strip("[]").split("]")[-1] else (rest, "", "1883")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{path}: service.mqtt = {url!r}; expected \"mqtt://HOST:PORT\" with a port 1..65535")
+    return host, int(port)
+
+
+class DiskQueue:
+    """A bounded FIFO of byte records on disk that survives SIGKILL and power loss.
+
+    ``append`` from any thread (it only takes a lock); records reach the log file by ``flush`` (the
+    owner calls it, e.g. every 100 ms); ``peek(n)`` gives the oldest unacknowledged records with
+    their end offsets; ``ack(offset)`` removes everything up to an end offset (atomic rename of
+    the ``acked`` file). The log is rewritten from the acked point when it grows past the bound
+    with most of it acknowledged.
+    """
+
+    def __init__(self, directory: str, max_bytes: int = 16 << 20):
+        os.makedirs(directory, exist_ok=True)
+        self.dir, self.max_bytes = directory, int(max_bytes)
+        self.log_path = os.path.join(directory, "queue.log")
+        self.ack_path = os.path.join(directory, "queue.acked")
+        self._lock = threading.Lock()
+        self._pending: deque = deque()        # appended, not yet written
+        self.dropped = 0
+        self.acked, self.acked_seq = self._read_acked()
+        self._recover()
+        self._f = open(self.log_path, "ab")
+
+    def _read_acked(self) -> tuple[int, int]:
+        """(offset, seq of the last delivered record) from the ``acked`` file."""
+        try:
+            with open(self.ack_path, "rb") as f:
+                parts = f.read().decode().split()
+            return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+        except (OSError, ValueError, IndexError):
+            return 0, 0
+
+    def _recover(self) -> None:
+        """Cut a torn tail (a record cut short, or failing its CRC) from the log."""
+        try:
+            size = os.path.getsize(self.log_path)
+        except OSError:
+            size = 0
+        if self.acked > size:
+            self.acked = 0
+        good = self.acked
+        with open(self.log_path, "ab+") as f:
+            f.seek(self.acked)
+            while True:
+                hdr = f.read(_HDR.size)
+                if len(hdr) < _HDR.size:
+                    break
+                n, crc = _HDR.unpack(hdr)
+                body = f.read(n)
+                if len(body) < n or zlib.crc32(body) != crc:
+                    break
+                good = f.tell()
+            if good < size:
+                f.truncate(good)
+                log.warning("mqtt queue: dropped a torn record at the end of %s (%d bytes)", self.log_path,
+                            size - good)
+        self.size = good
+
+    @property
+    def backlog_bytes(self) -> int:
+        return self.size - self.acked
+
+    def append(self, record: bytes) -> bool:
+        """Queue one record; False (and counted in ``dropped``) when the bound is reached."""
+        with self._lock:
+            if self.backlog_bytes + sum(len(r) for r in self._pending) + len(record) > self.max_bytes:
+                self.dropped += 1
+                return False
+            self._pending.append(record)
+            return True
+
+    def flush(self) -> None:
+        """Write the appended records and fsync the log."""
+        with self._lock:
+            if not self._pending:
+                return
+            recs = list(self._pending)
+            self._pending.clear()
+        data = b"".join(_HDR.pack(len(r), zlib.crc32(r)) + r for r in recs)
+        self._f.write(data)
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self.size += len(data)
+
+    def peek(self, start: int, limit: int = 64) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` records after offset ``start`` (>= acked), as (end offset, record)."""
+        out = []
+        with open(self.log_path, "rb") as f:
+            f.seek(max(start, self.acked))
+            while len(out) < limit and f.tell() < self.size:
+                hdr = f.read(_HDR.size)
+                if len(hdr) < _HDR.size:
+                    break
+                n, _ = _HDR.unpack(hdr)
+                body = f.read(n)
+                if len(body) < n:
+                    break
+                out.append((f.tell(), body))
+        return out
+
+    def ack(self, offset: int, seq: int) -> None:
+        """Everything up to ``offset`` (a record's end, whose ``seq`` is given) was delivered."""
+        if offset <= self.acked:
+            return
+        from ..atomic import write_bytes
+
+        write_bytes(self.ack_path, f"{offset} {seq}".encode())
+        self.acked, self.acked_seq = offset, seq
+
+    def compact(self) -> bool:
+        """Start an empty log when everything in it was delivered and it has grown past a quarter
+        of the bound (the caller makes sure nothing is in flight). A crash in between leaves an
+        acked offset past the (empty) log's end, which :meth:`_recover` reads as 0."""
+        with self._lock:
+            if self._pending or self.acked != self.size or self.size <= self.max_bytes // 4:
+                return False
+            self._f.close()
+            from ..atomic import write_bytes
+
+            write_bytes(self.log_path, b"")
+            write_bytes(self.ack_path, f"0 {self.acked_seq}".encode())
+            self.acked = self.size = 0
+            self._f = open(self.log_path, "ab")
+            return True
+
+    def close(self) -> None:
+        self.flush()
+        self._f.close()
+
+
+class MqttPublisher:
+    """Publishes queued events to the broker (QoS 1), Home Assistant discovery on connect."""
+
+    def __init__(self, url: str, prefix: str, state_dir: str, *, device: str, max_mb: float = 16.0,
+                 username: str | None = None, password_file: str | None = None, logger=None):
+        try:
+            import paho.mqtt.client as mqtt
+        except ImportError:
+            raise MissingExtraError("service.mqtt needs paho-mqtt, which is not installed; install it with "
+                                    "pip install 'edge-runtime[mqtt]'") from None
+        self.host, self.port = parse_mqtt_url(url)
+        self.prefix, self.device = prefix.rstrip("/"), device
+        self.queue = DiskQueue(os.path.join(state_dir, "mqtt"), int(max_mb * (1 << 20)))
+        self.seq = self._last_seq() + 1
+        self.jlog = logger
+        self.sent = self.delivered = 0
+        self.connected = False
+        self._refused_logged = False
+        self._inflight: dict[int, tuple[int, int]] = {}   # mid -> (end offset, seq)
+        self._done: set[tuple[int, int]] = set()         # acknowledged, not yet contiguous
+        self._early: set[int] = set()                     # mids acknowledged before they were recorded
+        self._next = self.queue.acked            # where the sender reads next
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._pipelines: set[str] = set()
+        c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge_runtime-{device}",
+                                      clean_session=True)
+        if username:
+            password = None
+            if password_file:
+                try:
+                    with open(password_file, encoding="utf-8") as f:
+                        password = f.read().strip()
+                except OSError as e:
+                    raise ConfigError(f"service.mqtt_password_file {password_file!r}: cannot read: {e.strerror}") from None
+            c.username_pw_set(username, password)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
+        c.reconnect_delay_set(1, 30)
+        c.max_inflight_messages_set(64)
+        self._thread = threading.Thread(target=self._run, name="edge_runtime-mqtt", daemon=True)
+
+    def _last_seq(self) -> int:
+        """The highest seq used: in the undelivered records, else the last delivered one's (kept with
+        the acked offset, so a restart never reuses a number consumers have seen)."""
+        last = self.queue.acked_seq
+        for _, rec in self.queue.peek(self.queue.acked, limit=1 << 30):
+            try:
+                last = max(last, int(json.loads(rec)["payload"]["seq"]))
+            except (ValueError, KeyError, TypeError):
+                pass
+        return last
+
+    # ---- from the audio threads (cheap: a lock and a deque append) ---------------------------
+    def put(self, pipeline: str, record: dict) -> None:
+        with self._lock:
+            rec = dict(record, seq=self.seq, device=self.device)
+            self.seq += 1
+        self._pipelines.add(pipeline)
+        self.queue.append(json.dumps({"topic": f"{self.prefix}/{pipeline}/events", "payload": rec},
+                                     separators=(",", ":")).encode())
+
+    # ---- the publisher thread ----------------------------------------------------------------
+    def start(self) -> None:
+        self.client.connect_async(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+        self._thread.start()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties=None):
+        if getattr(reason_code, "is_failure", False):
+            if not self._refused_logged and self.jlog is not None:
+                self.jlog.error("mqtt_refused", f"MQTT broker {self.host}:{self.port} refused the connection: "
+                                f"{reason_code}; retrying, the audio goes on", broker=f"{self.host}:{self.port}")
+                self._refused_logged = True
+            return
+        self._refused_logged = False
+        self.connected = True
+        with self._lock:
+            self._inflight.clear()
+            self._done.clear()
+            self._early.clear()
+            self._next = self.queue.acked            # resend what was not acknowledged
+        for p in sorted(self._pipelines):
+            self._discovery(p)
+        if self.jlog is not None:
+            self.jlog.info("mqtt_connected", f"MQTT broker {self.host}:{self.port} connected; "
+                           f"{self.queue.backlog_bytes} bytes queued", broker=f"{self.host}:{self.port}")
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
+        if self.connected and self.jlog is not None:
+            self.jlog.warning("mqtt_disconnected", f"MQTT broker {self.host}:{self.port} went away ({reason_code}); "
+                              "events are queued on disk", broker=f"{self.host}:{self.port}")
+        self.connected = False
+
+    def _on_publish(self, client, userdata, mid, reason_code=None, properties=None):
+        with self._lock:
+            item = self._inflight.pop(mid, None)
+            if item is None:          # the PUBACK came before the sender recorded the mid
+                self._early.add(mid)
+                return
+            self._done.add(item)
+            self.delivered += 1
+            # advance the acked offset over every contiguous acknowledged record
+            ack = None
+            while self._done:
+                nxt = min(self._done)
+                if any(e < nxt[0] for e, _ in self._inflight.values()):
+                    break
+                self._done.discard(nxt)
+                ack = nxt
+        if ack is not None:
+            self.queue.ack(*ack)
+
+    def _discovery(self, pipeline: str) -> None:
+        uid = f"edge_runtime_{self.device}_{pipeline}".replace("-", "_")
+        cfg = {"name": f"{pipeline} last event", "unique_id": uid, "state_topic": f"{self.prefix}/{pipeline}/events",
+               "value_template": "{{ value_json.node }} {{ value_json.event }} {{ value_json.value }}",
+               "json_attributes_topic": f"{self.prefix}/{pipeline}/events",
+               "device": {"identifiers": [f"edge_runtime_{self.device}"], "name": f"edge_runtime {self.device}",
+                          "manufacturer": "AudioLab"}}
+        self.client.publish(f"homeassistant/sensor/{uid}/config", json.dumps(cfg), qos=1, retain=True)
+
+    def _run(self) -> None:
+        import paho.mqtt.client as mqtt
+
+        last_flush = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now - last_flush >= 0.1:
+                try:
+                    self.queue.flush()
+                except OSError as e:
+                    log.error("mqtt queue: cannot write %s: %s", self.queue.log_path, e.strerror)
+                last_flush = now
+            with self._lock:
+                if not self._inflight and not self._done and self.queue.compact():
+                    self._next = 0
+            if self.connected:
+                with self._lock:
+                    start, room = self._next, 64 - len(self._inflight)
+                if room > 0:
+                    for end, rec in self.queue.peek(start, room):
+                        msg = json.loads(rec)
+                        info = self.client.publish(msg["topic"], json.dumps(msg["payload"], separators=(",", ":")),
+                                                   qos=1)
+                        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                            break
+                        with self._lock:
+                            self._inflight[info.mid] = (end, int(msg["payload"]["seq"]))
+                            self._next = end
+                            self.sent += 1
+                            early = info.mid in self._early
+                            self._early.discard(info.mid)
+                        if early:
+                            self._on_publish(None, None, info.mid)
+            self._stop.wait(0.02)
+
+    def snapshot(self) -> dict:
+        return {"broker": f"{self.host}:{self.port}", "connected": self.connected, "sent": self.sent,
+                "delivered": self.delivered, "queued_bytes": self.queue.backlog_bytes, "dropped": self.queue.dropped,
+                "next_seq": self.seq}
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush the queue to disk, give in-flight messages ``timeout`` seconds, stop."""
+        end = time.monotonic() + timeout
+        while self.connected and time.monotonic() < end and (self.queue.backlog_bytes or self.queue._pending):
+            time.sleep(0.05)
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(2)
+        self.queue.close()
+        self.client.loop_stop()
+        try:
+            self.client.disconnect()
+        except Exception:
+            pass
+        if self.queue.dropped and self.jlog is not None:
+            self.jlog.warning("mqtt_dropped", f"{self.queue.dropped} event(s) exceeded the MQTT queue bound and "
+                              "were dropped", dropped=self.queue.dropped)
