@@ -126,6 +126,8 @@ def test_events_arrive_in_order_and_none_is_lost_across_a_broker_restart(tmp_pat
             if s not in first:
                 first.append(s)
         assert first == sorted(first) and first[:n] == list(range(1, n + 1))
+        print(f"\nbroker restart: {n} events, {len(seqs)} messages received, {len(seqs) - len(set(seqs))} repeats, "
+              f"{len(set(range(1, n + 1)) - set(seqs))} lost")
         assert d.events("mqtt_disconnected") and len(d.events("mqtt_connected")) >= 2
         got = {m["seq"]: m for m in sub.msgs if "seq" in m}
         assert got[1]["event"] == "peak_dbfs" and got[1]["pipeline"] == "mic" and "ts" in got[1]
@@ -172,6 +174,8 @@ def test_events_queued_while_the_broker_is_away_survive_a_sigkill(tmp_path):
         assert _wait(lambda: len(set(sub.seqs())) >= total - 2, 30), (len(set(sub.seqs())), total)
         seqs = set(sub.seqs())
         assert set(range(1, queued - 1)) <= seqs           # the first run's, from the disk queue
+        print(f"\nSIGKILL while the broker was away: {queued} events written by the killed run, {again} by the "
+              f"second; {len(seqs)} distinct delivered, {total - len(seqs)} lost")
         assert max(seqs) >= total - 2 and len(seqs) == len(set(seqs))
     finally:
         sub.close()

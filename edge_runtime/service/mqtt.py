@@ -7,12 +7,13 @@ message the broker received but did not acknowledge before a disconnect is sent 
 consumers drop repeats by ``seq``.
 
 * **Store and forward** (:class:`DiskQueue`): events go first to an append-only log in the state
-  directory. Records are length-prefixed with a CRC32, written by the queue's own thread,
-  ``fsync``'ed at least every 100 ms (never by the audio thread). A record is removed, by advancing
-  an atomically replaced ``acked`` offset, only once the broker has acknowledged it (PUBACK). After
-  SIGKILL or a power cut the queue resumes from the last acknowledged record. A torn record at the
-  tail (a write cut short) is detected by its CRC and dropped. Events that arrived in the last
-  100 ms before a SIGKILL, not yet written, are the only ones that can be lost.
+  directory. Records are length-prefixed with a CRC32 and written with one ``write()`` each as
+  they come (into the page cache: a SIGKILL of the service loses none); the publisher thread
+  ``fsync``s the log every 100 ms (never the audio thread), so a power cut loses at most the last
+  100 ms. A record is removed, by advancing an atomically replaced ``acked`` offset, only once
+  the broker has acknowledged it (PUBACK). After SIGKILL or a power cut the queue resumes from the
+  last acknowledged record; a torn record at the tail (a write cut short) is detected by its CRC
+  and dropped.
 * **Bound**: ``mqtt_queue_mb`` (default 16). Events beyond it are dropped, counted
   (``dropped``) and reported in the log and in ``/status``.
 * **Home Assistant**: on every connect, retained MQTT discovery messages
@@ -34,7 +35,6 @@ import struct
 import threading
 import time
 import zlib
-from collections import deque
 
 from ..errors import ConfigError, MissingExtraError
 
@@ -72,11 +72,11 @@ class DiskQueue:
         self.log_path = os.path.join(directory, "queue.log")
         self.ack_path = os.path.join(directory, "queue.acked")
         self._lock = threading.Lock()
-        self._pending: deque = deque()        # appended, not yet written
         self.dropped = 0
         self.acked, self.acked_seq = self._read_acked()
         self._recover()
-        self._f = open(self.log_path, "ab")
+        self._dirty = False
+        self._fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o640)
 
     def _read_acked(self) -> tuple[int, int]:
         """(offset, seq of the last delivered record) from the ``acked`` file."""
@@ -118,26 +118,25 @@ class DiskQueue:
         return self.size - self.acked
 
     def append(self, record: bytes) -> bool:
-        """Queue one record; False (and counted in ``dropped``) when the bound is reached."""
+        """Write one record to the log (one write() into the page cache: it survives a SIGKILL of
+        this process; :meth:`flush` makes it survive a power cut); False (and counted in
+        ``dropped``) when the bound is reached."""
+        data = _HDR.pack(len(record), zlib.crc32(record)) + record
         with self._lock:
-            if self.backlog_bytes + sum(len(r) for r in self._pending) + len(record) > self.max_bytes:
+            if self.backlog_bytes + len(data) > self.max_bytes:
                 self.dropped += 1
                 return False
-            self._pending.append(record)
+            os.write(self._fd, data)
+            self.size += len(data)
+            self._dirty = True
             return True
 
     def flush(self) -> None:
-        """Write the appended records and fsync the log."""
+        """fsync the log (the publisher thread calls it every 100 ms)."""
         with self._lock:
-            if not self._pending:
-                return
-            recs = list(self._pending)
-            self._pending.clear()
-        data = b"".join(_HDR.pack(len(r), zlib.crc32(r)) + r for r in recs)
-        self._f.write(data)
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self.size += len(data)
+            dirty, self._dirty = self._dirty, False
+        if dirty:
+            os.fsync(self._fd)
 
     def peek(self, start: int, limit: int = 64) -> list[tuple[int, bytes]]:
         """Up to ``limit`` records after offset ``start`` (>= acked), as (end offset, record)."""
@@ -169,20 +168,21 @@ class DiskQueue:
         of the bound (the caller makes sure nothing is in flight). A crash in between leaves an
         acked offset past the (empty) log's end, which :meth:`_recover` reads as 0."""
         with self._lock:
-            if self._pending or self.acked != self.size or self.size <= self.max_bytes // 4:
+            if self.acked != self.size or self.size <= self.max_bytes // 4:
                 return False
-            self._f.close()
+            os.close(self._fd)
             from ..atomic import write_bytes
 
             write_bytes(self.log_path, b"")
             write_bytes(self.ack_path, f"0 {self.acked_seq}".encode())
             self.acked = self.size = 0
-            self._f = open(self.log_path, "ab")
+            self._fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                               0o640)
             return True
 
     def close(self) -> None:
         self.flush()
-        self._f.close()
+        os.close(self._fd)
 
 
 class MqttPublisher:
@@ -351,7 +351,7 @@ class MqttPublisher:
     def close(self, timeout: float = 5.0) -> None:
         """Flush the queue to disk, give in-flight messages ``timeout`` seconds, stop."""
         end = time.monotonic() + timeout
-        while self.connected and time.monotonic() < end and (self.queue.backlog_bytes or self.queue._pending):
+        while self.connected and time.monotonic() < end and self.queue.backlog_bytes:
             time.sleep(0.05)
         self._stop.set()
         if self._thread.is_alive():
