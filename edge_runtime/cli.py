@@ -669,6 +669,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .personalize.cli import add_parser as add_personalize_parser
 
     add_personalize_parser(sub)
+    from .batch import add_parser as add_batch_parser
+
+    add_batch_parser(sub)           # batch: one pipeline over many files (edge_runtime/batch.py)
 
     c = sub.add_parser("completion", **parser_kwargs(
         "print a shell completion script generated from this parser (needs the [cli] extra: shtab)",
