@@ -21,12 +21,9 @@
 """
 from __future__ import annotations
 
-import contextlib
 import glob as _glob
-import io
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -53,35 +50,6 @@ def find_inputs(spec: str) -> tuple[list[Path], Path]:
     return files, base
 
 
-def _one(job: tuple[str, str, str, list]) -> dict:
-    """Process one file through `edge-runtime run` (in this worker process); a result row."""
-    pipeline, src, dst, extra = job
-    from .cli import main
-
-    os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
-    out, err = io.StringIO(), io.StringIO()
-    t0 = time.perf_counter()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(["run", pipeline, "-i", src, "-o", dst, "--json", "-q", *extra])
-        except SystemExit as e:              # argparse
-            rc = int(e.code or 2)
-    row = {"input": src, "output": dst, "rc": rc, "wall_s": round(time.perf_counter() - t0, 4)}
-    if rc == 0:
-        try:
-            s = json.loads(out.getvalue().strip().splitlines()[-1])
-            row["audio_s"] = float(s.get("duration_s", 0.0))
-            stages = s.get("stages") or [s]
-            row["engine_s"] = sum(float(st.get("realtime_factor", 0.0)) * float(st.get("duration_s", 0.0))
-                                  for st in stages)
-        except (ValueError, IndexError):
-            row["audio_s"] = row["engine_s"] = 0.0
-    else:
-        msg = err.getvalue().strip().splitlines()
-        row["error"] = (msg[-1][len("error: "):] if msg[-1].startswith("error: ") else msg[-1]) if msg else f"exit status {rc}"
-    return row
-
-
 def _done_before(manifest: Path) -> dict[str, dict]:
     done = {}
     try:
@@ -100,9 +68,11 @@ def _done_before(manifest: Path) -> dict[str, dict]:
     return done
 
 
-def run_batch(pipeline: str, inputs: str, output: str, *, jobs: int = 0, engine: str = "local",
+def run_batch(pipeline: str, inputs: str, output: str, worker, *, jobs: int = 0, engine: str = "local",
               scheduler: str | None = None, extra: list | None = None, progress=None) -> dict:
-    """Process every file; returns the report (and writes the manifest as it goes)."""
+    """Process every file with ``worker((pipeline, src, dst, extra)) -> row`` (a module-level
+    function, so process pools and Dask can send it: the CLI's is ``edge_runtime.cli._batch_one``,
+    which runs ``edge-runtime run``); returns the report and writes the manifest as it goes."""
     from .config import load_pipeline_config
 
     load_pipeline_config(pipeline)                 # a bad pipeline is one error before any work
@@ -134,9 +104,9 @@ def run_batch(pipeline: str, inputs: str, output: str, *, jobs: int = 0, engine:
                 progress(len(rows), len(todo), row)
 
         if engine == "local":
-            _local(todo, jobs, record)
+            _local(todo, jobs, record, worker)
         elif engine == "dask":
-            _dask(todo, jobs, scheduler, record)
+            _dask(todo, jobs, scheduler, record, worker)
         else:
             raise ConfigError(f"--engine {engine!r}; expected local or dask")
     finally:
@@ -153,23 +123,23 @@ def run_batch(pipeline: str, inputs: str, output: str, *, jobs: int = 0, engine:
             "engine_rtf_per_core": round(eng / audio, 5) if audio else 0.0, "manifest": str(manifest)}
 
 
-def _local(todo, jobs, record) -> None:
+def _local(todo, jobs, record, worker) -> None:
     if jobs == 1 or len(todo) <= 1:
         for *job, size, mtime in todo:
-            record(_one(tuple(job)), size, mtime)
+            record(worker(tuple(job)), size, mtime)
         return
     import concurrent.futures as cf
     import multiprocessing as mp
 
     # spawn: a fresh interpreter per worker (no inherited threads or sessions)
     with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
-        futs = {ex.submit(_one, tuple(job)): (size, mtime) for *job, size, mtime in todo}
+        futs = {ex.submit(worker, tuple(job)): (size, mtime) for *job, size, mtime in todo}
         for fut in cf.as_completed(futs):
             size, mtime = futs[fut]
             record(fut.result(), size, mtime)
 
 
-def _dask(todo, jobs, scheduler, record) -> None:
+def _dask(todo, jobs, scheduler, record, worker) -> None:
     try:
         from dask.distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -184,7 +154,7 @@ def _dask(todo, jobs, scheduler, record) -> None:
     try:
         futs = {}
         for *job, size, mtime in todo:
-            futs[client.submit(_one, tuple(job), pure=False)] = (size, mtime)
+            futs[client.submit(worker, tuple(job), pure=False)] = (size, mtime)
         for fut in as_completed(list(futs)):
             size, mtime = futs[fut]
             record(fut.result(), size, mtime)
@@ -192,50 +162,3 @@ def _dask(todo, jobs, scheduler, record) -> None:
         client.close()
         if cluster is not None:
             cluster.close()
-
-
-def cmd_batch(args) -> int:
-    def progress(n, total, row):
-        if sys.stderr.isatty() and not args.quiet:
-            sys.stderr.write(f"\r{n}/{total} files  {'ok' if row['rc'] == 0 else 'FAILED'} {Path(row['input']).name[:40]:40s}")
-            sys.stderr.flush()
-
-    extra = []
-    if args.subtype:
-        extra += ["--subtype", args.subtype]
-    rep = run_batch(args.pipeline, args.input, args.output, jobs=args.jobs, engine=args.engine,
-                    scheduler=args.scheduler, extra=extra, progress=progress)
-    if sys.stderr.isatty() and not args.quiet:
-        sys.stderr.write("\n")
-    if args.json:
-        print(json.dumps(rep))
-    elif not args.quiet:
-        print(f"batch        {rep['pipeline']} on {rep['files']} files ({rep['engine']}, {rep['jobs']} jobs): "
-              f"{rep['done']} done, {len(rep['failed'])} failed, {rep['skipped']} skipped (done before)")
-        print(f"speed        {rep['files_per_s']} files/s, {rep['audio_s_per_wall_s']} s of audio per s; engine "
-              f"real-time factor per core {rep['engine_rtf_per_core']}")
-        for f in rep["failed"]:
-            print(f"failed       {f['input']}: {f['error']}")
-        print(f"manifest     {rep['manifest']}")
-    return 1 if rep["failed"] else 0
-
-
-def add_parser(sub) -> None:
-    from .cliutil import parser_kwargs
-
-    b = sub.add_parser("batch", **parser_kwargs(
-        "run a pipeline over many files: resumable, in parallel, failures reported",
-        ("edge-runtime batch denoise --input archive/ --output cleaned/ --jobs 4",
-         "edge-runtime batch declip --input 'calls/**/*.wav' --output fixed/ --json",
-         "edge-runtime batch denoise -i archive/ -o cleaned/ --engine dask --scheduler tcp://10.0.0.5:8786",
-         "# a rerun skips the files already done (cleaned/.edge_runtime-batch.jsonl)")))
-    b.add_argument("pipeline", help="pipeline name (see `edge-runtime pipelines`) or a .toml path")
-    b.add_argument("--input", "-i", required=True, help="a folder (every audio file under it) or a glob (quote it)")
-    b.add_argument("--output", "-o", required=True, help="the output folder (paths relative to the input's)")
-    b.add_argument("--jobs", "-j", type=int, default=0, help="parallel workers (default: the CPU count)")
-    b.add_argument("--engine", choices=("local", "dask"), default="local",
-                   help="local process pool (default) or a Dask cluster ([dask] extra)")
-    b.add_argument("--scheduler", help="with --engine dask: a running scheduler's address (default: a local cluster)")
-    b.add_argument("--subtype", help="output file subtype, e.g. PCM_16 (default), FLOAT")
-    b.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    b.set_defaults(func=cmd_batch)

@@ -47,7 +47,7 @@ def test_every_option_has_help_and_every_subcommand_an_example_epilog():
 
 def test_short_options_mean_one_thing_everywhere():
     meaning = {"-o": {"output"}, "-i": {"input"}, "-s": {"state"}, "-c": {"config"}, "-u": {"user"},
-               "-v": {"verbose"}, "-q": {"quiet"}, "-h": {"help"}}
+               "-v": {"verbose"}, "-q": {"quiet"}, "-h": {"help"}, "-j": {"jobs"}}
     seen = {}
     for path, p in _commands():
         for a in _options(p):
