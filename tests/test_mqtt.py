@@ -199,3 +199,22 @@ def test_refused_credentials_are_one_error_and_the_audio_goes_on(tmp_path):
         assert ends and ends[0]["frames_in"] == 32000
     finally:
         broker.stop()
+
+
+def test_disk_queue_recovers_from_a_torn_tail_and_keeps_the_acked_point(tmp_path):
+    from edge_runtime.service.mqtt import DiskQueue
+
+    q = DiskQueue(str(tmp_path), max_bytes=1 << 16)
+    for i in range(5):
+        assert q.append(f'{{"payload": {{"seq": {i + 1}}}}}'.encode())
+    q.flush()
+    recs = q.peek(0)
+    q.ack(recs[1][0], 2)                             # two delivered
+    q.close()
+    with open(tmp_path / "queue.log", "ab") as f:    # a write cut short by a power cut
+        f.write(b"\x40\x00\x00\x00garbage")
+    q2 = DiskQueue(str(tmp_path), max_bytes=1 << 16)
+    left = q2.peek(q2.acked)
+    assert [r for _, r in left] == [r for _, r in recs[2:]] and q2.acked_seq == 2
+    big = DiskQueue(str(tmp_path / "b"), max_bytes=100)
+    assert sum(big.append(b"x" * 40) for _ in range(5)) == 2 and big.dropped == 3

@@ -59,11 +59,11 @@ def parse_mqtt_url(url: str, path: str = "<config>") -> tuple[str, int]:
 class DiskQueue:
     """A bounded FIFO of byte records on disk that survives SIGKILL and power loss.
 
-    ``append`` from any thread (it only takes a lock); records reach the log file by ``flush`` (the
-    owner calls it, e.g. every 100 ms); ``peek(n)`` gives the oldest unacknowledged records with
-    their end offsets; ``ack(offset)`` removes everything up to an end offset (atomic rename of
-    the ``acked`` file). The log is rewritten from the acked point when it grows past the bound
-    with most of it acknowledged.
+    ``append`` from any thread writes one record to the log (a lock and one ``write()``); ``flush``
+    fsyncs it (the owner calls it, e.g. every 100 ms); ``peek(start, n)`` gives the oldest
+    unacknowledged records with their end offsets; ``ack(offset, seq)`` removes everything up to
+    an end offset (atomic rename of the ``acked`` file); ``compact`` starts an empty log once all of
+    it was delivered and it has grown past a quarter of the bound.
     """
 
     def __init__(self, directory: str, max_bytes: int = 16 << 20):
@@ -103,6 +103,8 @@ class DiskQueue:
                 if len(hdr) < _HDR.size:
                     break
                 n, crc = _HDR.unpack(hdr)
+                if n > self.max_bytes:             # a garbled length: the rest is not ours to trust
+                    break
                 body = f.read(n)
                 if len(body) < n or zlib.crc32(body) != crc:
                     break
