@@ -218,3 +218,27 @@ def test_disk_queue_recovers_from_a_torn_tail_and_keeps_the_acked_point(tmp_path
     assert [r for _, r in left] == [r for _, r in recs[2:]] and q2.acked_seq == 2
     big = DiskQueue(str(tmp_path / "b"), max_bytes=100)
     assert sum(big.append(b"x" * 40) for _ in range(5)) == 2 and big.dropped == 3
+
+
+def test_metrics_and_health_are_published(tmp_path):
+    broker = Broker(tmp_path)
+    broker.start()
+    got = []
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="edge_runtime-test-metrics")
+    c.on_connect = lambda cl, u, f, rc, p=None: cl.subscribe([("edge_runtime/test/mic/metrics", 0),
+                                                              ("edge_runtime/test/health", 0)])
+    c.on_message = lambda cl, u, m: got.append((m.topic, json.loads(m.payload)))
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    try:
+        cfg = _service(tmp_path, broker.port, 4, extra="mqtt_metrics_s = 1")
+        d = ServeProcess(cfg)
+        assert d.wait(60) == 0, d.raw[-5:]
+        metrics = [b for t, b in got if t.endswith("/metrics")]
+        health = [b for t, b in got if t.endswith("/health")]
+        assert len(metrics) >= 2 and metrics[-1]["blocks"] > metrics[0]["blocks"] and "realtime_factor" in metrics[0]
+        assert health and health[0]["rss_mb"] > 0 and "uptime_s" in health[0] and health[0]["mqtt_dropped"] == 0
+    finally:
+        c.loop_stop()
+        c.disconnect()
+        broker.stop()

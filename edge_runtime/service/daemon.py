@@ -212,7 +212,10 @@ class Daemon:
         wd = self.notifier.watchdog_s
         half = wd / 2 if wd else None
         tick = min(half, 1.0) if half else 1.0
+        if self.mqtt is not None and self.config.mqtt_metrics_s:
+            tick = min(tick, self.config.mqtt_metrics_s)
         last_ping = 0.0
+        last_metrics = time.monotonic()
         status = self._status_text()
         while True:
             self._wake.wait(tick)
@@ -225,6 +228,10 @@ class Daemon:
             if not any(i.alive for i in self.instances.values()):
                 self.log.info("all_ended", "every pipeline's input has ended")
                 break
+            every = self.config.mqtt_metrics_s
+            if self.mqtt is not None and every and time.monotonic() - last_metrics >= every:
+                last_metrics = time.monotonic()
+                self.mqtt.publish_metrics(self.snapshot())
             text = self._status_text()
             if text != status:                # e.g. "mic: waiting_for_device" in `systemctl status`
                 status = text
@@ -304,7 +311,11 @@ class Daemon:
         # everything new is ready: commit
         self.config = ServiceConfig(path=cfg.path, metrics=self.config.metrics, log_level=cfg.log_level,
                                     stop_timeout_s=cfg.stop_timeout_s, crossfade_ms=cfg.crossfade_ms,
-                                    pipelines=cfg.pipelines, metrics_remote=self.config.metrics_remote)
+                                    pipelines=cfg.pipelines, metrics_remote=self.config.metrics_remote,
+                                    mqtt=self.config.mqtt, mqtt_prefix=self.config.mqtt_prefix,
+                                    mqtt_queue_mb=self.config.mqtt_queue_mb, mqtt_username=self.config.mqtt_username,
+                                    mqtt_password_file=self.config.mqtt_password_file, state_dir=self.config.state_dir,
+                                    mqtt_metrics_s=cfg.mqtt_metrics_s)
         self.log.level = __import__("edge_runtime.service.log", fromlist=["LEVELS"]).LEVELS[
             self.log_level or cfg.log_level]
         for name in list(self.instances):

@@ -187,6 +187,36 @@ class DiskQueue:
         os.close(self._fd)
 
 
+def _health(snap: dict, pub) -> dict:
+    """Device health: uptime, load, memory, this process's RSS, the hottest thermal zone."""
+    h = {"device": pub.device, "ts": time.time(), "uptime_s": snap.get("uptime_s"), "version": snap.get("version"),
+         "mqtt_queued_bytes": pub.queue.backlog_bytes, "mqtt_dropped": pub.queue.dropped}
+    try:
+        h["load1"] = round(os.getloadavg()[0], 2)
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    h["rss_mb"] = round(int(line.split()[1]) / 1024, 1)
+        with open("/proc/meminfo", encoding="ascii") as f:
+            mem = {ln.split(":")[0]: int(ln.split()[1]) for ln in f if ln.split(":")[0] in ("MemTotal", "MemAvailable")}
+        h["mem_available_mb"] = round(mem.get("MemAvailable", 0) / 1024, 1)
+    except (OSError, ValueError):
+        pass
+    temps = []
+    for zone in range(16):
+        try:
+            with open(f"/sys/class/thermal/thermal_zone{zone}/temp", encoding="ascii") as f:
+                temps.append(int(f.read().strip()) / 1000.0)
+        except (OSError, ValueError):
+            break
+    if temps:
+        h["temp_c"] = max(temps)
+    return h
+
+
 class MqttPublisher:
     """Publishes queued events to the broker (QoS 1), Home Assistant discovery on connect."""
 
@@ -344,6 +374,19 @@ class MqttPublisher:
                         if early:
                             self._on_publish(None, None, info.mid)
             self._stop.wait(0.02)
+
+    def publish_metrics(self, snap: dict) -> None:
+        """The service's live view, QoS 0 and not queued (a stale reading is worth nothing): per
+        pipeline ``<prefix>/<pipeline>/metrics``, and ``<prefix>/health`` for the device."""
+        if not self.connected:
+            return
+        keep = ("state", "frames_in", "frames_out", "blocks", "deadline_misses", "realtime_factor", "block_ms_p99",
+                "xruns", "nonfinite_in", "events_dropped", "heartbeat_age_s", "models")
+        for p in snap.get("pipelines", ()):
+            body = {k: p[k] for k in keep if k in p}
+            body.update(device=self.device, ts=time.time())
+            self.client.publish(f"{self.prefix}/{p['name']}/metrics", json.dumps(body, separators=(",", ":")), qos=0)
+        self.client.publish(f"{self.prefix}/health", json.dumps(_health(snap, self), separators=(",", ":")), qos=0)
 
     def snapshot(self) -> dict:
         return {"broker": f"{self.host}:{self.port}", "connected": self.connected, "sent": self.sent,
