@@ -242,3 +242,69 @@ def test_metrics_and_health_are_published(tmp_path):
         c.loop_stop()
         c.disconnect()
         broker.stop()
+
+
+def _ca_and_server_cert(d):
+    """A CA and a localhost server certificate signed by it (openssl), for a TLS listener."""
+    def ossl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=edge test CA",
+         "-keyout", "ca.key", "-out", "ca.pem")
+    ossl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "srv.key", "-out", "srv.csr")
+    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    ossl("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+         "-extfile", "ext.cnf", "-out", "srv.pem")
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=someone else",
+         "-keyout", "other.key", "-out", "other.pem")
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+def test_tls_broker_with_its_ca_and_a_wrong_ca(tmp_path):
+    _ca_and_server_cert(tmp_path)
+    broker = Broker(tmp_path)
+    broker.conf.write_text(broker.conf.read_text() + f"cafile {tmp_path}/ca.pem\ncertfile {tmp_path}/srv.pem\n"
+                                                      f"keyfile {tmp_path}/srv.key\n")
+    broker.start()
+    got = []
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="edge_runtime-test-tls")
+    c.tls_set(ca_certs=str(tmp_path / "ca.pem"))
+    c.on_connect = lambda cl, u, f, rc, p=None: cl.subscribe("edge_runtime/test/#", qos=1)
+    c.on_message = lambda cl, u, m: got.append(json.loads(m.payload))
+    c.connect("localhost", broker.port)
+    c.loop_start()
+    try:
+        cfg = _service(tmp_path, broker.port, 2, extra='mqtt_ca_file = "ca.pem"')
+        cfg.write_text(cfg.read_text().replace("mqtt://127.0.0.1", "mqtts://localhost"))
+        d = ServeProcess(cfg)
+        assert d.wait(60) == 0, d.raw[-5:]
+        n = len(_events_in_file(tmp_path))
+        assert _wait(lambda: {m.get("seq") for m in got} >= set(range(1, n + 1)), 20), (n, len(got))
+        # a broker whose certificate the CA file does not vouch for: one error line, the audio goes on
+        (tmp_path / "ev.jsonl").unlink()
+        cfg.write_text(cfg.read_text().replace('mqtt_ca_file = "ca.pem"', 'mqtt_ca_file = "other.pem"')
+                       .replace('state_dir = "state"', 'state_dir = "state2"'))
+        d2 = ServeProcess(cfg)
+        assert d2.wait(60) == 0, d2.raw[-5:]
+        assert len(d2.events("mqtt_tls_failed")) == 1 and d2.events("pipeline_end")[0]["frames_in"] == 32000
+    finally:
+        c.loop_stop()
+        c.disconnect()
+        broker.stop()
+
+
+@pytest.mark.parametrize("svc,expect", [
+    ({"mqtt": "tcp://x:1"}, "expected \"mqtt://HOST:PORT\" or \"mqtts://HOST:PORT\""),
+    ({"mqtt": "mqtt://x:1", "mqtt_ca_file": "ca.pem"}, "TLS files are set, expected \"mqtts://HOST:PORT\""),
+    ({"mqtt": "mqtts://x", "mqtt_cert_file": "c.pem"}, "mqtt_cert_file and service.mqtt_key_file go together"),
+    ({"mqtt": "mqtt://x:1", "mqtt_prefix": "a/#"}, "without wildcards"),
+    ({"mqtt": "mqtt://x:1", "mqtt_queue_mb": 0}, "mqtt_queue_mb = 0; expected megabytes"),
+])
+def test_mqtt_config_errors(svc, expect):
+    from edge_runtime.errors import ConfigError
+    from edge_runtime.service.config import parse_service_config
+
+    pipe = {"pipeline": "speech16k", "input": "in.raw", "sample_rate": 16000, "channels": 1}
+    with pytest.raises(ConfigError) as ei:
+        parse_service_config({"service": svc, "pipelines": [pipe]}, "s.toml")
+    assert str(ei.value).startswith("s.toml: ") and expect in str(ei.value), str(ei.value)

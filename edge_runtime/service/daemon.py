@@ -202,7 +202,8 @@ class Daemon:
         device = socket.gethostname().split(".")[0] or "device"
         return MqttPublisher(cfg.mqtt, cfg.mqtt_prefix or f"edge_runtime/{device}",
                              str(state_dir(cfg.state_dir)), device=device, max_mb=cfg.mqtt_queue_mb,
-                             username=cfg.mqtt_username, password_file=cfg.mqtt_password_file, logger=self.log)
+                             username=cfg.mqtt_username, password_file=cfg.mqtt_password_file, logger=self.log,
+                             ca_file=cfg.mqtt_ca_file, cert_file=cfg.mqtt_cert_file, key_file=cfg.mqtt_key_file)
 
     def _status_text(self) -> str:
         parts = [f"{n}: {i.state}" for n, i in self.instances.items()]
@@ -315,7 +316,8 @@ class Daemon:
                                     mqtt=self.config.mqtt, mqtt_prefix=self.config.mqtt_prefix,
                                     mqtt_queue_mb=self.config.mqtt_queue_mb, mqtt_username=self.config.mqtt_username,
                                     mqtt_password_file=self.config.mqtt_password_file, state_dir=self.config.state_dir,
-                                    mqtt_metrics_s=cfg.mqtt_metrics_s)
+                                    mqtt_metrics_s=cfg.mqtt_metrics_s, mqtt_ca_file=self.config.mqtt_ca_file,
+                                    mqtt_cert_file=self.config.mqtt_cert_file, mqtt_key_file=self.config.mqtt_key_file)
         self.log.level = __import__("edge_runtime.service.log", fromlist=["LEVELS"]).LEVELS[
             self.log_level or cfg.log_level]
         for name in list(self.instances):

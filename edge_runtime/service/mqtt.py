@@ -19,6 +19,9 @@ consumers drop repeats by ``seq``.
 * **Home Assistant**: on every connect, retained MQTT discovery messages
   (``homeassistant/sensor/<device>_<pipeline>/config``) are published, so a sensor for each
   pipeline's last event appears by itself.
+* **TLS**: ``mqtts://HOST:PORT`` with ``mqtt_ca_file`` (the broker's CA; default: the system's) and,
+  for client certificates, ``mqtt_cert_file`` / ``mqtt_key_file``. The broker's certificate and
+  host name are always checked; a broker that fails the check is one ``mqtt_tls_failed`` line.
 * **Credentials**: ``mqtt_username`` and ``mqtt_password_file``. The password is read from a file
   that only the service user may read, and it is never logged. Refused credentials give one
   ``mqtt_refused`` error line. The publisher keeps retrying with back-off, and the audio keeps
@@ -45,11 +48,14 @@ _HDR = struct.Struct("<II")          # length, crc32 of the payload
 
 
 def parse_mqtt_url(url: str, path: str = "<config>") -> tuple[str, int]:
-    """``mqtt://HOST[:PORT]`` -> (host, port); default port 1883."""
-    if not isinstance(url, str) or not url.startswith("mqtt://"):
-        raise ConfigError(f"{path}: service.mqtt = {url!r}; expected \"mqtt://HOST:PORT\" (or \"\" for off)")
-    rest = url[len("mqtt://"):].rstrip("/")
-    host, _, port = rest.rpartition(":") if ":" in rest.strip("[]").split("]")[-1] else (rest, "", "1883")
+    """``mqtt://HOST[:PORT]`` (default port 1883) or ``mqtts://HOST[:PORT]`` (TLS, 8883) -> (host, port)."""
+    if not isinstance(url, str) or not url.startswith(("mqtt://", "mqtts://")):
+        raise ConfigError(f"{path}: service.mqtt = {url!r}; expected \"mqtt://HOST:PORT\" or \"mqtts://HOST:PORT\" "
+                          "(or \"\" for off)")
+    tls = url.startswith("mqtts://")
+    rest = url.split("://", 1)[1].rstrip("/")
+    default = "8883" if tls else "1883"
+    host, _, port = rest.rpartition(":") if ":" in rest.strip("[]").split("]")[-1] else (rest, "", default)
     host = host.strip("[]")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{path}: service.mqtt = {url!r}; expected \"mqtt://HOST:PORT\" with a port 1..65535")
@@ -221,13 +227,15 @@ class MqttPublisher:
     """Publishes queued events to the broker (QoS 1), Home Assistant discovery on connect."""
 
     def __init__(self, url: str, prefix: str, state_dir: str, *, device: str, max_mb: float = 16.0,
-                 username: str | None = None, password_file: str | None = None, logger=None):
+                 username: str | None = None, password_file: str | None = None, logger=None,
+                 ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None):
         try:
             import paho.mqtt.client as mqtt
         except ImportError:
             raise MissingExtraError("service.mqtt needs paho-mqtt, which is not installed; install it with "
                                     "pip install 'edge-runtime[mqtt]'") from None
         self.host, self.port = parse_mqtt_url(url)
+        self._tls = url.startswith("mqtts://")
         self.prefix, self.device = prefix.rstrip("/"), device
         self.queue = DiskQueue(os.path.join(state_dir, "mqtt"), int(max_mb * (1 << 20)))
         self.seq = self._last_seq() + 1
@@ -253,8 +261,18 @@ class MqttPublisher:
                 except OSError as e:
                     raise ConfigError(f"service.mqtt_password_file {password_file!r}: cannot read: {e.strerror}") from None
             c.username_pw_set(username, password)
+        if url.startswith("mqtts://"):
+            import ssl
+
+            try:
+                c.tls_set(ca_certs=ca_file, certfile=cert_file, keyfile=key_file, cert_reqs=ssl.CERT_REQUIRED,
+                          tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            except (OSError, ssl.SSLError, ValueError) as e:
+                raise ConfigError(f"service.mqtt TLS: cannot load the CA/certificate/key files "
+                                  f"({ca_file}, {cert_file}, {key_file}): {e}") from None
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
+        c.on_connect_fail = self._on_connect_fail
         c.on_publish = self._on_publish
         c.reconnect_delay_set(1, 30)
         c.max_inflight_messages_set(64)
@@ -305,6 +323,14 @@ class MqttPublisher:
         if self.jlog is not None:
             self.jlog.info("mqtt_connected", f"MQTT broker {self.host}:{self.port} connected; "
                            f"{self.queue.backlog_bytes} bytes queued", broker=f"{self.host}:{self.port}")
+
+    def _on_connect_fail(self, client, userdata):
+        """The TCP/TLS connection failed (no broker, or a certificate that does not check out)."""
+        if self._tls and not self._refused_logged and self.jlog is not None:
+            self.jlog.error("mqtt_tls_failed", f"MQTT broker {self.host}:{self.port}: the TLS connection failed (is "
+                            "mqtt_ca_file the broker's CA, and the host name in its certificate?); retrying, the audio "
+                            "goes on", broker=f"{self.host}:{self.port}")
+            self._refused_logged = True
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
         if self.connected and self.jlog is not None:
