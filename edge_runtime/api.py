@@ -42,6 +42,10 @@ _CLASS_NAMES = {"highpass": "HighPass", "lowpass": "LowPass", "bandpass": "BandP
                 "highshelf": "HighShelf", "vad": "Vad", "bwe": "Bwe"}
 
 
+def _node_class_name(type_name: str) -> str:
+    return _CLASS_NAMES.get(type_name, type_name.title().replace("_", ""))
+
+
 class Node:
     """A node of a pipeline: its type and its parameters (the TOML keys), checked on creation."""
 
@@ -83,7 +87,7 @@ class Node:
 
 
 def _node_class(type_name: str, spec) -> type:
-    cls_name = _CLASS_NAMES.get(type_name, type_name.title().replace("_", ""))
+    cls_name = _node_class_name(type_name)
     lines = [f"{spec.help}.", "", f"TOML ``type = \"{type_name}\"``; parameters (keyword arguments, the TOML keys):", ""]
     for k, p in spec.params.items():
         rng = f", {p.range[0]:g}..{p.range[1]:g}" if p.range else ""
@@ -280,10 +284,6 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline([{', '.join(map(repr, self.nodes))}], sample_rate={self._data['sample_rate']!r})"
-
-
-def _node_class_name(type_name: str) -> str:
-    return _CLASS_NAMES.get(type_name, type_name.title().replace("_", ""))
 
 
 def available_models(check: bool = False) -> list[dict]:

@@ -1,14 +1,15 @@
-"""``bwe``: bandwidth extension of narrow-band speech, 8 -> 16 kHz (telephone and low-rate audio).
+"""``bwe``: bandwidth extension of narrow-band speech: 8 -> 16 kHz (``bwe16k``, telephone and
+low-rate audio) and 16 -> 48 kHz (``bwe48k``). Each rate has a :class:`Profile` (:data:`PROFILES`).
 
-The pipeline runs at 16 kHz (``bwe16k``; an 8 kHz input is upsampled at the edge, so its band
-ends near 4 kHz) with a 320/160 sqrt-Hann STFT (50 Hz bins, 10 ms hops, 10 ms latency).
-Per hop:
+The 16 kHz profile (the 48 kHz one is the same at twice the band edges): an 8 kHz input is
+upsampled at the edge, so its band ends near 4 kHz; a 320/160 sqrt-Hann STFT (50 Hz bins, 10 ms
+hops, 10 ms latency). Per hop:
 
-* **features** (causal): the log energies of :data:`N_LOW` bands over 0.1-3.8 kHz relative to
+* **features** (causal): the log energies of ``n_low`` (20) bands over 0.1-3.8 kHz relative to
   the frame's low-band level ``L`` (so the model is level-independent), plus ``L`` itself
-  scaled, for the current and :data:`CONTEXT` - 1 previous hops;
+  scaled, for the current and ``context - 1`` (3) previous hops;
 * **model** (a small MLP, INT8/FP32 ONNX from the manifest, ``firmware_tools/train/train_bwe.py``):
-  the log energies of :data:`N_HIGH` bands over 3.8-8 kHz, relative to ``L``;
+  the log energies of ``n_high`` (12) bands over 3.8-8 kHz, relative to ``L``;
 * **excitation**: the 1.8-3.8 kHz bins copied up, repeated, to 3.8-8 kHz (spectral translation:
   the harmonic fine structure and the phase evolution of real speech), each high band scaled to
   the predicted energy; bins below 3.8 kHz are the input's, untouched.
@@ -62,8 +63,6 @@ PROFILES = {
     # 16 -> 48 kHz: sees 0.1-7.8 kHz, predicts 7.8-24 kHz from 3.9-7.8 kHz copied up (50 Hz bins)
     48000: Profile(48000, 960, 480, (2, 156), 156, (78, 156), 24, 16, 168, (6, 156), model="bwe48k"),
 }
-SR, FRAME, HOP = 16000, 320, 160                  # the 8 -> 16 kHz profile, as before
-N_LOW, N_HIGH, CONTEXT = 20, 12, 4
 FLOOR = 1e-10
 WIDE_DB = -35.0                          # a high band within this of the low band's level is real
 

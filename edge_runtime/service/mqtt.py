@@ -384,7 +384,7 @@ class MqttPublisher:
             if self.connected:
                 with self._lock:
                     start, room = self._next, 64 - len(self._inflight)
-                if room > 0:
+                if room > 0 and start < self.queue.size:      # something not yet sent
                     for end, rec in self.queue.peek(start, room):
                         msg = json.loads(rec)
                         info = self.client.publish(msg["topic"], json.dumps(msg["payload"], separators=(",", ":")),

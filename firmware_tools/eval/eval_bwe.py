@@ -77,13 +77,6 @@ def lsd(ref: np.ndarray, est: np.ndarray, lo_bin: int = 0) -> float:
     return float(np.mean(np.sqrt(np.mean(d ** 2, axis=1))))
 
 
-def telephone(x: np.ndarray) -> np.ndarray:
-    spec = np.fft.rfft(x)
-    f = np.fft.rfftfreq(len(x), 1 / SR)
-    spec[(f < 300) | (f > 3400)] = 0
-    return np.fft.irfft(spec, len(x)).astype(np.float32)
-
-
 def run_pipeline(x8: np.ndarray, tmp: Path, model: str | None, gain_db: float | None = None) -> tuple[np.ndarray, float]:
     """The 8 kHz signal through the bwe16k pipeline (file in, file out, as a user runs it)."""
     import soundfile as sf
@@ -124,7 +117,7 @@ def evaluate(clips, model, tmp: Path, log=print, gain_db=None) -> list[dict]:
             continue
         ref = (ref / (np.abs(ref).max() + 1e-9) * 0.5).astype(np.float32)
         for cond in (("8k", "tel") if SR == 16000 else ("16k",)):
-            src = telephone(ref) if cond == "tel" else ref
+            src = T.telephone(ref) if cond == "tel" else ref
             x8 = soxr.resample(src, SR, NB[SR], quality="HQ").astype(np.float32)
             base = soxr.resample(x8, NB[SR], SR, quality="HQ").astype(np.float32)[: len(ref)]
             ours, rtf = run_pipeline(x8, tmp, model, gain_db)

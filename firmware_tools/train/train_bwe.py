@@ -106,15 +106,18 @@ def high_band_db(x: np.ndarray, rate: int | None = None, top_hz: float | None = 
     return float(10 * np.log10(hi / max(lo, 1e-20) + 1e-20))
 
 
-def narrow(x: np.ndarray, telephone: bool) -> np.ndarray:
+def telephone(x: np.ndarray) -> np.ndarray:
+    """The 300-3400 Hz telephone band of ``x`` (at the profile's rate), by zeroing FFT bins."""
+    spec = np.fft.rfft(x)
+    f = np.fft.rfftfreq(len(x), 1 / SR)
+    spec[(f < 300) | (f > 3400)] = 0
+    return np.fft.irfft(spec, len(x)).astype(np.float32)
+
+
+def narrow(x: np.ndarray, telephone_band: bool) -> np.ndarray:
     import soxr
 
-    y = x
-    if telephone and SR == 16000:
-        spec = np.fft.rfft(y)
-        f = np.fft.rfftfreq(len(y), 1 / SR)
-        spec[(f < 300) | (f > 3400)] = 0
-        y = np.fft.irfft(spec, len(y)).astype(np.float32)
+    y = telephone(x) if telephone_band and SR == 16000 else x
     y8 = soxr.resample(y, SR, NB_RATE[SR], quality="HQ")
     return soxr.resample(y8, NB_RATE[SR], SR, quality="HQ").astype(np.float32)[: len(x)]
 
@@ -129,7 +132,7 @@ def pairs(x: np.ndarray, key: str) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros((0, prof.n_feat), np.float32), np.zeros((0, prof.n_high), np.float32)
     g = 10 ** (rng.uniform(-35, -3) / 20) / np.sqrt(np.mean(x ** 2) + 1e-12) * 0.1
     wide = (x * min(g, 0.99 / peak)).astype(np.float32)
-    nb = narrow(wide, telephone=rng.random() < 0.3)
+    nb = narrow(wide, telephone_band=rng.random() < 0.3)
     f, level = features_offline(nb, prof)
     t = targets_offline(wide, level, prof)
     m = min(len(f), len(t))
