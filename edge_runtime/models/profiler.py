@@ -221,10 +221,10 @@ def profile_models(models: Iterable, backends: Iterable[str] | None = None, thre
         if on_result is not None:
             on_result(r)
 
-    def run(path, backend, base):
+    def run(path, backend, base, options=None):
         try:
             res = measure(path, backend, threads=threads, runs=runs, warmup=warmup, shapes=shapes, seed=seed,
-                          isolate=isolate, device=devices.get(backend))
+                          isolate=isolate, device=devices.get(backend), options=options)
         except ModelError as exc:
             emit(_failed(base, exc))
             return None
@@ -257,7 +257,7 @@ def profile_models(models: Iterable, backends: Iterable[str] | None = None, thre
                         emit(_failed(dict(base, backend=b), exc))
                     continue
                 for b in names:
-                    r = run(v.path, b, dict(base, backend=b))
+                    r = run(v.path, b, dict(base, backend=b), v.load_options or None)
                     if r is not None:
                         r.pop("_bench")
                         emit(r)
@@ -301,10 +301,15 @@ def choose(results: Iterable[Mapping], budget_ms: float | None = None, max_quali
     for model, rs in by_model.items():
         ok = [r for r in rs if not r.get("error") and r.get("median_us") is not None and not r.get("alternative")]
         if not ok:
+            failed = [r for r in rs if r.get("error") or r.get("median_us") is None]
+            alts = [variant_label(r) for r in rs if r.get("alternative") and r not in failed]
+            why = ("no variant could be measured: " + "; ".join(f"{variant_label(r)}: {r.get('error')}"
+                                                                  for r in failed)) if failed else ""
+            if alts:
+                why += ("; " if why else "") + (f"measured only {', '.join(alts)}, chosen by name "
+                                                 "(variant = ...), never automatically")
             out[model] = {"model": model, "chosen": None, "within_budget": False, "quality_ok": False,
-                          "reason": "no variant could be measured: "
-                                    + "; ".join(f"{variant_label(r)}: {r.get('error')}" for r in rs),
-                          "ladder": []}
+                          "reason": why, "ladder": []}
             continue
 
         def fits(r):
@@ -440,8 +445,8 @@ def format_table(results: list, choices: Mapping) -> str:
 
     out = [line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows]
     for m, c in choices.items():
-        flags = [] if c.get("within_budget") else ["OVER BUDGET"]
-        if c.get("quality_ok") is False:
+        flags = [] if c.get("within_budget") or not c.get("chosen") else ["OVER BUDGET"]
+        if c.get("quality_ok") is False and c.get("chosen"):
             flags.append("quality drop above the limit")
         elif c.get("chosen") and c.get("quality_ok") is None:
             flags.append("quality unknown: no metrics to compare with FP32")

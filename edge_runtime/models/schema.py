@@ -34,7 +34,7 @@ DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "
 MODEL_KEYS = ("name", "task", "description", "sample_rate", "frame", "hop", "inputs", "outputs",
               "provenance", "metrics", "primary_metric", "lower_is_better", "labels", "variants")
 VARIANT_KEYS = ("format", "precision", "path", "sha256", "size", "metrics", "inputs", "outputs",
-                "weights_sha256", "weights_size", "notes", "name", "package")
+                "weights", "weights_sha256", "weights_size", "notes", "name", "package")
 PROVENANCE_KEYS = ("recipe", "data", "trained_on", "training", "evaluated_on", "notes")
 SPEC_KEYS = ("name", "shape", "dtype")
 
@@ -89,6 +89,10 @@ class Variant:
     manifest: str = ""
     name: str = ""           # set for an alternative model chosen only by name (e.g. "silero")
     package: str = ""        # the installed Python package ``rel_path`` is inside ("" = the manifest's folder)
+    #: a native library's separate model file (``weights``, beside ``path``'s root; e.g. libDF's
+    #: DeepFilterNet3 archive): absolute path and the relative path as written
+    weights_file: Path | None = None
+    weights_rel: str = ""
 
     @property
     def alternative(self) -> bool:
@@ -102,7 +106,15 @@ class Variant:
 
     @property
     def weights_path(self) -> Path | None:
-        return self.path.with_suffix(".bin") if self.format == "openvino-ir" else None
+        """The second file the variant needs: an IR's ``.bin``, a native library's model file."""
+        if self.format == "openvino-ir":
+            return self.path.with_suffix(".bin")
+        return self.weights_file
+
+    @property
+    def load_options(self) -> dict:
+        """Backend options the variant's files imply (a native library's model file)."""
+        return {"model_file": str(self.weights_file)} if self.weights_file is not None else {}
 
     @property
     def key(self) -> str:
@@ -115,6 +127,8 @@ class Variant:
             d["name"] = self.name
         if self.package:
             d["package"] = self.package
+        if self.weights_rel:
+            d["weights"] = self.weights_rel
         if self.weights_sha256:
             d["weights_sha256"] = self.weights_sha256
             d["weights_size"] = self.weights_size
@@ -343,13 +357,21 @@ def _parse_variant(v, model: str, base: Path, path, where: str) -> Variant:
         _fail(path, where, f"sha256 = {v['sha256']!r}; expected 64 hex digits")
     size = _get_int(v, "size", path, where, required=True)
     wsha = wsize = None
-    if fmt == "openvino-ir":
+    wrel = _get_str(v, "weights", path, where, required=False)
+    if wrel and fmt != "native":
+        _fail(path, where, f"weights = {wrel!r} is for format native (a library's model file); an "
+                           f"{fmt} variant has none")
+    if wrel and (os.path.isabs(wrel) or ".." in Path(wrel).parts):
+        _fail(path, where, f"weights = {wrel!r}; expected a path relative to the "
+                           f"{'package' if package else 'manifest'}, inside its folder")
+    if fmt == "openvino-ir" or wrel:
         wsha = _get_str(v, "weights_sha256", path, where).lower()
         if len(wsha) != 64 or any(c not in "0123456789abcdef" for c in wsha):
             _fail(path, where, f"weights_sha256 = {v['weights_sha256']!r}; expected 64 hex digits")
         wsize = _get_int(v, "weights_size", path, where, required=True, minimum=0)
     elif "weights_sha256" in v or "weights_size" in v:
-        _fail(path, where, f"weights_sha256/weights_size are for format openvino-ir (its .bin), not {fmt}")
+        _fail(path, where, f"weights_sha256/weights_size are for format openvino-ir (its .bin) or a native "
+                           f"variant's weights file, not {fmt} without weights")
     metrics = _parse_metrics(v.get("metrics", {}), path, where)
     inputs = _parse_specs(v["inputs"], path, where + ".inputs") if "inputs" in v else None
     outputs = _parse_specs(v["outputs"], path, where + ".outputs") if "outputs" in v else None
@@ -357,7 +379,8 @@ def _parse_variant(v, model: str, base: Path, path, where: str) -> Variant:
     return Variant(model=model, format=fmt, precision=prec, path=(root / rel).resolve(), rel_path=rel,
                    sha256=sha, size=size, metrics=metrics, inputs=inputs, outputs=outputs,
                    weights_sha256=wsha, weights_size=wsize, notes=_get_str(v, "notes", path, where, False),
-                   manifest=str(path), name=vname, package=package)
+                   manifest=str(path), name=vname, package=package,
+                   weights_file=(root / wrel).resolve() if wrel else None, weights_rel=wrel)
 
 
 def package_dir(package: str) -> Path | None:
