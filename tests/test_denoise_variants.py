@@ -221,7 +221,8 @@ def reference_dfn3(x):
 
 
 def dpipe(**kw):
-    return Pipeline([Denoise(variant="dfn3", **kw)], sample_rate=48000, block_size=480, channels=1).prepare(1)
+    return Pipeline([Denoise(model="dfn3", variant="libdf", **kw)], sample_rate=48000, block_size=480,
+                    channels=1).prepare(1)
 
 
 @needs_dfn3
@@ -233,7 +234,7 @@ def test_dfn3_variant_matches_libdf_and_reports_its_delay():
     x = soxr.resample(sp, sr, 48000).astype(np.float32)[:48000 * 2]
     p = dpipe()
     node = p.nodes[0]
-    assert node.latency_samples == 1440 and node.variant_label.startswith("native/dfn3")
+    assert node.latency_samples == 1440 and node.variant_label.startswith("native/libdf")
     raw = p.process_array(x[None], compensate_latency=False)[0]
     ref = reference_dfn3(x)
     assert np.max(np.abs(raw - ref)) < 1e-6
@@ -250,11 +251,11 @@ def test_dfn3_variant_matches_libdf_and_reports_its_delay():
 @needs_dfn3
 def test_dfn3_streaming_equals_whole_file_and_reset_starts_a_fresh_stream():
     x = np.stack([speechlike(48000, seed=3), speechlike(48000, seed=4)])
-    y = Pipeline([Denoise(variant="dfn3")], sample_rate=48000, block_size=960,
+    y = Pipeline([Denoise(model="dfn3", variant="libdf")], sample_rate=48000, block_size=960,
                  channels=2).process_array(x, compensate_latency=False)
     for c in range(2):
         assert np.max(np.abs(y[c] - reference_dfn3(x[c]))) < 1e-6
-    s = Pipeline([Denoise(variant="dfn3")], sample_rate=48000, block_size=480, channels=2).prepare(2)
+    s = Pipeline([Denoise(model="dfn3", variant="libdf")], sample_rate=48000, block_size=480, channels=2).prepare(2)
     node = s.nodes[0]
     for _ in range(2):
         out = np.zeros_like(x)
@@ -276,8 +277,8 @@ def test_dfn3_strength_mixes_the_aligned_dry_signal_and_silence_stays_silent():
 
 @needs_dfn3
 def test_dfn3_refuses_16k_with_a_clear_message():
-    with pytest.raises(ModelError, match="variant dfn3 runs at 48000 Hz.*dfn3 pipeline"):
-        Pipeline([Denoise(variant="dfn3")], sample_rate=16000, block_size=160, channels=1).prepare(1)
+    with pytest.raises(ModelError, match="variant libdf runs at 48000 Hz.*dfn3-libdf pipeline"):
+        Pipeline([Denoise(model="dfn3", variant="libdf")], sample_rate=16000, block_size=160, channels=1).prepare(1)
 
 
 @needs_dfn3
@@ -286,7 +287,7 @@ def test_dfn3_tampered_library_or_model_archive_is_refused(tmp_path):
 
     from edge_runtime.backends import load_session
 
-    v = mf.default_registry()["denoise"].variant(precision="dfn3")
+    v = mf.default_registry()["dfn3"].variant(precision="libdf")
     arc = bytearray(v.weights_path.read_bytes())
     arc[len(arc) // 2] ^= 0xFF
     bad = tmp_path / "DeepFilterNet3_onnx.tar.gz"

