@@ -111,6 +111,30 @@ class Ours(Method):
         return d
 
 
+class Dfn3Engine(Ours):
+    """DeepFilterNet3 in our engine (model ``dfn3``: the streaming graph by our backends, libDF's
+    DSP in our kernel) at 48 kHz, one variant; latency compensated by process_array."""
+
+    def __init__(self, name: str, label: str, precision: str = "fp32", threads: int = 1):
+        super().__init__(name, label, "dfn3", rate=48000, threads=threads)
+        self.precision = precision
+
+    def setup(self):
+        from edge_runtime.engine import Pipeline
+        from edge_runtime.nodes import Denoise
+
+        self.pipe = Pipeline([Denoise(model="dfn3", variant=self.precision, threads=self.threads)],
+                             sample_rate=48000, block_size=480)
+        self.pipe.prepare(1)
+        self.delay = 0
+        self.latency_ms = self.pipe.latency_ms
+
+    def info(self):
+        d = super().info()
+        d.update(variant=self.pipe.nodes[0].variant_label if self.pipe is not None else self.precision)
+        return d
+
+
 class _FrameMethod(Method):
     """Shared frame loop for the 48 kHz C baselines."""
 
@@ -269,6 +293,10 @@ def build_methods(cfg: dict) -> dict[str, Method]:
             m = RNNoise()
         elif name == "dfn3":
             m = DFN3(cfg.get("dfn_atten_lim_db", 100.0))
+        elif name == "dfn3_engine":
+            m = Dfn3Engine("dfn3_engine", "DeepFilterNet3 in our engine (FP32)", "fp32")
+        elif name == "dfn3_engine_int8":
+            m = Dfn3Engine("dfn3_engine_int8", "DeepFilterNet3 in our engine (INT8)", "int8-dynamic")
         elif name == "noisereduce":
             m = SpectralGating(cfg.get("nr_stationary", False))
         else:
