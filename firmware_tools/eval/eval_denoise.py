@@ -57,10 +57,12 @@ from methods import build_methods  # noqa: E402
 SR = 16000
 TEST_SNRS = (-5.0, 0.0, 5.0, 10.0, 20.0)
 MAX_LAG_S = 0.050
-ALL_METHODS = ("noisy", "ours_fp32", "ours_int8", "rnnoise", "dfn3", "dfn3_engine", "dfn3_engine_int8", "noisereduce")
+ALL_METHODS = ("noisy", "ours_fp32", "ours_int8", "rnnoise", "dfn3", "dfn3_engine", "dfn3_engine_int8",
+               "dfn3_engine_fp16", "noisereduce")
 LABELS = {"noisy": "noisy input", "ours_fp32": "ours FP32", "ours_int8": "ours INT8", "rnnoise": "RNNoise",
           "dfn3": "DeepFilterNet3 (libDF, the wheel)", "dfn3_engine": "DeepFilterNet3 in our engine, FP32",
-          "dfn3_engine_int8": "DeepFilterNet3 in our engine, INT8", "noisereduce": "spectral gating (noisereduce)"}
+          "dfn3_engine_int8": "DeepFilterNet3 in our engine, INT8",
+          "dfn3_engine_fp16": "DeepFilterNet3 in our engine, FP16", "noisereduce": "spectral gating (noisereduce)"}
 
 
 # ============================================================================ test set

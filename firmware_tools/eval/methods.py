@@ -297,6 +297,8 @@ def build_methods(cfg: dict) -> dict[str, Method]:
             m = Dfn3Engine("dfn3_engine", "DeepFilterNet3 in our engine (FP32)", "fp32")
         elif name == "dfn3_engine_int8":
             m = Dfn3Engine("dfn3_engine_int8", "DeepFilterNet3 in our engine (INT8)", "int8-dynamic")
+        elif name == "dfn3_engine_fp16":
+            m = Dfn3Engine("dfn3_engine_fp16", "DeepFilterNet3 in our engine (FP16)", "fp16")
         elif name == "noisereduce":
             m = SpectralGating(cfg.get("nr_stationary", False))
         else:
