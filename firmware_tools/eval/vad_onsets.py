@@ -7,7 +7,11 @@ fixtures) and reports the delay from the speech onset (labels, else the first 10
 30 dB of the loudest) to the ``speech`` decision. ``before`` is the node without the start-up
 hold-off (``startup_ms = 0``), ``after`` with its defaults.
 
-    python firmware_tools/eval/vad_onsets.py [--variants fp32,int8-static,silero] [--trials 4]
+``--after-silence S``: each noise stream starts after S seconds of digital silence (the case the
+start-up hold-off does not cover: a noise that begins mid-stream); only decisions in the noise
+part count.
+
+    python firmware_tools/eval/vad_onsets.py [--variants fp32,int8-static,silero] [--trials 4] [--after-silence 2]
 """
 from __future__ import annotations
 
@@ -59,7 +63,7 @@ def speech_clips():
         yield f.name, x, int(np.argmax(e > e.max() - 30))
 
 
-def measure(variant: str, startup: bool, trials: int) -> dict:
+def measure(variant: str, startup: bool, trials: int, after_silence: float = 0.0) -> dict:
     from edge_runtime.nodes.vad import Vad
 
     node = Vad(variant=variant, **({} if startup else {"startup_ms": 0.0}))
@@ -70,7 +74,9 @@ def measure(variant: str, startup: bool, trials: int) -> dict:
     for kind in KINDS:
         for db in LEVELS:
             for _ in range(trials):
-                d = decisions(node, 10 ** (db / 20) * noise(kind, SR, rng))
+                lead = int(after_silence * SR) // HOP * HOP
+                x = np.concatenate([np.zeros(lead), 10 ** (db / 20) * noise(kind, SR, rng)])
+                d = decisions(node, x)[lead // HOP:]
                 if d.any():
                     false[kind] += 1
                     first.append(np.argmax(d) * HOP / SR)
@@ -85,6 +91,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variants", default="fp32,int8-static,silero", help="comma-separated vad variants")
     ap.add_argument("--trials", type=int, default=4, help="noise streams per type and level")
+    ap.add_argument("--after-silence", type=float, default=0.0,
+                    help="seconds of digital silence before each noise stream (default 0: noise from the start)")
     a = ap.parse_args(argv)
     print("command: python firmware_tools/eval/vad_onsets.py " + " ".join(sys.argv[1:]))
     print(f"{'variant':<12} {'':<7} " + " ".join(f"{k + ' false':>12}" for k in KINDS)
@@ -92,7 +100,7 @@ def main(argv=None) -> int:
     for v in a.variants.split(","):
         for label, startup in (("before", False), ("after", True)):
             try:
-                r = measure(v, startup, a.trials)
+                r = measure(v, startup, a.trials, a.after_silence)
             except Exception as e:          # e.g. silero-vad not installed
                 print(f"{v:<12} skipped: {e}")
                 break

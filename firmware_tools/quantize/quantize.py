@@ -90,7 +90,11 @@ def make_fp16(src: str, dst: str) -> None:
 def make_int8_dynamic(src: str, dst: str) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True)
+    # reduce_range: 7-bit weights. On x86 CPUs without VNNI (AVX2 only), ONNX Runtime's u8 x s8
+    # kernels sum pairs of products in int16 and saturate with full-range weights: the denoiser's
+    # gains measured 15.9 dB SNR against FP32 on an AVX2 AMD EPYC with 8-bit weights, 34.3 dB
+    # with 7-bit ones (tests/test_model_parity.py's inputs)
+    quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
 
 
 def make_int8_static(src: str, dst: str, calib: dict, calib_rows: int) -> None:
@@ -102,8 +106,8 @@ def make_int8_static(src: str, dst: str, calib: dict, calib_rows: int) -> None:
     quant_pre_process(src, pre, skip_symbolic_shape=True)
     try:
         quantize_static(pre, dst, _Reader(calib, calib_rows), quant_format=QuantFormat.QDQ,
-                        per_channel=True, weight_type=QuantType.QInt8,
-                        activation_type=QuantType.QUInt8,
+                        per_channel=True, weight_type=QuantType.QInt8, reduce_range=True,
+                        activation_type=QuantType.QUInt8,  # reduce_range: see make_int8_dynamic
                         calibrate_method=CalibrationMethod.Percentile,
                         # only the weight-bearing ops: front-ends on raw spectra or audio (log,
                         # powers) span far more than 8 bits and stay float
