@@ -138,7 +138,6 @@ class Dfn3Stream:
         self.mask_flat = [self.mask[c].reshape(-1) for c in range(channels)]
         self.coefs_flat = [self.coefs[c].reshape(-1) for c in range(channels)]
         self.phase = [0] * channels
-        self.lsnr_last = np.zeros(channels, np.float32)
 
     @staticmethod
     def _check(session) -> dict:
@@ -210,7 +209,6 @@ class Dfn3Stream:
         p = self.phase[c]
         calls[c][p].run()
         lsnr = self.lsnr[c, 0, 0, 0]
-        self.lsnr_last[c] = lsnr
         stages = d.synthesise(lsnr, self.mask_flat[c], self.coefs_flat[c], y)
         # a decoder libDF would not have run keeps its state: its output slot gets the input's
         if not stages & 1:

@@ -45,6 +45,26 @@ def write_wav(path, audio, sample_rate, subtype="FLOAT"):
     return path
 
 
+def node_growth(node, x, block, warmup=10, passes=20):
+    """Bytes newly held (the positive per-file differences of two tracemalloc snapshots) after
+    ``passes`` runs of ``node.process`` over ``x`` (channels, samples) in ``block``-sample
+    blocks, after ``warmup`` untraced blocks: what a node allocates and keeps in steady state."""
+    out = np.zeros((x.shape[0], block), np.float32)
+    blocks = [np.ascontiguousarray(x[:, i:i + block]) for i in range(0, x.shape[1] - block + 1, block)]
+    for b in blocks[:warmup]:
+        node.process(b, out)
+    tracemalloc.start()
+    try:
+        snap0 = tracemalloc.take_snapshot()
+        for _ in range(passes):
+            for b in blocks:
+                node.process(b, out)
+        snap1 = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    return sum(s.size_diff for s in snap1.compare_to(snap0, "filename") if s.size_diff > 0)
+
+
 def traced(step, n, warmup=200):
     """Bytes (retained, peak) allocated over ``n`` calls of ``step``, after ``warmup`` untraced
     calls (caches, first-call allocations), as tracemalloc sees them."""

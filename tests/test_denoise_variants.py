@@ -9,12 +9,11 @@ the dry-mix (strength) path keeps the input aligned; no allocation per block in 
 """
 import ctypes
 import shutil
-import tracemalloc
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, node_growth
 from edge_runtime.engine import Pipeline
 from edge_runtime.errors import ModelError
 from edge_runtime.models import manifest as mf
@@ -55,6 +54,23 @@ def reference_rnnoise(x):
     return out / 32768.0
 
 
+def check_streaming_and_reset(node_kw, reference, x):
+    """Two channels ``x`` in 960-sample blocks equal ``reference`` (the library driven directly)
+    per channel; block by block (480 samples) through a node prepared once, and again after
+    ``reset()``, the same output."""
+    y = Pipeline([Denoise(**node_kw)], sample_rate=48000, block_size=960, channels=2).process_array(
+        x, compensate_latency=False)
+    for c in range(2):
+        assert np.max(np.abs(y[c] - reference(x[c]))) < 1e-6
+    node = Pipeline([Denoise(**node_kw)], sample_rate=48000, block_size=480, channels=2).prepare(2).nodes[0]
+    for _ in range(2):
+        out = np.zeros_like(x)
+        for i in range(0, x.shape[1], 480):
+            node.process(np.ascontiguousarray(x[:, i:i + 480]), out[:, i:i + 480])
+        assert np.max(np.abs(out - y)) < 1e-6
+        node.reset()
+
+
 def pipe(**kw):
     return Pipeline([Denoise(variant="rnnoise", **kw)], sample_rate=48000, block_size=480, channels=1).prepare(1)
 
@@ -86,19 +102,7 @@ def test_rnnoise_variant_matches_the_library_and_reports_its_delay():
 @needs_rnnoise
 def test_rnnoise_streaming_equals_whole_file_and_two_channels_are_independent():
     x = np.stack([speechlike(48000, seed=1), speechlike(48000, seed=2)])
-    whole = Pipeline([Denoise(variant="rnnoise")], sample_rate=48000, block_size=960, channels=2)
-    y = whole.process_array(x, compensate_latency=False)
-    for c in range(2):
-        assert np.max(np.abs(y[c] - reference_rnnoise(x[c]))) < 1e-6
-    # block by block through a node prepared once (480-sample blocks), then again after reset()
-    s = Pipeline([Denoise(variant="rnnoise")], sample_rate=48000, block_size=480, channels=2).prepare(2)
-    node = s.nodes[0]
-    for _ in range(2):
-        out = np.zeros_like(x)
-        for i in range(0, 48000, 480):
-            node.process(np.ascontiguousarray(x[:, i:i + 480]), out[:, i:i + 480])
-        assert np.max(np.abs(out - y)) < 1e-6
-        node.reset()
+    check_streaming_and_reset({"variant": "rnnoise"}, reference_rnnoise, x)
 
 
 @needs_rnnoise
@@ -154,21 +158,7 @@ def test_rnnoise_missing_package_names_the_install(monkeypatch):
 
 @needs_rnnoise
 def test_rnnoise_steady_state_allocates_no_arrays():
-    p = pipe()
-    node = p.nodes[0]
-    x = speechlike(480 * 50)[None]
-    out = np.zeros_like(x)
-    blocks = [np.ascontiguousarray(x[:, i:i + 480]) for i in range(0, x.shape[1], 480)]
-    for b in blocks[:10]:
-        node.process(b, out[:, :480])
-    tracemalloc.start()
-    snap0 = tracemalloc.take_snapshot()
-    for _ in range(20):
-        for b in blocks:
-            node.process(b, out[:, :480])
-    snap1 = tracemalloc.take_snapshot()
-    tracemalloc.stop()
-    grown = sum(s.size_diff for s in snap1.compare_to(snap0, "filename") if s.size_diff > 0)
+    grown = node_growth(pipe().nodes[0], speechlike(480 * 50)[None], 480, passes=20)
     assert grown < 4096, grown
 
 
@@ -251,18 +241,7 @@ def test_dfn3_variant_matches_libdf_and_reports_its_delay():
 @needs_dfn3
 def test_dfn3_streaming_equals_whole_file_and_reset_starts_a_fresh_stream():
     x = np.stack([speechlike(48000, seed=3), speechlike(48000, seed=4)])
-    y = Pipeline([Denoise(model="dfn3", variant="libdf")], sample_rate=48000, block_size=960,
-                 channels=2).process_array(x, compensate_latency=False)
-    for c in range(2):
-        assert np.max(np.abs(y[c] - reference_dfn3(x[c]))) < 1e-6
-    s = Pipeline([Denoise(model="dfn3", variant="libdf")], sample_rate=48000, block_size=480, channels=2).prepare(2)
-    node = s.nodes[0]
-    for _ in range(2):
-        out = np.zeros_like(x)
-        for i in range(0, 48000, 480):
-            node.process(np.ascontiguousarray(x[:, i:i + 480]), out[:, i:i + 480])
-        assert np.max(np.abs(out - y)) < 1e-6
-        node.reset()
+    check_streaming_and_reset({"model": "dfn3", "variant": "libdf"}, reference_dfn3, x)
 
 
 @needs_dfn3
@@ -318,18 +297,5 @@ def test_dfn3_missing_package_names_the_install(monkeypatch):
 
 @needs_dfn3
 def test_dfn3_steady_state_allocates_no_arrays():
-    node = dpipe().nodes[0]
-    x = speechlike(480 * 50)[None]
-    out = np.zeros_like(x)
-    blocks = [np.ascontiguousarray(x[:, i:i + 480]) for i in range(0, x.shape[1], 480)]
-    for b in blocks[:10]:
-        node.process(b, out[:, :480])
-    tracemalloc.start()
-    snap0 = tracemalloc.take_snapshot()
-    for _ in range(5):
-        for b in blocks:
-            node.process(b, out[:, :480])
-    snap1 = tracemalloc.take_snapshot()
-    tracemalloc.stop()
-    grown = sum(s.size_diff for s in snap1.compare_to(snap0, "filename") if s.size_diff > 0)
+    grown = node_growth(dpipe().nodes[0], speechlike(480 * 50)[None], 480, passes=5)
     assert grown < 4096, grown

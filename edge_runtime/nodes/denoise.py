@@ -139,12 +139,17 @@ class Denoise(ModelNode):
         self.nat_k = 0
         self.nat_vad = abi == "rnnoise"
         self.speech = False
-        self.dry_gain = np.float32((1.0 - self.strength) + self.strength * float(self.floor))
+        self.dry_gain = np.float32(self._dry_share())
         self.wet_gain = np.float32(self.strength)
         self.latency_samples = delay
         aux = "vad" if abi == "rnnoise" else "lsnr"
         return [session.bind({"frame": self.nat_in[ch]}, {"denoised": self.nat_out[ch], aux: self.nat_aux[ch]})
                 for ch in range(c)]
+
+    def _dry_share(self) -> float:
+        """The share of the (time-aligned) noisy input that ``strength`` and ``atten_limit_db``
+        mix into a third-party denoiser's output: 1 - strength, plus strength x the floor."""
+        return (1.0 - self.strength) + self.strength * float(self.floor)
 
     def _bind_dfn3(self, session):
         """DeepFilterNet3's streaming graph (model ``dfn3``) with libDF's signal processing
@@ -158,9 +163,10 @@ class Denoise(ModelNode):
         if self.block_size % HOP:
             raise ValueError(f"denoise model dfn3 needs block_size a multiple of {HOP}, got {self.block_size}")
         if self.dfn3 is None:
-            dry = (1.0 - self.strength) + self.strength * float(self.floor)
-            self.dfn3 = Dfn3Stream(session, self.channels, dry=min(1.0, dry) if dry > 1e-5 else 0.0)
+            dry = self._dry_share()
+            self.dfn3 = Dfn3Stream(session, self.channels, dry=dry if dry > 1e-5 else 0.0)
         self.kind = "dfn3"
+        self.dfn3_hop = HOP
         self.latency_samples = DELAY
         return self.dfn3.bind(session)
 
@@ -216,10 +222,10 @@ class Denoise(ModelNode):
             self._process_native(inp, out)
             return
         if self.kind == "dfn3":
-            st, calls = self.dfn3, self.calls
-            for k in range(0, self.block_size, 480):
+            st, calls, hop = self.dfn3, self.calls, self.dfn3_hop
+            for k in range(0, self.block_size, hop):
                 for c in range(self.channels):
-                    st.process_hop(calls, c, inp[c, k:k + 480], out[c, k:k + 480])
+                    st.process_hop(calls, c, inp[c, k:k + hop], out[c, k:k + hop])
             return
         calls = self.calls
         hop = self.hop

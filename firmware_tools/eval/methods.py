@@ -76,16 +76,18 @@ class Noisy(Method):
 class Ours(Method):
     """Our model through the runtime's Denoise node (latency compensated by process_array)."""
 
-    def __init__(self, name: str, label: str, model: str, rate: int = 16000, threads: int = 1):
+    def __init__(self, name: str, label: str, model: str, rate: int = 16000, threads: int = 1,
+                 variant: str = "auto"):
         self.name, self.label, self.model, self.rate, self.threads = name, label, str(model), rate, threads
+        self.variant = variant
         self.pipe = None
 
     def setup(self):
         from edge_runtime.engine import Pipeline
         from edge_runtime.nodes import Denoise
 
-        self.pipe = Pipeline([Denoise(model=self.model, threads=self.threads)], sample_rate=self.rate,
-                             block_size=self.rate // 100)
+        self.pipe = Pipeline([Denoise(model=self.model, variant=self.variant, threads=self.threads)],
+                             sample_rate=self.rate, block_size=self.rate // 100)
         self.pipe.prepare(1)
         self.delay = 0  # process_array compensates the node's latency itself
         self.latency_ms = self.pipe.latency_ms
@@ -116,22 +118,11 @@ class Dfn3Engine(Ours):
     DSP in our kernel) at 48 kHz, one variant; latency compensated by process_array."""
 
     def __init__(self, name: str, label: str, precision: str = "fp32", threads: int = 1):
-        super().__init__(name, label, "dfn3", rate=48000, threads=threads)
-        self.precision = precision
-
-    def setup(self):
-        from edge_runtime.engine import Pipeline
-        from edge_runtime.nodes import Denoise
-
-        self.pipe = Pipeline([Denoise(model="dfn3", variant=self.precision, threads=self.threads)],
-                             sample_rate=48000, block_size=480)
-        self.pipe.prepare(1)
-        self.delay = 0
-        self.latency_ms = self.pipe.latency_ms
+        super().__init__(name, label, "dfn3", rate=48000, threads=threads, variant=precision)
 
     def info(self):
         d = super().info()
-        d.update(variant=self.pipe.nodes[0].variant_label if self.pipe is not None else self.precision)
+        d.update(variant=self.pipe.nodes[0].variant_label if self.pipe is not None else self.variant)
         return d
 
 

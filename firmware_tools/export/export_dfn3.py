@@ -114,7 +114,6 @@ def streaming_graph(models: dict):
     from onnx import TensorProto, helper
 
     nodes, inits, inputs, outputs, states = [], [], [], [], []
-    value_names: dict[str, str] = {}
     links = {"enc": {"feat_erb": "feat_erb", "feat_spec": "feat_spec"},
              "erb_dec": {n: n for n in ("emb", "e3", "e2", "e1", "e0")}, "df_dec": {"emb": "emb", "c0": "c0"}}
     keep_out = {"enc": {"e0", "e1", "e2", "e3", "emb", "c0", "lsnr"}, "erb_dec": {"m"}, "df_dec": {"coefs"}}
@@ -139,7 +138,6 @@ def streaming_graph(models: dict):
             t.CopyFrom(init)
             t.name = ren(init.name)
             inits.append(t)
-        pads = {n.output[0]: n for n in g.node if n.op_type == "Pad"}
         n_pad = n_gru = 0
         for n in g.node:
             if n.op_type == "Pad":
@@ -183,7 +181,6 @@ def streaming_graph(models: dict):
                 nodes.append(helper.make_node("Identity", [new.output[1]], [st + "_out"], name=f"{pre}/{st}/out"))
                 continue
             nodes.append(new)
-        del pads
     # graph inputs: features and states with fixed shapes
     inputs.append(helper.make_tensor_value_info("feat_erb", TensorProto.FLOAT, [1, 1, 1, 32]))
     inputs.append(helper.make_tensor_value_info("feat_spec", TensorProto.FLOAT, [1, 2, 1, 96]))
@@ -217,7 +214,6 @@ def streaming_graph(models: dict):
                               producer_name="edge_runtime firmware_tools/export/export_dfn3.py")
     model.ir_version = min(models["enc"].ir_version, 8)
     onnx.checker.check_model(model)
-    del value_names
     return model, [(st, gname) for st, _s, gname, _k in states]
 
 
