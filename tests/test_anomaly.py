@@ -336,12 +336,13 @@ def test_int8_autoencoder_onnx_matches_the_float_network(tmp_path):
     assert [s.name for s in sess.inputs] == ["x"] and [s.name for s in sess.outputs] == ["y"]
     y = sess.run({"x": Z[:100]})["y"]
     ref = ae.predict(Z[:100])
-    # 8-bit activations and weights through four layers: errors of a few percent of the output's
-    # spread (with scikit-learn 1.9.1's fit: 3.1 % mean, 19 % at the 99th percentile, 40 % at the
-    # worst of 2400 values; each layer's activation or weight rounding alone adds 0.2-1.2 %)
+    # 8-bit activations and 7-bit weights through four layers: errors of a few percent of the
+    # output's spread (with scikit-learn 1.9.1's fit: 2.9 % mean, 11 % at the 99th percentile, 20 %
+    # at the worst of 2400 values; 8-bit weights gave 3.1 / 19 / 40 % on an AVX2-only CPU, where
+    # ONNX Runtime's int16 pair sums saturate)
     err = np.abs(y - ref)
     assert err.mean() < 0.04 * ref.std()
-    assert np.percentile(err, 99) < 0.25 * ref.std()
+    assert np.percentile(err, 99) < 0.15 * ref.std()
     # and it is a real reconstruction, not a constant
     assert np.corrcoef(y.ravel(), ref.ravel())[0, 1] > 0.99
 
