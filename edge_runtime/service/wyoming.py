@@ -371,7 +371,7 @@ def _handler_class():
 
             pipe = self.pipes.get(rate)
             if pipe is None:
-                pipe = self.pipes[rate] = self.server.config.build(rate)
+                pipe = self.pipes[rate] = self.server.acquire(rate)
             if pipe.fixed_channels is not None and channels != pipe.fixed_channels:
                 raise AudioInputError(f"audio-start: channels {channels}; pipeline {pipe.name!r} expects "
                                       f"{pipe.fixed_channels}")
@@ -423,6 +423,9 @@ def _handler_class():
             if self.stream is not None:
                 await self._abort(self.stream)
             await self.out.put(None)
+            for rate, pipe in self.pipes.items():
+                self.server.release(rate, pipe)
+            self.pipes = {}
             self.server.connections -= 1
             log.info("wyoming client disconnected: %s", self.peer)
 
@@ -453,6 +456,24 @@ class WyomingServer:
                               f"expected some of {', '.join(self.all_labels)}")
         self.labels = tuple(labels)
         self.connections = 0
+        # built pipelines that connections gave back, by input rate: a new connection (Home Assistant
+        # opens one per pipeline run) streams at once instead of loading the model again
+        self._idle: dict[int, list] = {}
+        self._idle_lock = threading.Lock()
+
+    def acquire(self, rate: int):
+        """A built pipeline for input ``rate`` (an idle one, else a new one); any thread."""
+        with self._idle_lock:
+            idle = self._idle.get(rate)
+            if idle:
+                return idle.pop()
+        return self.config.build(rate)
+
+    def release(self, rate: int, pipe) -> None:
+        with self._idle_lock:
+            idle = self._idle.setdefault(rate, [])
+            if len(idle) < 4:           # bounded: a burst of connections does not pin their models
+                idle.append(pipe)
 
     def info_event(self):
         """``info``: the classifier as a wake program (one model per label); every service also
