@@ -22,15 +22,19 @@ import soundfile as sf
 
 from conftest import ROOT
 
-wyoming = pytest.importorskip("wyoming", reason="the wyoming extra is not installed (pip install 'edge-runtime[wyoming]')")
-from wyoming.audio import AudioChunk, AudioStart, AudioStop  # noqa: E402
-from wyoming.client import AsyncTcpClient  # noqa: E402
-from wyoming.event import Event  # noqa: E402
-from wyoming.info import Describe, Info  # noqa: E402
-from wyoming.ping import Ping  # noqa: E402
-from wyoming.wake import Detect  # noqa: E402
+from edge_runtime.service.wyoming import from_pcm, to_pcm
 
-from edge_runtime.service.wyoming import from_pcm, to_pcm  # noqa: E402
+try:
+    from wyoming.audio import AudioChunk, AudioStart, AudioStop
+    from wyoming.client import AsyncTcpClient
+    from wyoming.event import Event
+    from wyoming.info import Describe, Info
+    from wyoming.ping import Ping
+    from wyoming.wake import Detect
+    HAVE_WYOMING = True
+except ImportError:
+    HAVE_WYOMING = False
+NO_WYOMING = "the wyoming extra is not installed (pip install 'edge-runtime[wyoming]')"
 
 FIX = ROOT / "tests" / "fixtures" / "audio"
 SR = 16000
@@ -52,6 +56,8 @@ def free_port() -> int:
 def servers():
     """``servers(service)`` -> the port of that service's server process on a free loopback port
     (started on first use, stopped after the module)."""
+    if not HAVE_WYOMING:
+        pytest.skip(NO_WYOMING)
     procs, ports = {}, {}
 
     def get(service):
@@ -115,7 +121,7 @@ async def _exchange(port, events, chunk_frames=1024):
             got.append(e)
 
 
-def exchange(port, events, **kw) -> list[Event]:
+def exchange(port, events, **kw) -> list:
     return asyncio.run(_exchange(port, events, **kw))
 
 
@@ -363,3 +369,19 @@ def test_pcm_round_trip_within_one_lsb(width, rng):
     # half an LSB from rounding, a whole one where +1.0 clips to the largest code, plus float32's step
     assert np.max(np.abs(y - x)) <= 1.0 / 2 ** (8 * width - 1) + 1.2e-7
     assert from_pcm(to_pcm(np.array([[1.0], [-1.0]]), width), width, 1)[1, 0] == -1.0
+
+
+def test_without_the_extra_the_command_says_what_to_install(cli, tmp_path):
+    # a `wyoming` package that cannot be imported, first on the path
+    (tmp_path / "wyoming").mkdir()
+    (tmp_path / "wyoming" / "__init__.py").write_text("raise ImportError('no wyoming here')\n")
+    r = cli("wyoming", "--service", "vad", "--uri", "tcp://127.0.0.1:1",
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])})
+    assert r.returncode == 1
+    assert "pip install 'edge-runtime[wyoming]'" in r.stderr.decode() and "Traceback" not in r.stderr.decode()
+
+
+def test_a_pipeline_without_the_services_node_is_refused(cli):
+    r = cli("wyoming", "--service", "classify", "--pipeline", "denoise", "--uri", "tcp://127.0.0.1:1")
+    assert r.returncode == 2
+    assert "has no classify node" in r.stderr.decode()
