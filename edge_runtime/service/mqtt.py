@@ -275,6 +275,8 @@ class MqttPublisher:
         c.on_disconnect = self._on_disconnect
         c.on_connect_fail = self._on_connect_fail
         c.on_publish = self._on_publish
+        c.on_log = self._on_log
+        self._socket_error = ""
         c.reconnect_delay_set(1, 30)
         c.max_inflight_messages_set(64)
         self._thread = threading.Thread(target=self._run, name="edge_runtime-mqtt", daemon=True)
@@ -333,7 +335,20 @@ class MqttPublisher:
                             "goes on", broker=f"{self.host}:{self.port}")
             self._refused_logged = True
 
+    def _on_log(self, client, userdata, level, buf):
+        # paho reports why a socket failed only here (e.g. a TLS alert after the handshake)
+        if "socket" in buf:
+            self._socket_error = buf
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
+        if not self.connected and self._tls and not self._refused_logged and self.jlog is not None:
+            # dropped before CONNACK: with TLS 1.3 a broker that requires a client certificate says so
+            # only after the handshake, as an alert on the first read
+            self.jlog.error("mqtt_tls_failed", f"MQTT broker {self.host}:{self.port} closed the TLS connection before "
+                            f"accepting it ({self._socket_error or reason_code}); does it require a client certificate "
+                            "(mqtt_cert_file, mqtt_key_file) that it did not get or does not trust? retrying, the audio "
+                            "goes on", broker=f"{self.host}:{self.port}")
+            self._refused_logged = True
         if self.connected and self.jlog is not None:
             self.jlog.warning("mqtt_disconnected", f"MQTT broker {self.host}:{self.port} went away ({reason_code}); "
                               "events are queued on disk", broker=f"{self.host}:{self.port}")
