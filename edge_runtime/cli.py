@@ -610,9 +610,9 @@ def _add_batch_parser(sub) -> None:
     b.add_argument("--input", "-i", required=True, help="a folder (every audio file under it) or a glob (quote it)")
     b.add_argument("--output", "-o", required=True, help="the output folder (paths relative to the input's)")
     b.add_argument("--jobs", "-j", type=int, default=0, help="parallel workers (default: the CPU count)")
-    b.add_argument("--engine", choices=("local", "dask"), default="local",
-                   help="local process pool (default) or a Dask cluster ([dask] extra)")
-    b.add_argument("--scheduler", help="with --engine dask: a running scheduler's address (default: a local cluster)")
+    b.add_argument("--engine", choices=("local", "dask", "ray"), default="local",
+                   help="local process pool (default), a Dask cluster ([dask] extra) or a Ray cluster ([ray] extra)")
+    b.add_argument("--scheduler", help="with --engine dask/ray: a running cluster's address (default: a local one)")
     b.add_argument("--subtype", help="output file subtype, e.g. PCM_16 (default), FLOAT")
     b.add_argument("--json", action="store_true", help="print the report as one JSON object")
     b.set_defaults(func=cmd_batch)
