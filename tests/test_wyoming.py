@@ -251,6 +251,19 @@ def test_vad_at_another_rate_width_and_channel_count_gives_the_same_decisions(se
     assert np.allclose([t for _, t in got], [t for _, t in ref], atol=0.03), (got, ref)
 
 
+def test_vad_two_clients_at_once_get_their_own_answers(servers):
+    port = servers("vad")
+    x = load("vad_speech.flac")
+    alone = _vad_times(exchange(port, [(start(), x)]))
+
+    async def both():
+        return await asyncio.gather(_exchange(port, [(start(), x)]),
+                                    _exchange(port, [(start(), np.zeros(2 * SR, np.float32))]))
+
+    speech, silence = asyncio.run(both())
+    assert _vad_times(speech) == alone and _vad_times(silence) == []
+
+
 def test_vad_noise_only_gives_little_voice(servers):
     port = servers("vad")
     ev = _vad_times(exchange(port, [(start(), load("vad_nospeech.flac"))]))
