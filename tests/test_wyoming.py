@@ -53,19 +53,21 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def servers():
+def servers(tmp_path_factory):
     """``servers(service)`` -> the port of that service's server process on a free loopback port
     (started on first use, stopped after the module)."""
     if not HAVE_WYOMING:
         pytest.skip(NO_WYOMING)
-    procs, ports = {}, {}
+    procs, ports, logs = {}, {}, {}
 
     def get(service):
         if service not in ports:
             port = free_port()
+            # the server's log to a file: a pipe nobody reads would block it once full
+            logs[service] = open(tmp_path_factory.mktemp("wyoming") / f"{service}.log", "w+b")
             proc = procs[service] = subprocess.Popen(
                 [sys.executable, "-m", "edge_runtime", "wyoming", "--service", service,
-                 "--uri", f"tcp://127.0.0.1:{port}"], cwd=ROOT, stdout=subprocess.PIPE,
+                 "--uri", f"tcp://127.0.0.1:{port}"], cwd=ROOT, stdout=logs[service],
                 stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": os.pathsep.join(
                     [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))})
             deadline = time.monotonic() + 60
@@ -76,7 +78,9 @@ def servers():
                 except OSError:
                     if proc.poll() is not None or time.monotonic() > deadline:
                         proc.kill()
-                        pytest.fail(f"wyoming {service} server did not start: {proc.communicate()[0].decode()}")
+                        proc.wait()
+                        logs[service].seek(0)
+                        pytest.fail(f"wyoming {service} server did not start: {logs[service].read().decode()}")
                     time.sleep(0.1)
             ports[service] = port
         assert procs[service].poll() is None, f"the {service} server died"
@@ -90,6 +94,8 @@ def servers():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    for f in logs.values():
+        f.close()
 
 
 SERVICES = ["vad", "classify", "denoise"]
