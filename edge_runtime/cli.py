@@ -146,12 +146,17 @@ def _print_summary(summary: dict, extra: dict | None = None) -> None:
     print("\n".join(lines))
 
 
-def _event_writer(path: str | None):
+def _event_writer(path: str | None, pipeline: str = "run"):
     """Return (callback, finish, close) writing events as JSON lines to ``path`` ('-' = stdout).
     ``finish()`` makes the file durable (a full disk shows there); ``close(ok)`` commits or
-    discards it. Every OS error is one AudioOutputError naming the file."""
+    discards it. Every OS error is one AudioOutputError naming the file. ``mqtt://`` and
+    ``mqtts://`` URLs publish through serve's publisher and on-disk queue (service/mqtt.py)."""
     if path is None:
         return None, lambda: None, lambda ok: None
+    if path.startswith(("mqtt://", "mqtts://")):
+        from .service.mqtt import run_event_writer
+
+        return run_event_writer(path, pipeline)[:3]
     if path == "-":
         def cb(ev):
             sys.stdout.write(json.dumps(ev.to_dict()) + "\n")
@@ -202,7 +207,7 @@ def _run_stages(cfg, args) -> int:
         raise ConfigError(f"{args.output}: directory {out_dir} does not exist")
     summaries = []
     # events of every stage in one file, each named by its stage's pipeline ("node": "bwe16k/bwe")
-    on_event, finish_events, close_events = _event_writer(args.events)
+    on_event, finish_events, close_events = _event_writer(args.events, cfg.name)
     done = False
     try:
         _stages(cfg, args, summaries, on_event)
@@ -294,7 +299,7 @@ def cmd_run(args) -> int:
     live = source.frames is None        # raw PCM on stdin, alsa:, a streamed WAV of unknown length
     stop = _LiveStop(live)
     try:
-        on_event, finish_events, close_events = _event_writer(args.events)
+        on_event, finish_events, close_events = _event_writer(args.events, cfg.name)
         if args.output:
             # a pipeline may keep its own rate at the output (bandwidth extension): else the input's
             out_rate = pipeline.sample_rate if pipeline.output_rate == "pipeline" else source.sample_rate
@@ -605,9 +610,9 @@ def _add_batch_parser(sub) -> None:
     b.add_argument("--input", "-i", required=True, help="a folder (every audio file under it) or a glob (quote it)")
     b.add_argument("--output", "-o", required=True, help="the output folder (paths relative to the input's)")
     b.add_argument("--jobs", "-j", type=int, default=0, help="parallel workers (default: the CPU count)")
-    b.add_argument("--engine", choices=("local", "dask"), default="local",
-                   help="local process pool (default) or a Dask cluster ([dask] extra)")
-    b.add_argument("--scheduler", help="with --engine dask: a running scheduler's address (default: a local cluster)")
+    b.add_argument("--engine", choices=("local", "dask", "ray"), default="local",
+                   help="local process pool (default), a Dask cluster ([dask] extra) or a Ray cluster ([ray] extra)")
+    b.add_argument("--scheduler", help="with --engine dask/ray: a running cluster's address (default: a local one)")
     b.add_argument("--subtype", help="output file subtype, e.g. PCM_16 (default), FLOAT")
     b.add_argument("--json", action="store_true", help="print the report as one JSON object")
     b.set_defaults(func=cmd_batch)
@@ -645,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="audio file (WAV/FLAC/OGG...), '-' for raw PCM on stdin, or alsa:DEVICE")
     r.add_argument("--output", "-o", help="audio file, '-' for raw PCM on stdout, or alsa:DEVICE")
     r.add_argument("--events", help="write node events as JSON lines to this file ('-' = stdout; "
-                   "fields: docs/events.md)")
+                   "fields: docs/events.md), or publish them to mqtt://HOST:PORT/PREFIX ([mqtt] extra)")
     r.add_argument("--overwrite-input", action="store_true",
                    help="allow -o to be the input file (it is read whole before it is replaced)")
     r.add_argument("--rate", type=int, help="sample rate of raw/ALSA input, in Hz")

@@ -66,3 +66,17 @@ def test_dask_engine_on_a_local_cluster(tmp_path, archive):
     r = run_cli("batch", "default", "-i", archive, "-o", out, "-j", "2", "--engine", "dask", "--json")
     rep = json.loads(r.stdout.decode().strip().splitlines()[-1])
     assert r.returncode == 1 and rep["engine"] == "dask" and rep["done"] == 5 and len(rep["failed"]) == 1
+
+
+def test_ray_engine_on_a_local_cluster_of_2_workers(tmp_path, archive):
+    pytest.importorskip("ray", reason="ray not installed (pip install 'edge-runtime[ray]')")
+    out = tmp_path / "r"
+    r = run_cli("batch", "default", "-i", archive, "-o", out, "-j", "2", "--engine", "ray", "--json")
+    rep = json.loads(r.stdout.decode().strip().splitlines()[-1])
+    assert r.returncode == 1 and rep["engine"] == "ray" and rep["jobs"] == 2, r.stderr.decode()[-2000:]
+    assert rep["done"] == 5 and len(rep["failed"]) == 1 and rep["failed"][0]["input"].endswith("f2_bad.wav")
+    # the same outputs as `run` (one Ray start only: 10-20 s on 2 cores)
+    r1 = run_cli("run", "default", "-i", archive / "f1.wav", "-o", tmp_path / "one.wav")
+    assert r1.returncode == 0
+    assert np.array_equal(sf.read(out / "f1.wav")[0], sf.read(tmp_path / "one.wav")[0])
+    assert sum(1 for line in (out / ".edge_runtime-batch.jsonl").read_text().splitlines()) == 6

@@ -293,6 +293,69 @@ def test_tls_broker_with_its_ca_and_a_wrong_ca(tmp_path):
         broker.stop()
 
 
+def _client_cert(d, name="edge-device"):
+    """A client certificate (and key) signed by the test CA of :func:`_ca_and_server_cert`."""
+    def ossl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    ossl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", "cli.key", "-out", "cli.csr")
+    (d / "cli.cnf").write_text("extendedKeyUsage=clientAuth\n")
+    ossl("x509", "-req", "-in", "cli.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+         "-extfile", "cli.cnf", "-out", "cli.pem")
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+def test_tls_broker_that_requires_a_client_certificate(tmp_path):
+    _ca_and_server_cert(tmp_path)
+    _client_cert(tmp_path)
+    broker = Broker(tmp_path)
+    broker.conf.write_text(broker.conf.read_text() + f"cafile {tmp_path}/ca.pem\ncertfile {tmp_path}/srv.pem\n"
+                                                      f"keyfile {tmp_path}/srv.key\nrequire_certificate true\n")
+    broker.start()
+    got = []
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="edge_runtime-test-tls-sub")
+    c.tls_set(ca_certs=str(tmp_path / "ca.pem"), certfile=str(tmp_path / "cli.pem"), keyfile=str(tmp_path / "cli.key"))
+    c.on_connect = lambda cl, u, f, rc, p=None: cl.subscribe("edge_runtime/test/#", qos=1)
+    c.on_message = lambda cl, u, m: got.append(json.loads(m.payload))
+    c.connect("localhost", broker.port)
+    c.loop_start()
+    try:
+        # with the client certificate: every event delivered
+        cfg = _service(tmp_path, broker.port, 2, extra='mqtt_ca_file = "ca.pem"\nmqtt_cert_file = "cli.pem"\n'
+                                                      'mqtt_key_file = "cli.key"')
+        cfg.write_text(cfg.read_text().replace("mqtt://127.0.0.1", "mqtts://localhost"))
+        d = ServeProcess(cfg)
+        assert d.wait(60) == 0, d.raw[-5:]
+        n = len(_events_in_file(tmp_path))
+        assert n >= 15
+        assert _wait(lambda: {m.get("seq") for m in got} >= set(range(1, n + 1)), 20), (n, len(got))
+        assert not d.events("mqtt_tls_failed") and d.events("mqtt_connected")
+        # without one, the broker refuses the handshake: one error line, nothing delivered, the audio goes on
+        (tmp_path / "ev.jsonl").unlink()
+        cfg.write_text(cfg.read_text().replace('mqtt_cert_file = "cli.pem"\nmqtt_key_file = "cli.key"', "")
+                       .replace('state_dir = "state"', 'state_dir = "state2"'))
+        before = len(got)
+        d2 = ServeProcess(cfg)
+        assert d2.wait(60) == 0, d2.raw[-5:]
+        assert not d2.events("mqtt_connected"), d2.raw[-5:]
+        failed = d2.events("mqtt_tls_failed")
+        assert len(failed) == 1, [json.loads(x)["event"] for x in d2.raw]
+        assert "certificate required" in failed[0]["msg"] and "mqtt_cert_file" in failed[0]["msg"], failed
+        assert d2.events("pipeline_end")[0]["frames_in"] == 32000
+        assert len(got) == before
+        # `run --events mqtts://...` takes the same files from its URL
+        _run_input(tmp_path, seconds=1)
+        r = _run(tmp_path, f"mqtts://localhost:{broker.port}/edge_runtime/test?ca_file={tmp_path}/ca.pem&"
+                           f"cert_file={tmp_path}/cli.pem&key_file={tmp_path}/cli.key", "--json")
+        assert r.returncode == 0, r.stderr
+        k = json.loads(r.stdout)["events"]
+        assert _wait(lambda: sum(1 for m in got if m.get("source") == "run") >= k, 20)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+        broker.stop()
+
+
 @pytest.mark.parametrize("svc,expect", [
     ({"mqtt": "tcp://x:1"}, "expected \"mqtt://HOST:PORT\" or \"mqtts://HOST:PORT\""),
     ({"mqtt": "mqtt://x:1", "mqtt_ca_file": "ca.pem"}, "TLS files are set, expected \"mqtts://HOST:PORT\""),
@@ -308,3 +371,85 @@ def test_mqtt_config_errors(svc, expect):
     with pytest.raises(ConfigError) as ei:
         parse_service_config({"service": svc, "pipelines": [pipe]}, "s.toml")
     assert str(ei.value).startswith("s.toml: ") and expect in str(ei.value), str(ei.value)
+
+
+# ---- `edge-runtime run --events mqtt://HOST:PORT/PREFIX`: the same publisher and queue -----------------
+
+def _run_input(tmp_path, seconds=2):
+    import numpy as np
+
+    from conftest import write_wav
+
+    x = (sawtooth(16000 * seconds)[:, 0] / 32768.0).astype(np.float32)
+    write_wav(tmp_path / "in.wav", x, 16000)
+    (tmp_path / "m.toml").write_text('name = "m"\nsample_rate = 16000\nblock_size = 160\n'
+                                      '[[nodes]]\ntype = "meter"\ninterval_ms = 100\n')
+
+
+def _run(tmp_path, events, *more):
+    from conftest import run_cli
+
+    return run_cli("run", tmp_path / "m.toml", "-i", tmp_path / "in.wav", "--events", events, *more,
+                   env={"EDGE_RUNTIME_STATE": str(tmp_path / "state")})
+
+
+def test_run_events_to_mqtt_arrive_in_order_as_in_the_file(tmp_path):
+    _run_input(tmp_path)
+    broker = Broker(tmp_path)
+    broker.start()
+    sub = Subscriber(broker.port, topic="lab/bench1/#")
+    try:
+        r = _run(tmp_path, tmp_path / "ev.jsonl")
+        assert r.returncode == 0, r.stderr
+        ref = [json.loads(x) for x in (tmp_path / "ev.jsonl").read_text().splitlines()]
+        r = _run(tmp_path, f"mqtt://127.0.0.1:{broker.port}/lab/bench1", "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["events"] == len(ref) >= 40
+        assert _wait(lambda: len(sub.msgs) >= len(ref), 20), (len(sub.msgs), len(ref))
+        got = list(sub.msgs)
+        assert [m["seq"] for m in got] == list(range(1, len(ref) + 1))
+        assert [(m["node"], m["event"], m["value"], m["time_s"]) for m in got] == \
+            [(e["node"], e["event"], e["value"], round(e["time_s"], 6)) for e in ref]
+        assert got[0]["pipeline"] == "m" and got[0]["ts"].endswith("Z") and got[0]["source"] == "run"
+    finally:
+        sub.close()
+        broker.stop()
+
+
+def test_run_events_while_the_broker_is_away_go_out_with_the_next_run(tmp_path):
+    _run_input(tmp_path, seconds=1)
+    broker = Broker(tmp_path)                          # not started
+    url = f"mqtt://127.0.0.1:{broker.port}/lab/bench1?wait_s=1"
+    r = _run(tmp_path, url, "--json")
+    assert r.returncode == 0, r.stderr                  # the audio ran; the events wait on disk
+    first = json.loads(r.stdout)["events"]
+    assert first >= 18 and "stay queued in" in r.stderr.decode() and "mqtt-run" in r.stderr.decode()
+    broker.start()
+    sub = Subscriber(broker.port, topic="lab/bench1/#")
+    try:
+        r = _run(tmp_path, url.replace("wait_s=1", "wait_s=20"), "--json")
+        assert r.returncode == 0, r.stderr
+        total = first + json.loads(r.stdout)["events"]
+        assert _wait(lambda: len(set(sub.seqs())) >= total, 20), (len(set(sub.seqs())), total)
+        seqs = sub.seqs()
+        assert sorted(set(seqs)) == list(range(1, total + 1))     # none lost, numbered across both runs
+        first_arrivals = list(dict.fromkeys(seqs))
+        assert first_arrivals == sorted(first_arrivals)           # in order
+        print(f"\nrun --events mqtt with the broker away: {first} queued by the first run, {total - first} by the "
+              f"second; {len(set(seqs))} delivered, {len(seqs) - len(set(seqs))} repeats, 0 lost")
+    finally:
+        sub.close()
+        broker.stop()
+
+
+@pytest.mark.parametrize("url,expect", [
+    ("mqtt://127.0.0.1:1/a/#", "without wildcards"),
+    ("mqtt://127.0.0.1:1/a?password=x", "a password goes in a file"),
+    ("mqtt://127.0.0.1:1/a?ca_file=ca.pem", "expected \"mqtts://...\""),
+    ("mqtts://127.0.0.1:1/a?cert_file=c.pem", "cert_file and key_file go together"),
+    ("mqtt://127.0.0.1:99999/a", "a port 1..65535"),
+])
+def test_run_events_url_errors(tmp_path, url, expect):
+    _run_input(tmp_path, seconds=1)
+    r = _run(tmp_path, url)
+    assert r.returncode == 2 and expect in r.stderr.decode() and "Traceback" not in r.stderr.decode(), r.stderr

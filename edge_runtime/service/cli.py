@@ -1,4 +1,4 @@
-"""The service's CLI commands: ``serve``, ``status``, ``install-service`` (wired in edge_runtime.cli)."""
+"""The service's CLI commands: ``serve``, ``status``, ``install-service``, ``wyoming`` (wired in edge_runtime.cli)."""
 from __future__ import annotations
 
 import json
@@ -119,6 +119,32 @@ def add_parsers(sub) -> None:
          "edge-runtime install-service --root /mnt/image --rt-priority 70")))
     add_install_arguments(i)
     i.set_defaults(func=cmd_install_service)
+
+    w = sub.add_parser("wyoming", **parser_kwargs(
+        "serve the VAD, the classifier or the denoiser to Home Assistant over the Wyoming protocol",
+        ("edge-runtime wyoming --service classify --uri tcp://0.0.0.0:10700   # a wake-word style service",
+         "edge-runtime wyoming --service vad --uri tcp://127.0.0.1:10701",
+         "edge-runtime wyoming --service denoise --uri unix:///run/edge-runtime/denoise.sock",
+         "edge-runtime wyoming --service classify --labels alarm,water --uri tcp://0.0.0.0:10700",
+         "# what each service sends back: docs/wyoming.md; needs the [wyoming] extra"),
+        description="Serve one pipeline as a Wyoming service: vad (voice-started/voice-stopped), classify "
+        "(detection with the label and its confidence, not-detected) or denoise (the audio back, same format). "
+        "Clients may send any rate, 16/24/32-bit PCM and channel count; it is converted at the edge."))
+    w.add_argument("--service", required=True, choices=("vad", "classify", "denoise"), help="what to serve")
+    w.add_argument("--uri", default="tcp://127.0.0.1:10700",
+                   help="tcp://HOST:PORT, unix://PATH or stdio:// (default tcp://127.0.0.1:10700)")
+    w.add_argument("--pipeline", help="pipeline name or .toml to run instead of the service's default "
+                   "(vad: a vad node alone; classify: classify; denoise: denoise)")
+    w.add_argument("--labels", help="classify: the labels that give a detection, comma-separated "
+                   "(default: all but silence; a client's detect names override it)")
+    w.set_defaults(func=cmd_wyoming)
+
+
+def cmd_wyoming(args) -> int:
+    from .wyoming import serve
+
+    labels = tuple(s.strip() for s in (args.labels or "").split(",") if s.strip())
+    return serve(args.service, args.uri, args.pipeline, labels)
 
 
 def cmd_status_wrapper(args) -> int:

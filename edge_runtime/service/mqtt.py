@@ -228,7 +228,8 @@ class MqttPublisher:
 
     def __init__(self, url: str, prefix: str, state_dir: str, *, device: str, max_mb: float = 16.0,
                  username: str | None = None, password_file: str | None = None, logger=None,
-                 ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None):
+                 ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
+                 client_id: str | None = None):
         try:
             import paho.mqtt.client as mqtt
         except ImportError:
@@ -250,7 +251,7 @@ class MqttPublisher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._pipelines: set[str] = set()
-        c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"edge_runtime-{device}",
+        c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"edge_runtime-{device}",
                                       clean_session=True)
         if username:
             password = None
@@ -274,6 +275,8 @@ class MqttPublisher:
         c.on_disconnect = self._on_disconnect
         c.on_connect_fail = self._on_connect_fail
         c.on_publish = self._on_publish
+        c.on_log = self._on_log
+        self._socket_error = ""
         c.reconnect_delay_set(1, 30)
         c.max_inflight_messages_set(64)
         self._thread = threading.Thread(target=self._run, name="edge_runtime-mqtt", daemon=True)
@@ -332,7 +335,20 @@ class MqttPublisher:
                             "goes on", broker=f"{self.host}:{self.port}")
             self._refused_logged = True
 
+    def _on_log(self, client, userdata, level, buf):
+        # paho reports why a socket failed only here (e.g. a TLS alert after the handshake)
+        if "socket" in buf:
+            self._socket_error = buf
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
+        if not self.connected and self._tls and not self._refused_logged and self.jlog is not None:
+            # dropped before CONNACK: with TLS 1.3 a broker that requires a client certificate says so
+            # only after the handshake, as an alert on the first read
+            self.jlog.error("mqtt_tls_failed", f"MQTT broker {self.host}:{self.port} closed the TLS connection before "
+                            f"accepting it ({self._socket_error or reason_code}); does it require a client certificate "
+                            "(mqtt_cert_file, mqtt_key_file) that it did not get or does not trust? retrying, the audio "
+                            "goes on", broker=f"{self.host}:{self.port}")
+            self._refused_logged = True
         if self.connected and self.jlog is not None:
             self.jlog.warning("mqtt_disconnected", f"MQTT broker {self.host}:{self.port} went away ({reason_code}); "
                               "events are queued on disk", broker=f"{self.host}:{self.port}")
@@ -436,3 +452,140 @@ class MqttPublisher:
         if self.queue.dropped and self.jlog is not None:
             self.jlog.warning("mqtt_dropped", f"{self.queue.dropped} event(s) exceeded the MQTT queue bound and "
                               "were dropped", dropped=self.queue.dropped)
+
+
+# ---- `edge-runtime run --events mqtt://HOST:PORT/PREFIX` ---------------------------------------------
+
+#: query keys of a ``run --events`` MQTT URL (the service config's ``mqtt_*`` keys, without the prefix)
+RUN_URL_KEYS = ("ca_file", "cert_file", "key_file", "username", "password_file", "queue_mb", "wait_s")
+
+
+def parse_events_url(url: str) -> dict:
+    """``mqtt[s]://HOST[:PORT][/PREFIX][?key=value&...]`` -> the publisher's settings.
+
+    ``PREFIX`` is the topic prefix (default ``edge_runtime/<host name>``); the keys are
+    :data:`RUN_URL_KEYS` (``password_file``, never a password: a URL shows in ``ps``).
+    """
+    import urllib.parse
+
+    what = f"--events {url!r}"
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("mqtt", "mqtts"):
+        raise ConfigError(f"{what}: expected \"mqtt://HOST:PORT/PREFIX\" or \"mqtts://HOST:PORT/PREFIX\"")
+    rest, _, query = rest.partition("?")
+    netloc, _, prefix = rest.partition("/")
+    host, port = parse_mqtt_url(f"{scheme}://{netloc}", what)
+    prefix = urllib.parse.unquote(prefix).strip("/")
+    if any(c in prefix for c in "#+") or "//" in prefix:
+        raise ConfigError(f"{what}: the topic prefix {prefix!r} must be a topic without wildcards (#, +) or empty levels")
+    opts: dict = {"url": f"{scheme}://{host}:{port}", "prefix": prefix}
+    for key, values in urllib.parse.parse_qs(query, keep_blank_values=True, strict_parsing=False).items():
+        if key not in RUN_URL_KEYS:
+            raise ConfigError(f"{what}: unknown key {key!r}; expected some of {', '.join(RUN_URL_KEYS)}"
+                              + (" (a password goes in a file: password_file=PATH)" if key == "password" else ""))
+        opts[key] = values[-1]
+    for key in ("queue_mb", "wait_s"):
+        if key in opts:
+            try:
+                opts[key] = float(opts[key])
+                if not opts[key] > 0:
+                    raise ValueError
+            except ValueError:
+                raise ConfigError(f"{what}: {key}={opts[key]!r}; expected a number above 0") from None
+    if scheme == "mqtt" and any(k in opts for k in ("ca_file", "cert_file", "key_file")):
+        raise ConfigError(f"{what}: TLS files are set, expected \"mqtts://...\"")
+    if ("cert_file" in opts) != ("key_file" in opts):
+        raise ConfigError(f"{what}: cert_file and key_file go together (a client certificate and its key)")
+    return opts
+
+
+class _StderrLog:
+    """The publisher's log lines for a one-shot command: Python logging (stderr), one line each."""
+
+    def __init__(self):
+        self.lines: list[tuple[str, str]] = []
+
+    def _say(self, level, event, msg, **_fields):
+        self.lines.append((event, msg))
+        log.log(level, "%s", msg)
+
+    def error(self, event, msg, **f):
+        self._say(logging.ERROR, event, msg, **f)
+
+    def warning(self, event, msg, **f):
+        self._say(logging.WARNING, event, msg, **f)
+
+    def info(self, event, msg, **f):
+        self._say(logging.INFO, event, msg, **f)
+
+
+def run_event_writer(url: str, pipeline: str, *, state=None):
+    """(callback, finish, close) for ``run --events mqtt://...``: every event through the same
+    :class:`MqttPublisher` and on-disk queue as ``serve`` (``<state>/mqtt-run``; one ``run`` at a
+    time holds it). ``finish`` waits up to ``wait_s`` (default 10) for the broker to acknowledge
+    everything; what it did not stays queued and goes out with the next ``run --events mqtt``.
+    Returns a 4th item: ``report()`` -> sent/delivered/queued counts for the summary."""
+    import fcntl
+    import socket
+
+    from ..paths import state_dir
+
+    opts = parse_events_url(url)
+    device = socket.gethostname().split(".")[0] or "device"
+    qdir = os.path.join(str(state_dir(state)), "mqtt-run")
+    os.makedirs(qdir, exist_ok=True)
+    lock = open(os.path.join(qdir, "lock"), "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise ConfigError(f"--events {url}: another edge-runtime run is publishing through the queue in {qdir}; "
+                          "wait for it (one run at a time per state folder, EDGE_RUNTIME_STATE)") from None
+    jlog = _StderrLog()
+    try:
+        pub = MqttPublisher(opts["url"], opts["prefix"] or f"edge_runtime/{device}", qdir, device=device,
+                            max_mb=opts.get("queue_mb", 16.0), username=opts.get("username"),
+                            password_file=opts.get("password_file"), logger=jlog, ca_file=opts.get("ca_file"),
+                            cert_file=opts.get("cert_file"), key_file=opts.get("key_file"),
+                            # not serve's id: a broker drops the older of two sessions with one id
+                            client_id=f"edge_runtime-{device}-run")
+    except BaseException:
+        lock.close()
+        raise
+    backlog0 = pub.queue.backlog_bytes
+    pub.start()
+    wait_s = opts.get("wait_s", 10.0)
+    state_ = {"closed": False, "events": 0}
+
+    def cb(ev):
+        state_["events"] += 1
+        pub.put(pipeline, {"pipeline": pipeline, "time_s": round(ev.time_s, 6), "frame": ev.frame, "node": ev.node,
+                           "event": ev.event, "value": ev.value, "ts": ev.ts,
+                           # seq counts per queue: serve's and run's are two sequences of one device
+                           "source": "run"})
+
+    def finish():
+        end = time.monotonic() + wait_s
+        while time.monotonic() < end and pub.queue.backlog_bytes:
+            time.sleep(0.02)
+
+    def close(ok):
+        if state_["closed"]:
+            return
+        state_["closed"] = True
+        try:
+            pub.close(timeout=0.0)
+        finally:
+            lock.close()
+        queued = pub.queue.backlog_bytes
+        if queued:
+            log.warning("--events %s: %d event(s) not yet acknowledged by the broker stay queued in %s (%d bytes); "
+                        "the next run --events mqtt://... delivers them", url, max(0, pub.seq - 1 - pub.queue.acked_seq),
+                        qdir, queued)
+
+    def report():
+        return {"broker": f"{pub.host}:{pub.port}", "events": state_["events"], "sent": pub.sent,
+                "delivered": pub.delivered, "queued_bytes": pub.queue.backlog_bytes, "dropped": pub.queue.dropped,
+                "backlog_bytes_at_start": backlog0, "queue": qdir}
+
+    return cb, finish, close, report
