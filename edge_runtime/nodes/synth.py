@@ -29,8 +29,8 @@ __all__ = ["INSTRUMENTS", "Synth", "TimbreTransfer"]
 # per instrument: the MIDI range it was trained on (build_generate.py) and its typical loudness:
 # the median A-weighted loudness (dB, this front end) of the voiced hops of its training phrases
 INSTRUMENTS = {
-    "violin": {"range": (55, 88), "level_db": -41.0},
-    "flute": {"range": (60, 91), "level_db": -33.0},
+    "violin": {"range": (55, 88), "level_db": -40.9},
+    "flute": {"range": (60, 91), "level_db": -38.3},
     "trumpet": {"range": (55, 80), "level_db": -36.0},
 }
 HIDDEN = 128
