@@ -83,7 +83,7 @@ def add_parser(sub) -> None:
         "play a MIDI file's melody on a DDSP instrument (16 kHz; needs mido: the [generate] extra)",
         ("edge-runtime generate --instrument violin --midi in.mid -o out.wav",
          "edge-runtime generate --instrument flute --midi tune.mid -o tune.flac --reverb 0.2 --transpose 12")))
-    g.add_argument("--midi", "-m", required=True, help="MIDI file (its monophonic line: the newest note sounds)")
+    g.add_argument("--midi", required=True, help="MIDI file (its monophonic line: the newest note sounds)")
     g.add_argument("--output", "-o", required=True, help="audio file to write (.wav, .flac, .ogg)")
     g.add_argument("--instrument", default="violin", choices=tuple(INSTRUMENTS), help="the decoder to play")
     g.add_argument("--variant", default="auto", help="model variant (auto: the device profile's choice)")

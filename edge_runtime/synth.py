@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from . import _synth
+from ._synth import FilteredNoise, HarmonicBank, Loudness, Reverb, Yin
 
 __all__ = ["SAMPLE_RATE", "HOP", "N_HARMONICS", "N_BANDS", "F0_MIN", "F0_MAX", "Synthesizer", "FrontEnd",
            "synthesize", "analyze", "a_weighting_sos", "hz_to_midi", "midi_to_hz"]
@@ -76,9 +76,9 @@ class Synthesizer:
             raise ValueError(f"reverb_wet={reverb_wet} (expected 0..1), reverb_room={reverb_room} (expected 0..<1)")
         self.sample_rate, self.hop = int(sample_rate), int(hop)
         self.n_harmonics, self.n_bands = int(n_harmonics), int(n_bands)
-        self.harmonic = _synth.HarmonicBank(self.n_harmonics, self.hop, float(self.sample_rate))
-        self.noise = _synth.FilteredNoise(self.n_bands, self.hop, int(seed))
-        self.reverb = _synth.Reverb(float(self.sample_rate), room=reverb_room, wet=reverb_wet) if reverb_wet > 0 else None
+        self.harmonic = HarmonicBank(self.n_harmonics, self.hop, float(self.sample_rate))
+        self.noise = FilteredNoise(self.n_bands, self.hop, int(seed))
+        self.reverb = Reverb(float(self.sample_rate), room=reverb_room, wet=reverb_wet) if reverb_wet > 0 else None
         self._noise_out = np.zeros(self.hop, np.float32)
         self.latency_samples = self.noise.taps // 2      # the linear-phase noise filter's delay
 
@@ -127,10 +127,10 @@ class FrontEnd:
         if not (0 < f0_min < f0_max < sample_rate / 4):
             raise ValueError(f"f0 range {f0_min}..{f0_max} Hz: expected 0 < f0_min < f0_max < sample_rate/4")
         self.sample_rate, self.hop = int(sample_rate), int(hop)
-        self.yin = _synth.Yin(float(sample_rate), self.hop, int(round(YIN_WINDOW * sample_rate / 16000)),
+        self.yin = Yin(float(sample_rate), self.hop, int(round(YIN_WINDOW * sample_rate / 16000)),
                               max(2, int(sample_rate // f0_max)), int(math.ceil(sample_rate / f0_min)),
                               YIN_THRESHOLD)
-        self.loud = _synth.Loudness(a_weighting_sos(self.sample_rate),
+        self.loud = Loudness(a_weighting_sos(self.sample_rate),
                                     int(LOUDNESS_WINDOW * sample_rate // 16000), self.hop)
         self.default_f0 = float(default_f0)
         self.reset()
