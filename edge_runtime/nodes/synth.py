@@ -31,7 +31,7 @@ __all__ = ["INSTRUMENTS", "Synth", "TimbreTransfer"]
 INSTRUMENTS = {
     "violin": {"range": (55, 88), "level_db": -40.9},
     "flute": {"range": (60, 91), "level_db": -38.3},
-    "trumpet": {"range": (55, 80), "level_db": -36.0},
+    "trumpet": {"range": (55, 80), "level_db": -40.5},
 }
 HIDDEN = 128
 

@@ -17,6 +17,7 @@ Metrics: multi-scale spectral distance (MSD: FFT 1024, 512, 256, 128, 64, Hann, 
 mean |S - S'| + mean |log(S + 1e-5) - log(S' + 1e-5)| summed over sizes, the training loss's
 definition) between target and resynthesis; f0 error = median |cents| between the tracker's raw f0
 of resynthesis and target over hops where both are voiced and the target above -60 dB; loudness
+error also by SwiftF0 (independent, offline; the ``swift-f0`` wheel, MIT); loudness
 error = mean |dB| difference over hops where the target is above -70 dB. Timing: the
 ``timbre_transfer`` node (INT8) over 20 s of a held-out phrase in 10 ms blocks, one thread;
 RTF = time / audio time, worst and p99 block. Onset delay: a 440 Hz tone burst through
@@ -41,6 +42,7 @@ from edge_runtime.synth import HOP, N_HARMONICS, SAMPLE_RATE, analyze, synthesiz
 INSTRUMENTS = ("violin", "flute", "trumpet")
 FFT_SIZES = (1024, 512, 256, 128, 64)
 EPS = 1e-5
+SPEECH = "/usr/share/pocketsphinx/test/data/librivox/*.wav"    # real read speech (pocketsphinx-testdata)
 RESULTS = ROOT / "firmware_tools" / "eval" / "results"
 
 
@@ -67,9 +69,31 @@ def metrics(target: np.ndarray, pred: np.ndarray, ft: dict) -> dict:
     both = ft["voiced"][:n] & fp["voiced"][:n] & (ft["loudness_db"][:n] > -60)
     cents = np.abs(1200 * np.log2(fp["raw_f0"][:n][both] / ft["raw_f0"][:n][both]))
     loud = ft["loudness_db"][:n] > -70
+    sw = swift_cents(target, pred)
     return {"msd": msd(target, pred), "f0_cents_median": float(np.median(cents)) if len(cents) else float("nan"),
+            "f0_cents_swift": sw,
             "f0_voiced_hops": int(both.sum()),
             "loudness_err_db": float(np.mean(np.abs(fp["loudness_db"][:n][loud] - ft["loudness_db"][:n][loud])))}
+
+
+_SWIFT = []
+
+
+def swift_cents(target: np.ndarray, pred: np.ndarray) -> float:
+    """Median |cents| between SwiftF0's pitch (an independent tracker: MIT, the swift-f0 wheel, offline,
+    160 ms look-ahead) of resynthesis and target over frames both call voiced; NaN without swift-f0."""
+    try:
+        import swift_f0
+    except ImportError:
+        return float("nan")
+    if not _SWIFT:
+        _SWIFT.append(swift_f0.SwiftF0(threads=1))
+    a, b = _SWIFT[0].detect(target, SAMPLE_RATE), _SWIFT[0].detect(pred, SAMPLE_RATE)
+    n = min(len(a.pitch_hz), len(b.pitch_hz))
+    both = (a.confidence[:n] >= 0.5) & (b.confidence[:n] >= 0.5)
+    if not both.any():
+        return float("nan")
+    return float(np.median(np.abs(1200 * np.log2(b.pitch_hz[:n][both] / a.pitch_hz[:n][both]))))
 
 
 def decode(instrument: str, variant: str, ft: dict) -> np.ndarray:
@@ -180,6 +204,41 @@ def onset_delay(instrument: str) -> float:
     return float((first + 1) * HOP / SAMPLE_RATE * 1e3 - on / SAMPLE_RATE * 1e3)
 
 
+def transfer(data: Path, src: str, dst: str, limit: int = 3) -> dict:
+    """timbre_transfer of ``src``'s held-out phrases to ``dst``: the output's f0 against the input's
+    (octave-folded: fold_octaves may move it by octaves), over hops both voiced and the input above -60 dB."""
+    from edge_runtime.engine import Pipeline
+    from edge_runtime.nodes.synth import TimbreTransfer
+
+    cents, voiced = [], []
+    if src == "speech":
+        import glob
+
+        import soundfile as sf
+        import soxr
+
+        clips = []
+        for f in sorted(glob.glob(SPEECH))[:limit]:
+            x, sr = sf.read(f, dtype="float32", always_2d=True)
+            clips.append((f, soxr.resample(x.mean(axis=1), sr, SAMPLE_RATE).astype(np.float32)))
+    else:
+        clips = load_targets(data, src, "heldout", limit)
+    for _, x in clips:
+        p = Pipeline([TimbreTransfer(instrument=dst, variant="int8-static")], sample_rate=SAMPLE_RATE,
+                     block_size=HOP, channels=1).prepare(1)
+        y = p.process_array(x[None].astype(np.float32))[0]
+        fi, fo = analyze(x), analyze(y)
+        n = min(len(fi["f0"]), len(fo["f0"]))
+        src_on = fi["voiced"][:n] & (fi["loudness_db"][:n] > -60)
+        both = src_on & fo["voiced"][:n]
+        c = 1200 * np.log2(fo["raw_f0"][:n][both] / fi["raw_f0"][:n][both])
+        cents.append(np.abs(c - 1200 * np.round(c / 1200)))
+        voiced.append(both.sum() / max(1, src_on.sum()))
+    c = np.concatenate(cents)
+    return {"f0_cents_median": float(np.median(c)), "within_50_cents": float(np.mean(c < 50)),
+            "voiced_share": float(np.mean(voiced)), "n": len(cents)}
+
+
 def figure(path: Path, target: np.ndarray, ours: np.ndarray, base: np.ndarray, title: str) -> None:
     import matplotlib
 
@@ -250,6 +309,7 @@ def main(argv=None) -> int:
                     summary[inst].setdefault(split, {})[method] = {
                         "n": len(rs), "msd": float(np.mean([r["msd"] for r in rs])),
                         "f0_cents_median": float(np.nanmedian([r["f0_cents_median"] for r in rs])),
+                        "f0_cents_swift": float(np.nanmedian([r["f0_cents_swift"] for r in rs])),
                         "loudness_err_db": float(np.mean([r["loudness_err_db"] for r in rs]))}
         # the manifest's headline: the held-out phrases
         for method in ("ours_fp32", "ours_int8"):
@@ -258,7 +318,15 @@ def main(argv=None) -> int:
         summary[inst]["timing"] = timing(inst, np.concatenate([x for _, x in x0])[:20 * SAMPLE_RATE])
         summary[inst]["onset_delay_ms"] = onset_delay(inst)
         print(inst, json.dumps(summary[inst]["heldout"]), json.dumps(summary[inst]["timing"]), flush=True)
-    out = {"summary": summary, "rows": rows, "seconds": round(time.time() - t_start)}
+    pairs = {}
+    for i, src in enumerate(args.instruments):
+        dst = args.instruments[(i + 1) % len(args.instruments)]
+        if dst != src:
+            pairs[f"{src}->{dst}"] = transfer(data, src, dst)
+            print(src, "->", dst, json.dumps(pairs[f"{src}->{dst}"]), flush=True)
+    if "violin" in args.instruments:
+        pairs["speech->violin"] = transfer(data, "speech", "violin")
+    out = {"summary": summary, "transfer": pairs, "rows": rows, "seconds": round(time.time() - t_start)}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=1))
     write_markdown(out, args)
@@ -276,8 +344,9 @@ def write_markdown(out: dict, args) -> None:
              f"evaluated on {args.phrases} held-out phrases (other seeds) on FluidR3_GM (`heldout`), the same phrases "
              "on MuseScore_General_Lite.sf3 (`font`, never trained on) and the lmms recorded sample (`recorded`, one "
              "file). Controls (f0, loudness) come from the node's causal front end on the target.", "",
-             "| instrument | split | method | MSD | vs wavetable | f0 error, median cents | loudness error dB |",
-             "|---|---|---|---|---|---|---|"]
+             "| instrument | split | method | MSD | vs wavetable | f0 error, median cents (our YIN) | "
+             "f0 error (SwiftF0) | loudness error dB |",
+             "|---|---|---|---|---|---|---|---|"]
     for inst, d in s.items():
         for split in ("heldout", "font", "recorded"):
             if split not in d:
@@ -287,7 +356,7 @@ def write_markdown(out: dict, args) -> None:
                 r = d[split][method]
                 rel = "" if method == "wavetable" else f"{100 * (r['msd'] - base) / base:+.1f} %"
                 lines.append(f"| {inst} | {split} (n={r['n']}) | {method} | {r['msd']:.3f} | {rel} | "
-                             f"{r['f0_cents_median']:.2f} | {r['loudness_err_db']:.2f} |")
+                             f"{r['f0_cents_median']:.2f} | {r['f0_cents_swift']:.2f} | {r['loudness_err_db']:.2f} |")
     lines += ["", "Timing (timbre_transfer node, INT8, one thread, 10 ms blocks, 20 s of held-out phrases; "
               "front end + decoder + kernels):", "",
               "| instrument | RTF | mean hop ms | p99 hop ms | worst hop ms | onset delay ms |", "|---|---|---|---|---|---|"]
@@ -295,6 +364,14 @@ def write_markdown(out: dict, args) -> None:
         t = d["timing"]
         lines.append(f"| {inst} | {t['rtf']:.4f} | {t['mean_hop_ms']:.3f} | {t['p99_hop_ms']:.3f} | "
                      f"{t['worst_hop_ms']:.3f} | {d['onset_delay_ms']:.0f} |")
+    if out.get("transfer"):
+        lines += ["", "Timbre transfer (the `timbre_transfer` node, INT8, on 3 held-out phrases of one instrument played "
+                  "by another; `speech`: 3 read-speech clips of pocketsphinx-testdata): output f0 against the input's, octave-folded, over hops where the input is voiced "
+                  "and above -60 dB:", "", "| transfer | f0 error, median cents | hops within 50 cents | "
+                  "input voiced hops also voiced in the output |", "|---|---|---|---|"]
+        for k, r in out["transfer"].items():
+            lines.append(f"| {k} | {r['f0_cents_median']:.2f} | {100 * r['within_50_cents']:.1f} % | "
+                         f"{100 * r['voiced_share']:.1f} % |")
     lines += ["", "Spectrograms: " + ", ".join(f"`generate_spectrogram_{i}.png`" for i in s), ""]
     (RESULTS / "generate.md").write_text("\n".join(lines) + "\n")
 
