@@ -216,7 +216,8 @@ def ms_loss(pred, target):
     return total
 
 
-def train(instrument: str, data: Path, out: Path, minutes: float, seed: int = 0, log=print) -> dict:
+def train(instrument: str, data: Path, out: Path, minutes: float, seed: int = 0, log=print, init: str | None = None,
+          lr0: float = 2e-3) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -227,7 +228,11 @@ def train(instrument: str, data: Path, out: Path, minutes: float, seed: int = 0,
     log(f"{instrument}: {len(items)} train phrases ({sum(len(i['f0']) for i in items) * HOP / SAMPLE_RATE / 60:.1f} min), "
         f"{len(held)} held out")
     dec = Decoder()
-    opt = torch.optim.Adam(dec.parameters(), lr=2e-3)
+    if init:                                            # continue a run (its checkpoint.npz: arrays, no pickle)
+        with np.load(init, allow_pickle=False) as z:
+            dec.load_state_dict({k: torch.tensor(z[k]) for k in z.files})
+        log(f"  continuing from {init}")
+    opt = torch.optim.Adam(dec.parameters(), lr=lr0)
     basis = torch.tensor(noise_basis(), dtype=torch.float32)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -254,7 +259,7 @@ def train(instrument: str, data: Path, out: Path, minutes: float, seed: int = 0,
     while time.time() - t0 < budget:
         frac = (time.time() - t0) / budget
         for g in opt.param_groups:
-            g["lr"] = 2e-3 * (0.1 ** frac)            # exponential decay to 2e-4 over the run
+            g["lr"] = lr0 * (0.1 ** frac)             # exponential decay to lr0 / 10 over the run
         f0, ld, x = batch(items, BATCH, rng)
         amps, mags = dec(f0, ld)
         loss = ms_loss(torch_synth(f0, amps, mags, basis, gen), x)
@@ -272,7 +277,9 @@ def train(instrument: str, data: Path, out: Path, minutes: float, seed: int = 0,
     if best[1] is not None:
         dec.load_state_dict(best[1])
     out.mkdir(parents=True, exist_ok=True)
-    rep = {"instrument": instrument, "steps": step, "seconds": round(time.time() - t0), "best_held_loss": best[0],
+    prev = json.loads((out / "train_report.json").read_text()) if init and (out / "train_report.json").exists() else {}
+    rep = {"instrument": instrument, "steps": step + prev.get("steps", 0), "continued_from": init,
+           "seconds": round(time.time() - t0) + prev.get("seconds", 0), "best_held_loss": best[0],
            "history": hist, "train_phrases": len(items),
            "train_minutes": sum(len(i["f0"]) for i in items) * HOP / SAMPLE_RATE / 60,
            "params": sum(p.numel() for p in dec.parameters()), "date": datetime.date.today().isoformat()}
@@ -404,6 +411,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(ROOT / "firmware_tools" / "work" / "generate"))
     ap.add_argument("--work", help="default firmware_tools/work/generate/model_<instrument>")
     ap.add_argument("--minutes", type=float, default=10.0, help="wall-clock training budget")
+    ap.add_argument("--init", help="checkpoint.npz of an earlier run to continue from")
+    ap.add_argument("--lr", type=float, default=2e-3, help="initial learning rate (decays 10x over the run)")
     ap.add_argument("--ship", action="store_true", help="quantize the exported model, copy to models_int8 and "
                     "write the manifest entry")
     ap.add_argument("--eval", help="eval_generate.py's JSON for the manifest metrics")
@@ -413,7 +422,7 @@ def main(argv=None) -> int:
     if args.ship:
         print(json.dumps(ship(args.instrument, data, work, Path(args.eval) if args.eval else None), indent=1))
         return 0
-    rep = train(args.instrument, data, work, args.minutes)
+    rep = train(args.instrument, data, work, args.minutes, init=args.init, lr0=args.lr)
     print(json.dumps({k: v for k, v in rep.items() if k != "history"}, indent=1))
     return 0
 
