@@ -148,7 +148,7 @@ def test_midi_monophonic_line_and_envelope(tmp_path):
     mid.save(str(tmp_path / "p.mid"))
     notes = read_notes(str(tmp_path / "p.mid"))
     assert [(round(s, 3), round(e, 3), p) for s, e, p, _ in notes] == [(0.0, 0.5, 60), (0.5, 1.0, 64)]
-    f0, ld = controls_from_notes(notes, level_db=-40.0)
+    f0, ld = controls_from_notes(notes, velocity_db=(-60.0, 0.2))
     assert f0[20] == pytest.approx(261.63, abs=0.01) and f0[70] == pytest.approx(329.63, abs=0.01)
     assert ld[20] > ld[70] > -60 and ld[-1] == -100.0          # velocity 100 louder than 60; silent tail
 

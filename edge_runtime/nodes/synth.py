@@ -26,12 +26,13 @@ from .model import ModelNode
 
 __all__ = ["INSTRUMENTS", "Synth", "TimbreTransfer"]
 
-# per instrument: the MIDI range it was trained on (build_generate.py) and its typical loudness:
-# the median A-weighted loudness (dB, this front end) of the voiced hops of its training phrases
+# per instrument, measured on its training phrases (build_generate.py): the MIDI range, the typical
+# loudness (median A-weighted dB of the voiced hops, this front end) and the line from MIDI velocity
+# to a note's median loudness (least squares over the notes; residual std 7-8 dB: CC11 swells)
 INSTRUMENTS = {
-    "violin": {"range": (55, 88), "level_db": -40.9},
-    "flute": {"range": (60, 91), "level_db": -38.3},
-    "trumpet": {"range": (55, 80), "level_db": -40.5},
+    "violin": {"range": (55, 88), "level_db": -40.9, "velocity_db": (-58.55, 0.2194)},
+    "flute": {"range": (60, 91), "level_db": -38.3, "velocity_db": (-56.09, 0.2395)},
+    "trumpet": {"range": (55, 80), "level_db": -40.5, "velocity_db": (-59.28, 0.2521)},
 }
 HIDDEN = 128
 
@@ -114,7 +115,7 @@ class Synth(_Ddsp):
         if self.midi:
             from ..midi import read_controls
 
-            self.control_f0, self.control_db = read_controls(self.midi, self.spec["level_db"], SAMPLE_RATE, HOP,
+            self.control_f0, self.control_db = read_controls(self.midi, self.spec["velocity_db"], SAMPLE_RATE, HOP,
                                                              self.transpose)
         super().prepare(sample_rate, block_size, channels)
         self.frame = 0

@@ -239,6 +239,21 @@ def transfer(data: Path, src: str, dst: str, limit: int = 3) -> dict:
             "voiced_share": float(np.mean(voiced)), "n": len(cents)}
 
 
+def from_midi(data: Path, instrument: str, limit: int = 5) -> dict:
+    """``generate`` on the held-out phrases' MIDI files against their fluidsynth renders: the MIDI
+    path's loudness envelope (velocity + ADSR) instead of the tracked loudness."""
+    from edge_runtime.generate import render_midi
+
+    rows = []
+    for rel, x in load_targets(data, instrument, "heldout", limit):
+        y, _ = render_midi(str(data / rel.replace(".flac", ".mid")), instrument, "int8-static")
+        ft = analyze(x)
+        n = min(len(x), len(y)) // HOP
+        rows.append(metrics(x[:n * HOP], y[:n * HOP], {k: v[:n] for k, v in ft.items()}))
+    return {k: float(np.nanmean([r[k] for r in rows])) for k in ("msd", "f0_cents_median", "loudness_err_db")} | {
+        "n": len(rows)}
+
+
 def figure(path: Path, target: np.ndarray, ours: np.ndarray, base: np.ndarray, title: str) -> None:
     import matplotlib
 
@@ -317,6 +332,7 @@ def main(argv=None) -> int:
         x0 = load_targets(data, inst, "heldout", 2)
         summary[inst]["timing"] = timing(inst, np.concatenate([x for _, x in x0])[:20 * SAMPLE_RATE])
         summary[inst]["onset_delay_ms"] = onset_delay(inst)
+        summary[inst]["midi"] = from_midi(data, inst)
         print(inst, json.dumps(summary[inst]["heldout"]), json.dumps(summary[inst]["timing"]), flush=True)
     pairs = {}
     for i, src in enumerate(args.instruments):
@@ -364,6 +380,12 @@ def write_markdown(out: dict, args) -> None:
         t = d["timing"]
         lines.append(f"| {inst} | {t['rtf']:.4f} | {t['mean_hop_ms']:.3f} | {t['p99_hop_ms']:.3f} | "
                      f"{t['worst_hop_ms']:.3f} | {d['onset_delay_ms']:.0f} |")
+    lines += ["", "From MIDI (`generate`, INT8) on 5 held-out phrases' MIDI files against their fluidsynth renders "
+              "(loudness from velocity + envelope, not from the target):", "",
+              "| instrument | MSD | f0 error, median cents | loudness error dB |", "|---|---|---|---|"]
+    for inst, d in s.items():
+        r = d["midi"]
+        lines.append(f"| {inst} | {r['msd']:.3f} | {r['f0_cents_median']:.2f} | {r['loudness_err_db']:.2f} |")
     if out.get("transfer"):
         lines += ["", "Timbre transfer (the `timbre_transfer` node, INT8, on 3 held-out phrases of one instrument played "
                   "by another; `speech`: 3 read-speech clips of pocketsphinx-testdata): output f0 against the input's, octave-folded, over hops where the input is voiced "
