@@ -755,6 +755,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .personalize.cli import add_parser as add_personalize_parser
 
     add_personalize_parser(sub)
+    from .generate import add_parser as add_generate_parser
+
+    add_generate_parser(sub)        # generate: a MIDI file on a DDSP instrument (edge_runtime/generate.py)
     _add_batch_parser(sub)          # batch: one pipeline over many files (the engine: edge_runtime/batch.py)
 
     c = sub.add_parser("completion", **parser_kwargs(

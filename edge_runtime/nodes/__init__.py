@@ -16,10 +16,11 @@ from .classify import Classify
 from .declip import Declip
 from .denoise import Denoise
 from .route import Route, make_route, parse_branches
+from .synth import INSTRUMENTS, Synth, TimbreTransfer
 from .vad import Vad
 
 __all__ = ["AnomalyDetect", "Bwe", "Classify", "Declip", "Denoise", "Route", "Vad", "Gain", "Identity", "Limiter", "Meter",
-           "NODE_TYPES", "NodeType", "Param", "SosFilter"]
+           "NODE_TYPES", "NodeType", "Param", "SosFilter", "Synth", "TimbreTransfer"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +56,32 @@ _FILTER_PARAMS = {
     "order": Param(int, 2, "Butterworth order for highpass/lowpass (1..12)", range=(1, 12)),
     "q": Param(float, 0.7071067811865476, "quality factor for RBJ biquads", range=(0.05, 50.0)),
     "gain_db": Param(float, 0.0, "gain for peak/shelf biquads, dB", range=(-48.0, 48.0)),
+}
+
+_DDSP_PARAMS = {
+    "instrument": Param(str, "violin", "instrument family (its decoder: ddsp_<instrument> in the manifest)",
+                        tuple(INSTRUMENTS)),
+    "model": Param(str, "auto", "model name in the manifest (auto: ddsp_<instrument>), or a .onnx path"),
+    "variant": Param(str, "auto", "manifest variant (auto = the device profile's choice)"),
+    "reverb": Param(float, 0.0, "wet level of the small algorithmic reverb (0 = dry)", range=(0.0, 1.0)),
+    "gain_db": Param(float, 0.0, "output gain", range=(-60.0, 24.0)),
+    "threads": Param(int, 1, "inference threads", range=(1, 64)),
+    "backend": Param(str, "auto", "onnxruntime, litert, openvino or auto"),
+}
+_GENERATE_NODES = {
+    "synth": NodeType("synth", Synth, {
+        **_DDSP_PARAMS,
+        "midi": Param(str, "", "MIDI file to play from the start of the stream (its monophonic line)"),
+        "transpose": Param(float, 0.0, "semitones added to the MIDI notes", range=(-48.0, 48.0)),
+    }, "DDSP synthesizer: a MIDI file (or control frames) played by an instrument's decoder (16 kHz, mono out; "
+       "the input only clocks it)"),
+    "timbre_transfer": NodeType("timbre_transfer", TimbreTransfer, {
+        **_DDSP_PARAMS,
+        "transpose": Param(float, 0.0, "semitones added to the tracked f0", range=(-48.0, 48.0)),
+        "fold_octaves": Param(bool, True, "move the f0 by octaves into the instrument's range"),
+        "match_loudness": Param(bool, True, "shift the input's running voiced level to the instrument's"),
+        "unvoiced_gate_db": Param(float, 30.0, "unvoiced hops are turned down this much", range=(0.0, 100.0)),
+    }, "timbre transfer: the input's melody (causal f0 + loudness, channel 0) played by an instrument (16 kHz)"),
 }
 
 NODE_TYPES: dict[str, NodeType] = {
@@ -176,6 +203,7 @@ NODE_TYPES: dict[str, NodeType] = {
         "release_db_per_s": Param(float, 0.0, "decay of the running clip level (0 = hold; > 0 finds a lowered "
                                               "clip level)", range=(0.0, 60.0)),
     }, "restore clipped samples (A-SPADE, consistent: unclipped samples are not changed)"),
+    **_GENERATE_NODES,
     "meter": NodeType("meter", Meter, {"interval_ms": Param(float, 1000.0, "reporting interval", range=(1.0, 3.6e6))},
                       "peak/RMS level events, audio passes through"),
 }
