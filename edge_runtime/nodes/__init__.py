@@ -15,10 +15,11 @@ from .bwe import Bwe
 from .classify import Classify
 from .declip import Declip
 from .denoise import Denoise
+from .mix import Mix, make_mix, parse_bus_gains
 from .route import Route, make_route, parse_branches
 from .vad import Vad
 
-__all__ = ["AnomalyDetect", "Bwe", "Classify", "Declip", "Denoise", "Route", "Vad", "Gain", "Identity", "Limiter", "Meter",
+__all__ = ["AnomalyDetect", "Bwe", "Classify", "Declip", "Denoise", "Mix", "Route", "Vad", "Gain", "Identity", "Limiter", "Meter",
            "NODE_TYPES", "NodeType", "Param", "SosFilter"]
 
 
@@ -176,6 +177,12 @@ NODE_TYPES: dict[str, NodeType] = {
         "release_db_per_s": Param(float, 0.0, "decay of the running clip level (0 = hold; > 0 finds a lowered "
                                               "clip level)", range=(0.0, 60.0)),
     }, "restore clipped samples (A-SPADE, consistent: unclipped samples are not changed)"),
+    "mix": NodeType("mix", make_mix, {
+        "buses": Param(dict, {}, "{ <bus> = <gain_db>, ... }: the buses summed into the main path",
+                       parse=parse_bus_gains, required=True),
+        "main_gain_db": Param(float, None, "add the main path too, at this gain (default: not added)",
+                              range=(-120.0, 24.0)),
+    }, "sum named buses (e.g. a separator's stems) into the main path, aligned in time"),
     "meter": NodeType("meter", Meter, {"interval_ms": Param(float, 1000.0, "reporting interval", range=(1.0, 3.6e6))},
                       "peak/RMS level events, audio passes through"),
 }
