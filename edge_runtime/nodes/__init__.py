@@ -17,9 +17,10 @@ from .declip import Declip
 from .denoise import Denoise
 from .mix import Mix, make_mix, parse_bus_gains
 from .route import Route, make_route, parse_branches
+from .separate import Separate
 from .vad import Vad
 
-__all__ = ["AnomalyDetect", "Bwe", "Classify", "Declip", "Denoise", "Mix", "Route", "Vad", "Gain", "Identity", "Limiter", "Meter",
+__all__ = ["AnomalyDetect", "Bwe", "Classify", "Declip", "Denoise", "Mix", "Route", "Separate", "Vad", "Gain", "Identity", "Limiter", "Meter",
            "NODE_TYPES", "NodeType", "Param", "SosFilter"]
 
 
@@ -177,6 +178,14 @@ NODE_TYPES: dict[str, NodeType] = {
         "release_db_per_s": Param(float, 0.0, "decay of the running clip level (0 = hold; > 0 finds a lowered "
                                               "clip level)", range=(0.0, 60.0)),
     }, "restore clipped samples (A-SPADE, consistent: unclipped samples are not changed)"),
+    "separate": NodeType("separate", Separate, {
+        "model": Param(str, "separate", "separate (vocals, drums, bass, other), separate2 (speech, background), "
+                                        "or a .onnx path"),
+        "variant": Param(str, "auto", "manifest variant (auto = the device profile's choice)"),
+        "stems": Param(str, "", "bus names, comma-separated (default: the model's labels)"),
+        "threads": Param(int, 1, "inference threads", range=(1, 64)),
+        "backend": Param(str, "auto", "onnxruntime, litert, openvino or auto"),
+    }, "source separation into one output bus per stem (causal GRU masks over a 32 ms STFT; 16 kHz)"),
     "mix": NodeType("mix", make_mix, {
         "buses": Param(dict, {}, "{ <bus> = <gain_db>, ... }: the buses summed into the main path",
                        parse=parse_bus_gains, required=True),
