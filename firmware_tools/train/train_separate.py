@@ -145,7 +145,8 @@ def load_split(data: Path):
     return np.asarray(stems), ex, val, speech
 
 
-def train(task: str, data: Path, out: Path, minutes: float, hidden: int, seed: int = 0) -> dict:
+def train(task: str, data: Path, out: Path, minutes: float, hidden: int, seed: int = 0, init: str | None = None,
+          lr_max: float = 1e-3) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -158,10 +159,16 @@ def train(task: str, data: Path, out: Path, minutes: float, hidden: int, seed: i
     val_set = [torch.from_numpy(va(16)) for _ in range(6)]       # fixed validation crops
     win = torch.from_numpy(window())
     model = Separator(n_stems=len(stem_names), hidden=hidden)
-    m, s = feature_stats(tr, win)
-    model.mean.copy_(m)
-    model.std.copy_(s)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    prior = {}
+    if init:                                  # continue from a checkpoint (a second session of the budget)
+        model.load_state_dict(torch.load(init, weights_only=True))
+        rep0 = Path(init).with_name("init_report.json")
+        prior = json.loads(rep0.read_text()) if rep0.is_file() else {}
+    else:
+        m, s = feature_stats(tr, win)
+        model.mean.copy_(m)
+        model.std.copy_(s)
+    opt = torch.optim.Adam(model.parameters(), lr=lr_max)
     budget = minutes * 60.0
     t0 = time.time()
     best, best_state, step, hist = math.inf, None, 0, []
@@ -169,7 +176,7 @@ def train(task: str, data: Path, out: Path, minutes: float, hidden: int, seed: i
     while time.time() - t0 < budget:
         frac = (time.time() - t0) / budget
         for g in opt.param_groups:
-            g["lr"] = 1e-4 + 0.5 * (1e-3 - 1e-4) * (1 + math.cos(math.pi * frac))
+            g["lr"] = 1e-4 + 0.5 * (lr_max - 1e-4) * (1 + math.cos(math.pi * frac))
         model.train()
         loss = loss_fn(model, torch.from_numpy(tr(16)), win)
         opt.zero_grad()
@@ -190,8 +197,11 @@ def train(task: str, data: Path, out: Path, minutes: float, hidden: int, seed: i
     model.eval()
     onnx_path = out / f"{name}_fp32.onnx"
     export_onnx(model, str(onnx_path))
-    rep = {"task": task, "name": name, "stems": stem_names, "hidden": hidden, "steps": step,
-           "minutes": round((time.time() - t0) / 60, 1), "best_val": round(best, 4), "history": hist,
+    rep = {"task": task, "name": name, "stems": stem_names, "hidden": hidden,
+           "steps": step + int(prior.get("steps", 0)),
+           "minutes": round((time.time() - t0) / 60 + float(prior.get("minutes", 0)), 1),
+           "sessions": [*prior.get("sessions", [{"steps": prior["steps"], "minutes": prior["minutes"]}] if prior else []),
+                        {"steps": step, "minutes": round((time.time() - t0) / 60, 1), "lr_max": lr_max}], "best_val": round(best, 4), "history": hist,
            "params": int(sum(p.numel() for p in model.parameters())),
            "train_excerpts": int(len(tr_idx)), "val_excerpts": int(len(va_idx))}
     (out / "train_report.json").write_text(json.dumps(rep, indent=1))
@@ -301,6 +311,8 @@ def main(argv=None) -> int:
     ap.add_argument("--minutes", type=float, default=20.0, help="wall-clock training budget (default 20)")
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--no-quantize", action="store_true")
+    ap.add_argument("--init", help="continue from this checkpoint (best.pt of an earlier session)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     ap.add_argument("--ship", action="store_true", help="only copy the trained files to models_int8 and write the "
                     "manifest entry (needs --eval)")
     ap.add_argument("--eval", default=str(ROOT / "firmware_tools/eval/results/separate.json"))
@@ -310,7 +322,14 @@ def main(argv=None) -> int:
     if a.ship:
         ship(a.task, out, Path(a.eval))
         return 0
-    rep = train(a.task, data, out, a.minutes, a.hidden)
+    init = None
+    if a.init:                                # keep the earlier session's files beside this one's
+        import shutil
+
+        init = str(out / "init.pt")
+        shutil.copyfile(a.init, init)
+        shutil.copyfile(Path(a.init).with_name("train_report.json"), out / "init_report.json")
+    rep = train(a.task, data, out, a.minutes, a.hidden, init=init, lr_max=a.lr)
     print(json.dumps({k: v for k, v in rep.items() if k != "history"}))
     if not a.no_quantize:
         quantize(a.task, data, out, a.hidden)
