@@ -120,6 +120,8 @@ def _print_summary(summary: dict, extra: dict | None = None) -> None:
         f"output       {s['output'] or '-'}"
         + (f"  ({s['output_sample_rate']} Hz: the pipeline's rate)"
            if s.get("output_sample_rate") and s["output_sample_rate"] != s["input_sample_rate"] else ""),
+        *(f"bus          {b}: {v['output'] or '-'}  frames out {v['frames_out']}  latency {v['latency_ms']:.2f} ms"
+          for b, v in (s.get("bus_outputs") or {}).items()),
         f"frames       in {s['frames_in']}  out {s['frames_out']}  ({s['duration_s']:.2f} s of audio)",
         f"speed        {s['speed']:.1f}x real time  (engine real-time factor {s['realtime_factor']:.4f})",
         f"blocks       {s['blocks']}  p50 {s['block_ms_p50'] * 1e3:.1f} us  p99 {s['block_ms_p99'] * 1e3:.1f} us"
@@ -262,6 +264,47 @@ def _stages(cfg, args, summaries: list, on_event) -> None:
             src_path = path
 
 
+def _bus_sinks(pipeline, args, source, outputs: dict) -> dict:
+    """``--output-dir``: one file per bus, named after it (``--stems`` picks some), written
+    atomically like ``-o``; {} without it."""
+    from .errors import ConfigError
+
+    if args.stems and not args.output_dir:
+        raise ConfigError("--stems picks the buses written to --output-dir; give --output-dir too")
+    if not args.output_dir:
+        return {}
+    from .errors import AudioOutputError
+    from .io import open_sink
+    from .io.open import check_outputs
+
+    where = getattr(pipeline, "config_path", pipeline.name)
+    if not pipeline.buses:
+        raise ConfigError(f"{where}: pipeline {pipeline.name!r} writes no buses; --output-dir writes one file per "
+                          "bus (a pipeline with a separate node, e.g. `edge-runtime run separate`)")
+    names = list(pipeline.buses)
+    if args.stems:
+        names = [n.strip() for n in args.stems.split(",") if n.strip()]
+        bad = [n for n in names if n not in pipeline.buses]
+        if bad or not names:
+            raise ConfigError(f"--stems {args.stems!r}: {', '.join(map(repr, bad)) or 'nothing'} is not a bus of "
+                              f"pipeline {pipeline.name!r} (expected some of: {', '.join(pipeline.buses)})")
+    if not os.path.isdir(args.output_dir):
+        raise AudioOutputError(f"--output-dir {args.output_dir}: not a directory (create it first)")
+    ext = args.stem_format.lower().lstrip(".")
+    paths = {n: os.path.join(args.output_dir, f"{n}.{ext}") for n in names}
+    check_outputs({"-i": args.input}, {**outputs, **{f"--output-dir ({n})": p for n, p in paths.items()}})
+    out_rate = pipeline.sample_rate if pipeline.output_rate == "pipeline" else source.sample_rate
+    sinks = {}
+    try:
+        for n, p in paths.items():
+            sinks[n] = open_sink(p, sample_rate=out_rate, channels=source.channels, subtype=args.subtype)
+    except BaseException:
+        for s in sinks.values():
+            s.close(commit=False)
+        raise
+    return sinks
+
+
 def cmd_run(args) -> int:
     from .config import load_pipeline_config
     from .io import open_sink, open_source
@@ -276,6 +319,11 @@ def cmd_run(args) -> int:
     args.output, args.events = resolve_output(args.output), resolve_output(args.events)
     cfg = load_pipeline_config(args.pipeline)
     if cfg.stages is not None:
+        if args.output_dir or args.stems:
+            from .errors import ConfigError
+
+            raise ConfigError(f"{cfg.path}: a staged pipeline has no buses; --output-dir/--stems need a pipeline "
+                              "whose nodes write buses (e.g. separate)")
         return _run_stages(cfg, args)
     source = open_source(args.input, sample_rate=args.rate, channels=args.channels,
                          raw_format=args.raw_format)
@@ -294,12 +342,14 @@ def cmd_run(args) -> int:
 
         governor = Governor(pipeline)
     sink = None
+    bus_sinks: dict = {}
     ok = False
     close_events = None
     live = source.frames is None        # raw PCM on stdin, alsa:, a streamed WAV of unknown length
     stop = _LiveStop(live)
     try:
         on_event, finish_events, close_events = _event_writer(args.events, cfg.name)
+        bus_sinks = _bus_sinks(pipeline, args, source, outputs)
         if args.output:
             # a pipeline may keep its own rate at the output (bandwidth extension): else the input's
             out_rate = pipeline.sample_rate if pipeline.output_rate == "pipeline" else source.sample_rate
@@ -309,7 +359,7 @@ def cmd_run(args) -> int:
         progress = _Progress(os.path.basename(str(args.input)), show, source.sample_rate)
         with stop:
             summary = run_stream(pipeline, source, sink, on_event=on_event, progress=progress,
-                                 governor=governor, should_stop=stop.should_stop)
+                                 governor=governor, should_stop=stop.should_stop, bus_sinks=bus_sinks)
         progress.finish()
         finish_events()           # the events are on disk before any output is committed
         ok = True
@@ -319,6 +369,8 @@ def cmd_run(args) -> int:
         try:
             if sink is not None:
                 sink.close(commit=ok)
+            for bsink in bus_sinks.values():
+                bsink.close(commit=ok)
         except BaseException:
             if close_events is not None:
                 close_events(False)
@@ -649,6 +701,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--input", "-i", required=True,
                    help="audio file (WAV/FLAC/OGG...), '-' for raw PCM on stdin, or alsa:DEVICE")
     r.add_argument("--output", "-o", help="audio file, '-' for raw PCM on stdout, or alsa:DEVICE")
+    r.add_argument("--output-dir", help="write each of the pipeline's buses (a separator's stems) to "
+                   "DIR/<bus>.wav, as many frames as went in (e.g. `run separate -i mix.wav --output-dir stems/`)")
+    r.add_argument("--stems", help="with --output-dir: the buses to write, comma-separated (default: all)")
+    r.add_argument("--stem-format", default="wav", help="file extension of --output-dir files (default wav; flac, ogg)")
     r.add_argument("--events", help="write node events as JSON lines to this file ('-' = stdout; "
                    "fields: docs/events.md), or publish them to mqtt://HOST:PORT/PREFIX ([mqtt] extra)")
     r.add_argument("--overwrite-input", action="store_true",

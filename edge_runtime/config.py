@@ -11,6 +11,8 @@ channels = "any"          # or a number
 type = "highpass"
 cutoff_hz = 80
 ```
+Any node may carry ``bus = "<name>"``: it then runs on that named bus (written by an earlier
+node's ``output_buses``, e.g. a separator's stems) instead of the main path.
 Every validation error names the file, the key and what was expected.
 """
 from __future__ import annotations
@@ -103,13 +105,15 @@ class PipelineConfig:
             rate = int(sample_rate)
         block = self.block_size or max(16, int(round(self.block_ms * rate / 1000.0)))
         nodes = _build_nodes(self.nodes, self.path, "nodes")
+        on_bus = [spec.get("bus") for spec in self.nodes]
         for i, node in enumerate(nodes):
             if hasattr(node, "link"):  # e.g. a route finds its decision node among the earlier nodes
                 try:
                     node.link(nodes[:i])
                 except ValueError as e:
                     raise ConfigError(f"{self.path}: nodes[{i}] ({self.nodes[i]['type']}): {e}") from None
-        pipe = Pipeline(nodes, sample_rate=rate, block_size=block, channels=self.channels, name=self.name)
+        pipe = Pipeline(nodes, sample_rate=rate, block_size=block, channels=self.channels, name=self.name,
+                        on_bus=on_bus if any(on_bus) else None)
         pipe.config_path = self.path
         pipe.output_rate = self.output_rate
         try:
@@ -124,7 +128,7 @@ def _build_nodes(specs: list[dict], path: str, where: str) -> list:
     nodes = []
     for i, spec in enumerate(specs):
         ntype = NODE_TYPES[spec["type"]]
-        kwargs = {k: v for k, v in spec.items() if k not in ("type", "name")}
+        kwargs = {k: v for k, v in spec.items() if k not in ("type", "name", "bus")}
         if any(p.parse is not None for p in ntype.params.values()):  # nodes holding sub-chains
             kwargs["build_nodes"] = lambda sub, w, _i=i: _build_nodes(sub, path, f"{where}[{_i}].{w}")
         try:
@@ -238,6 +242,11 @@ def _parse_nodes(nodes: list, path, prefix: str) -> list[dict]:
                 continue
             if key == "name":
                 spec["name"] = _coerce(value, str, f"{where}.name", path)
+                continue
+            if key == "bus" and prefix == "nodes":     # top-level nodes only (not inside a route's branches)
+                spec["bus"] = _coerce(value, str, f"{where}.bus", path)
+                _check(spec["bus"] != "", path, f"{where}.bus = '' is empty; expected the name of a bus an "
+                       "earlier node writes")
                 continue
             param = ntype.params.get(key)
             _check(param is not None, path, f"{where}.{key}: unknown parameter for {node['type']} "

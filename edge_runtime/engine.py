@@ -9,6 +9,14 @@ A node has one shape everywhere (see ``shared/DESIGN.md``)::
 
 Nodes written in Cython derive from :class:`NativeNode` and are called from the compiled
 block loop without going through Python; nodes written in Python derive from :class:`Node`.
+
+**Buses.** Besides its main output a node may write named output buses (``output_buses``, e.g.
+a separator's stems): the pipeline allocates one block per bus and hands them to the node
+(``bind_buses``). A later node can run on a bus instead of the main path (``Pipeline(...,
+on_bus=[...])``, the config's ``bus = "vocals"`` key): it reads and writes that bus's blocks. A
+node that reads several buses (``input_buses``, e.g. ``mix``) gets their blocks and latencies
+(``bind_input_buses``). Every bus carries its own latency, so a runner writes one file per bus,
+each aligned with the input. A pipeline without buses runs exactly as before.
 """
 from __future__ import annotations
 
@@ -31,6 +39,10 @@ class Node(abc.ABC):
     """
 
     event_names: tuple[str, ...] = ()
+    #: named output buses this node writes besides ``out`` (a separator's stems); empty: none
+    output_buses: tuple[str, ...] = ()
+    #: buses this node reads besides ``inp`` (e.g. a mix), bound by the pipeline
+    input_buses: tuple[str, ...] = ()
 
     def __init__(self, name: str | None = None):
         self.name = name or type(self).__name__.lower()
@@ -55,6 +67,17 @@ class Node(abc.ABC):
     def bind_events(self, events: EventBuffer, node_index: int) -> None:
         self.events = events
         self.node_index = node_index
+
+    def bind_buses(self, blocks: dict[str, np.ndarray]) -> None:
+        """Receive the pipeline's ``(channels, block_size)`` block of each of ``output_buses``
+        (called after :meth:`prepare`); ``process`` writes every sample of each."""
+        self.bus_out = blocks
+
+    def bind_input_buses(self, blocks: dict[str, np.ndarray], delays: dict[str, int], main_delay: int) -> None:
+        """Receive the blocks of ``input_buses`` (valid while ``process`` runs) and the delay, in
+        samples, that aligns each (and ``inp``, ``main_delay``) with the latest of them: the
+        pipeline counts that alignment in the node's output latency, so the node must apply it."""
+        self.bus_in = blocks
 
     def emit(self, event: str, value: float, offset: int = 0) -> None:
         """Record event ``event`` (one of ``event_names``) ``offset`` frames into this block."""
@@ -87,7 +110,8 @@ class Pipeline:
     """
 
     def __init__(self, nodes: Sequence, *, sample_rate: int, block_size: int,
-                 channels: int | None = None, name: str = "pipeline", event_capacity: int = 1024):
+                 channels: int | None = None, name: str = "pipeline", event_capacity: int = 1024,
+                 on_bus: Sequence[str | None] | None = None):
         if sample_rate <= 0 or block_size <= 0:
             raise ValueError(f"pipeline {name!r}: sample_rate and block_size must be > 0, "
                              f"got {sample_rate} and {block_size}")
@@ -96,6 +120,10 @@ class Pipeline:
         for node in nodes:
             if not isinstance(node, (Node, NativeNode)):
                 raise TypeError(f"pipeline {name!r}: {node!r} is not a Node or NativeNode")
+        if on_bus is not None and len(on_bus) != len(nodes):
+            raise ValueError(f"pipeline {name!r}: on_bus names {len(on_bus)} buses for {len(nodes)} nodes")
+        # the bus each node runs on (None: the main path)
+        self.on_bus = [None if b in (None, "") else str(b) for b in (on_bus or [None] * len(nodes))]
         # "input": runners write the output at the input's rate (resampled back); "pipeline": at this
         # pipeline's rate (a bandwidth extension must not be undone)
         self.output_rate = "input"
@@ -108,6 +136,10 @@ class Pipeline:
         self.events = EventBuffer(event_capacity)
         self._chain: Chain | None = None
         self._sources = self.nodes
+        self.buses: tuple[str, ...] = ()
+        self.bus_latency_samples: dict[str, int] = {}
+        self._bus_out_index: dict[str, int] = {}
+        self._main_latency = 0
 
     # ---- set-up -----------------------------------------------------------------------
     def prepare(self, channels: int | None = None) -> "Pipeline":
@@ -127,8 +159,70 @@ class Pipeline:
                 sub.bind_events(self.events, len(sources))
                 sources.append(sub)
         self._sources = sources
-        self._chain = Chain(self.nodes, self.sample_rate, self.block_size, self.channels, self.events)
+        routes = self._plan_buses()
+        self._chain = Chain(self.nodes, self.sample_rate, self.block_size, self.channels, self.events,
+                            routes)
+        if routes is not None:
+            self._bind_buses()
         return self
+
+    def _plan_buses(self):
+        """Block indices of every node's input and output, and each bus's latency, when any node
+        writes or runs on a bus; ``None`` (the plain chain) otherwise."""
+        self._bus_binds = []
+        if not any(self.on_bus) and not any(getattr(n, "output_buses", ()) or getattr(n, "input_buses", ())
+                                            for n in self.nodes):
+            self.buses, self.bus_latency_samples, self._bus_out_index = (), {}, {}
+            self._main_latency = sum(int(n.latency_samples) for n in self.nodes)
+            return None
+        where = f"pipeline {self.name!r}"
+        main, n_blocks, main_lat = 0, 1, 0
+        cur: dict[str, int] = {}        # bus -> the block that holds it now
+        lat: dict[str, int] = {}        # bus -> its latency so far
+        ins, outs = [], []
+        for i, (node, bus) in enumerate(zip(self.nodes, self.on_bus)):
+            if bus is not None and bus not in cur:
+                raise ValueError(f"{where}: node {node.name!r} runs on bus {bus!r}, which no earlier node "
+                                 f"writes (buses so far: {', '.join(cur) or 'none'})")
+            src = main if bus is None else cur[bus]
+            src_lat = main_lat if bus is None else lat[bus]
+            reads = tuple(getattr(node, "input_buses", ()))
+            for b in reads:
+                if b not in cur:
+                    raise ValueError(f"{where}: node {node.name!r} reads bus {b!r}, which no earlier node "
+                                     f"writes (buses so far: {', '.join(cur) or 'none'})")
+            # a node that reads buses gets its inputs aligned to the latest of them (it delays the others)
+            align = max([src_lat] + [lat[b] for b in reads])
+            binds = [i, node, {b: cur[b] for b in reads}, {b: align - lat[b] for b in reads}, align - src_lat, {}]
+            ins.append(src)
+            outs.append(n_blocks)
+            n_blocks += 1
+            out_lat = align + int(node.latency_samples)
+            if bus is None:
+                main, main_lat = outs[-1], out_lat
+            else:
+                cur[bus], lat[bus] = outs[-1], out_lat
+            for b in getattr(node, "output_buses", ()):
+                if b in cur:
+                    raise ValueError(f"{where}: node {node.name!r} writes bus {b!r}, which an earlier node "
+                                     "already writes; expected distinct bus names")
+                cur[b], lat[b] = n_blocks, out_lat
+                binds[5][b] = n_blocks
+                n_blocks += 1
+            self._bus_binds.append(binds)
+        self.buses = tuple(cur)
+        self.bus_latency_samples = dict(lat)
+        self._bus_out_index = dict(cur)
+        self._main_latency = main_lat
+        return n_blocks, ins, outs, main, [cur[b] for b in self.buses]
+
+    def _bind_buses(self) -> None:
+        chain = self._chain
+        for i, node, reads, lats, src_lat, writes in self._bus_binds:
+            if writes:
+                node.bind_buses({b: chain.block(k) for b, k in writes.items()})
+            if reads:
+                node.bind_input_buses({b: chain.block(k) for b, k in reads.items()}, lats, src_lat)
 
     @property
     def prepared(self) -> bool:
@@ -141,8 +235,19 @@ class Pipeline:
 
     @property
     def latency_samples(self) -> int:
-        """Total look-ahead of the nodes, in samples at the pipeline rate."""
-        return int(sum(int(n.latency_samples) for n in self.nodes))
+        """Total look-ahead of the nodes on the main path, in samples at the pipeline rate (a
+        bus's own is in :attr:`bus_latency_samples`)."""
+        if self.prepared and self.buses:
+            return self._main_latency
+        return int(sum(int(n.latency_samples) for n, b in zip(self.nodes, self.on_bus) if b is None))
+
+    def bus_output(self, bus: str) -> np.ndarray:
+        """The preallocated ``(channels, block_size)`` block holding bus ``bus`` after the
+        last node that runs on it (valid after :meth:`process_block`)."""
+        chain = self._require()
+        if bus not in self._bus_out_index:
+            raise KeyError(f"pipeline {self.name!r} has no bus {bus!r} (buses: {', '.join(self.buses) or 'none'})")
+        return chain.block(self._bus_out_index[bus])
 
     @property
     def latency_ms(self) -> float:
@@ -216,6 +321,32 @@ class Pipeline:
             chain.run()
             out[:, b * bs:(b + 1) * bs] = out_block
         return np.ascontiguousarray(out[:, lat:lat + n])
+
+    def process_array_buses(self, audio: np.ndarray, buses: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Process a whole ``(channels, frames)`` array; returns ``{bus: (channels, frames)}`` for
+        ``buses`` (default: all), each aligned with the input (its own latency flushed and trimmed)."""
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim == 1:
+            audio = audio[np.newaxis, :]
+        if audio.ndim != 2:
+            raise ValueError(f"pipeline {self.name!r}: audio must be (channels, frames), got shape {audio.shape}")
+        if not self.prepared or audio.shape[0] != self.channels:
+            self.prepare(audio.shape[0])
+        chain = self._require()
+        names = list(self.buses if buses is None else buses)
+        blocks = [self.bus_output(b) for b in names]      # raises naming the buses there are
+        lats = [self.bus_latency_samples[b] for b in names]
+        n, bs = audio.shape[1], self.block_size
+        n_blocks = -(-(n + max(lats, default=0)) // bs)
+        padded = np.zeros((audio.shape[0], n_blocks * bs), dtype=np.float32)
+        padded[:, :n] = audio
+        outs = [np.empty_like(padded) for _ in names]
+        for k in range(n_blocks):
+            chain.input[...] = padded[:, k * bs:(k + 1) * bs]
+            chain.run()
+            for o, blk in zip(outs, blocks):
+                o[:, k * bs:(k + 1) * bs] = blk
+        return {b: np.ascontiguousarray(o[:, d:d + n]) for b, o, d in zip(names, outs, lats)}
 
     # ---- observation -------------------------------------------------------------------
     def drain_events(self) -> list[Event]:

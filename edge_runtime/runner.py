@@ -71,6 +71,8 @@ class RunSummary:
     # downsampled, or nothing measured); the band the pipeline throws away
     band_above_nyquist_db: float | None = None
     warnings: list = dataclasses.field(default_factory=list)
+    # bus -> {"output", "frames_out", "latency_ms"} for each bus written (run_stream's bus_sinks)
+    bus_outputs: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -140,7 +142,8 @@ def run_stream(pipeline: Pipeline, source: Source, sink: Sink | None, *,
                progress: Callable[[int, int | None], None] | None = None,
                should_stop: Callable[[], bool] | None = None,
                resample_quality: str = "HQ",
-               governor=None) -> RunSummary:
+               governor=None,
+               bus_sinks: dict[str, Sink | None] | None = None) -> RunSummary:
     """Run ``source`` through ``pipeline`` into ``sink`` until the source ends.
 
     ``progress(frames_done, frames_total)`` is called after each chunk; ``should_stop()``
@@ -148,6 +151,9 @@ def run_stream(pipeline: Pipeline, source: Source, sink: Sink | None, *,
     pipeline is prepared here for the source's channel count. The sink is written but not
     closed: the caller commits or discards it. ``governor`` (an
     :class:`~edge_runtime.governor.Governor` of this pipeline) is told of every block.
+    ``bus_sinks`` maps some of the pipeline's buses (``pipeline.buses``) to sinks (``None``: counted,
+    not written): each gets the bus's audio, aligned with the input by the bus's own latency and as
+    many frames as went in, at the same rate as the main output.
     """
     ch = int(source.channels)
     if pipeline.fixed_channels is not None and ch != pipeline.fixed_channels:
@@ -163,6 +169,13 @@ def run_stream(pipeline: Pipeline, source: Source, sink: Sink | None, *,
         pipeline.prepare(ch)
     else:
         pipeline.reset()
+    bus_sinks = dict(bus_sinks or {})
+    for b, bsink in bus_sinks.items():
+        if b not in pipeline.buses:
+            raise ValueError(f"pipeline {pipeline.name!r} has no bus {b!r} (buses: {', '.join(pipeline.buses) or 'none'})")
+        if bsink is not None and (bsink.channels != ch or bsink.sample_rate != sr_out):
+            raise ValueError(f"sink {bsink.name!r} is {bsink.sample_rate} Hz/{bsink.channels} ch, "
+                             f"expected {sr_out} Hz/{ch} ch")
     pipeline.reset_stats()
     if governor is not None:
         governor.attach()
@@ -174,16 +187,13 @@ def run_stream(pipeline: Pipeline, source: Source, sink: Sink | None, *,
         chunk_frames = max(bs * sr_in // sr_pipe + 1, sr_in // 25)
     chunk = np.zeros((chunk_frames, ch), dtype=np.float32)
     up = _Resampler(sr_in, sr_pipe, ch, resample_quality) if resampled else None
-    down = _Resampler(sr_pipe, sr_in, ch, resample_quality) if resampled and not at_pipeline_rate else None
     # ring holds pipeline-rate frames waiting for a full block
     max_in = int(np.ceil(chunk_frames * sr_pipe / sr_in)) + 64 if resampled else chunk_frames
     ring = RingBuffer(max_in + 2 * bs, ch)
     chain_in, chain_out = pipeline.input, pipeline.output
-    out_frames = np.zeros((bs, ch), dtype=np.float32)     # output block, interleaved for sinks
-    out_frames_t = out_frames.T                           # (ch, bs) view to copy into
     lat = pipeline.latency_samples if compensate_latency else 0
 
-    state = {"skip": lat, "frames_out": 0, "events": 0, "blocks": 0}
+    state = {"events": 0, "blocks": 0}
     meter = _BandMeter(sr_in, sr_pipe / 2.0, chunk_frames) if sr_in > sr_pipe else None
     # events are held until no node can still date one earlier, then released in time order
     lookback = max((int(getattr(n, "event_lookback_samples", 0) or 0) for n in pipeline.nodes), default=0)
@@ -196,30 +206,63 @@ def run_stream(pipeline: Pipeline, source: Source, sink: Sink | None, *,
             return n_in
         return int(round(n_in * sr_out / sr_in))
 
-    def emit_out(block: np.ndarray) -> None:
-        """Write pipeline-rate output frames (n, ch), after the latency trim."""
-        n = block.shape[0]
-        if state["skip"]:
-            k = min(state["skip"], n)
-            state["skip"] -= k
-            block = block[k:]
-            n -= k
-            if n == 0:
-                return
-        if down is not None:
-            block = down(block)
+    class _Out:
+        """One output stream (the main one, or a bus): its latency trim, its resampler back to the
+        input's rate, its sink and its frame count."""
+
+        def __init__(self, sink, skip, block):
+            self.sink, self.skip, self.block, self.frames_out = sink, skip, block, 0
+            self.frames = np.zeros((bs, ch), dtype=np.float32)   # the block, interleaved for sinks
+            self.frames_t = self.frames.T                        # (ch, bs) view to copy into
+            self.down = _Resampler(sr_pipe, sr_in, ch, resample_quality) if resampled and not at_pipeline_rate \
+                else None
+
+        def emit(self, block: np.ndarray) -> None:
+            """Write pipeline-rate output frames (n, ch), after the latency trim."""
             n = block.shape[0]
-            if n == 0:
-                return
-        if frames_total is not None:
-            # never write more frames than went in (the resampler may round up by one)
-            n = min(n, out_total(frames_total) - state["frames_out"])
-            if n <= 0:
-                return
-            block = block[:n]
-        if sink is not None:
-            sink.write(block)
-        state["frames_out"] += n
+            if self.skip:
+                k = min(self.skip, n)
+                self.skip -= k
+                block = block[k:]
+                n -= k
+                if n == 0:
+                    return
+            if self.down is not None:
+                block = self.down(block)
+                n = block.shape[0]
+                if n == 0:
+                    return
+            if frames_total is not None:
+                # never write more frames than went in (the resampler may round up by one)
+                n = min(n, out_total(frames_total) - self.frames_out)
+                if n <= 0:
+                    return
+                block = block[:n]
+            if self.sink is not None:
+                self.sink.write(block)
+            self.frames_out += n
+
+        def finish(self) -> None:
+            """The resampler's tail, then silence up to as many frames as went in."""
+            if self.down is not None:
+                tail = self.down(np.zeros((0, ch), dtype=np.float32), last=True)
+                n = min(tail.shape[0], out_total(frames_total) - self.frames_out)
+                if n > 0:
+                    if self.sink is not None:
+                        self.sink.write(tail[:n])
+                    self.frames_out += n
+            if self.frames_out < out_total(frames_total):
+                # a resampler may deliver a frame or two short in total; pad with silence
+                pad = out_total(frames_total) - self.frames_out
+                if self.sink is not None:
+                    self.sink.write(np.zeros((pad, ch), dtype=np.float32))
+                self.frames_out += pad
+
+    main_out = _Out(sink, lat, chain_out)
+    # one output per bus sink, each trimmed by its own bus's latency
+    bus_outs = [_Out(bsink, pipeline.bus_latency_samples[b] if compensate_latency else 0, pipeline.bus_output(b))
+                for b, bsink in bus_sinks.items()]
+    flush = max([lat] + [o.skip for o in bus_outs])
 
     def run_blocks() -> None:
         while ring.available >= bs:
@@ -227,9 +270,12 @@ def run_stream(pipeline: Pipeline, source: Source, sink: Sink | None, *,
             pipeline.process_block()
             if governor is not None:
                 governor.after_block()
-            np.copyto(out_frames_t, chain_out)
+            np.copyto(main_out.frames_t, chain_out)
             state["blocks"] += 1
-            emit_out(out_frames)
+            main_out.emit(main_out.frames)
+            for o in bus_outs:
+                np.copyto(o.frames_t, o.block)
+                o.emit(o.frames)
 
     def drain_events(final: bool = False) -> None:
         if pipeline.events.count:
@@ -301,26 +347,16 @@ def run_stream(pipeline: Pipeline, source: Source, sink: Sink | None, *,
         push(up(np.zeros((0, ch), dtype=np.float32), last=True))
     frames_total = frames_in  # exact from here on (also for stdin and live sources)
     zeros = np.zeros((bs, ch), dtype=np.float32)
-    remaining = lat
+    remaining = flush
     while remaining > 0:
         k = min(remaining, bs)
         push(zeros[:k])
         remaining -= k
     if ring.available:
         push(zeros[:bs - ring.available])
-    if down is not None:
-        tail = down(np.zeros((0, ch), dtype=np.float32), last=True)
-        n = min(tail.shape[0], out_total(frames_total) - state["frames_out"])
-        if n > 0:
-            if sink is not None:
-                sink.write(tail[:n])
-            state["frames_out"] += n
-    if state["frames_out"] < out_total(frames_total):
-        # a resampler may deliver a frame or two short in total; pad with silence
-        pad = out_total(frames_total) - state["frames_out"]
-        if sink is not None:
-            sink.write(np.zeros((pad, ch), dtype=np.float32))
-        state["frames_out"] += pad
+    main_out.finish()
+    for o in bus_outs:
+        o.finish()
     drain_events(final=True)
     wall = time.perf_counter() - t0
     band_db = meter.db() if meter is not None else None
@@ -335,7 +371,7 @@ def run_stream(pipeline: Pipeline, source: Source, sink: Sink | None, *,
     return RunSummary(
         input=source.name, output=sink.name if sink is not None else "",
         pipeline=pipeline.name, input_sample_rate=sr_in, pipeline_sample_rate=sr_pipe, output_sample_rate=sr_out,
-        channels=ch, resampled=resampled, frames_in=frames_in, frames_out=state["frames_out"],
+        channels=ch, resampled=resampled, frames_in=frames_in, frames_out=main_out.frames_out,
         duration_s=duration, wall_s=wall, speed=duration / wall if wall > 0 else 0.0,
         realtime_factor=st["realtime_factor"], blocks=st["blocks"], block_size=bs,
         budget_ms=st["budget_ms"], deadline_misses=st["deadline_misses"],
@@ -344,4 +380,7 @@ def run_stream(pipeline: Pipeline, source: Source, sink: Sink | None, *,
         nonfinite_in=st["nonfinite_in"] + int(nonfinite_edge), nonfinite_out=st["nonfinite_out"],
         events=state["events"], events_dropped=st["events_dropped"], stopped=stopped,
         nodes=st["nodes"], band_above_nyquist_db=None if band_db is None else round(band_db, 1),
-        warnings=warnings)
+        warnings=warnings,
+        bus_outputs={b: {"output": bsink.name if bsink is not None else "", "frames_out": o.frames_out,
+                         "latency_ms": 1e3 * pipeline.bus_latency_samples[b] / sr_pipe}
+                     for (b, bsink), o in zip(bus_sinks.items(), bus_outs)})

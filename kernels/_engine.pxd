@@ -33,6 +33,12 @@ cdef class Chain:
     cdef list nodes
     cdef list buffers
     cdef Py_ssize_t n
+    cdef readonly Py_ssize_t out_index
+    cdef Py_ssize_t[::1] in_index
+    cdef Py_ssize_t[::1] out_index_of
+    cdef Py_ssize_t[::1] bus_out_index
+    cdef Py_ssize_t n_bus_out
+    cdef object _route_arr
     cdef signed char[::1] native
     cdef object _native_arr
     cdef readonly EventBuffer events

@@ -139,19 +139,40 @@ cdef class BlockBuffer:
 cdef class Chain:
     """The compiled block loop over a list of prepared nodes.
 
-    Owns ``len(nodes) + 1`` blocks: node ``i`` reads block ``i`` and writes block ``i+1``;
-    block 0 is the input, the last block the output.
+    By default it owns ``len(nodes) + 1`` blocks: node ``i`` reads block ``i`` and writes block
+    ``i+1``; block 0 is the input, the last block the output. ``routes`` (from the pipeline's
+    bus plan) generalizes that: ``(n_blocks, in_index, out_index, output_index, bus_outputs)``, node ``i``
+    reads block ``in_index[i]`` and writes block ``out_index[i]``, the main output is block
+    ``output_index`` and ``bus_outputs`` are the blocks of named buses' outputs (sanitized like
+    the main output; see :class:`edge_runtime.engine.Pipeline`).
     """
 
     def __cinit__(self, list nodes, int sample_rate, int block_size, int channels,
-                  EventBuffer events not None):
+                  EventBuffer events not None, routes=None):
         cdef Py_ssize_t i
         self.nodes = list(nodes)
         self.n = len(self.nodes)
         self.sample_rate = sample_rate
         self.block_size = block_size
         self.events = events
-        self.buffers = [BlockBuffer(channels, block_size) for i in range(self.n + 1)]
+        if routes is None:
+            n_blocks = self.n + 1
+            ins, outs, self.out_index = list(range(self.n)), list(range(1, self.n + 1)), self.n
+            extra = []
+        else:
+            n_blocks, ins, outs, self.out_index, extra = routes
+            if len(ins) != self.n or len(outs) != self.n:
+                raise ValueError(f"routes name {len(ins)} inputs and {len(outs)} outputs for {self.n} nodes")
+            for k in list(ins) + list(outs) + [self.out_index] + list(extra):
+                if not 0 <= k < n_blocks:
+                    raise ValueError(f"route block index {k} is outside 0..{n_blocks - 1}")
+        self.buffers = [BlockBuffer(channels, block_size) for i in range(n_blocks)]
+        self._route_arr = (np.array(list(ins) or [0], dtype=np.intp), np.array(list(outs) or [0], dtype=np.intp),
+                           np.array(list(extra) or [0], dtype=np.intp))
+        self.in_index = self._route_arr[0]
+        self.out_index_of = self._route_arr[1]
+        self.bus_out_index = self._route_arr[2]
+        self.n_bus_out = len(extra)
         self._native_arr = np.array([isinstance(n, NativeNode) for n in self.nodes] or [False],
                                     dtype=np.int8)
         self.native = self._native_arr
@@ -177,11 +198,15 @@ cdef class Chain:
     @property
     def output(self):
         """The output block array, valid after :meth:`run`."""
-        return (<BlockBuffer>self.buffers[self.n]).array
+        return (<BlockBuffer>self.buffers[self.out_index]).array
 
     def block(self, Py_ssize_t i):
-        """Block ``i`` (0 = input, ``len(nodes)`` = output)."""
+        """Block ``i`` (without routes: 0 = input, ``len(nodes)`` = output)."""
         return (<BlockBuffer>self.buffers[i]).array
+
+    @property
+    def n_blocks(self):
+        return len(self.buffers)
 
     cdef int run_block(self) except -1:
         cdef Py_ssize_t i, worst
@@ -194,8 +219,8 @@ cdef class Chain:
         self.nonfinite_in += sanitize_nonfinite(bin_.view)
         for i in range(self.n):
             node = self.nodes[i]
-            bin_ = <BlockBuffer>self.buffers[i]
-            bout = <BlockBuffer>self.buffers[i + 1]
+            bin_ = <BlockBuffer>self.buffers[self.in_index[i]]
+            bout = <BlockBuffer>self.buffers[self.out_index_of[i]]
             t0 = now_ns()
             if self.native[i]:
                 (<NativeNode>node).process_block(bin_.view, bout.view)
@@ -207,8 +232,11 @@ cdef class Chain:
             self.node_total_ns[i] += dt
             if dt > self.node_max_ns[i]:
                 self.node_max_ns[i] = dt
-        bout = <BlockBuffer>self.buffers[self.n]
+        bout = <BlockBuffer>self.buffers[self.out_index]
         self.nonfinite_out += sanitize_nonfinite(bout.view)
+        for i in range(self.n_bus_out):
+            bout = <BlockBuffer>self.buffers[self.bus_out_index[i]]
+            self.nonfinite_out += sanitize_nonfinite(bout.view)
         dt = now_ns() - t_block
         self.last_ns = dt
         self.total_ns += dt

@@ -15,12 +15,14 @@ from .bwe import Bwe
 from .classify import Classify
 from .declip import Declip
 from .denoise import Denoise
+from .mix import Mix, make_mix, parse_bus_gains
 from .route import Route, make_route, parse_branches
+from .separate import Separate
 from .synth import INSTRUMENTS, Synth, TimbreTransfer
 from .vad import Vad
 
-__all__ = ["AnomalyDetect", "Bwe", "Classify", "Declip", "Denoise", "Route", "Vad", "Gain", "Identity", "Limiter", "Meter",
-           "NODE_TYPES", "NodeType", "Param", "SosFilter", "Synth", "TimbreTransfer"]
+__all__ = ["AnomalyDetect", "Bwe", "Classify", "Declip", "Denoise", "Mix", "Route", "Separate", "Vad", "Gain", "Identity",
+           "Limiter", "Meter", "NODE_TYPES", "NodeType", "Param", "SosFilter", "Synth", "TimbreTransfer"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,6 +206,20 @@ NODE_TYPES: dict[str, NodeType] = {
                                               "clip level)", range=(0.0, 60.0)),
     }, "restore clipped samples (A-SPADE, consistent: unclipped samples are not changed)"),
     **_GENERATE_NODES,
+    "separate": NodeType("separate", Separate, {
+        "model": Param(str, "separate", "separate (vocals, drums, bass, other), separate2 (speech, background), "
+                                        "or a .onnx path"),
+        "variant": Param(str, "auto", "manifest variant (auto = the device profile's choice)"),
+        "stems": Param(str, "", "bus names, comma-separated (default: the model's labels)"),
+        "threads": Param(int, 1, "inference threads", range=(1, 64)),
+        "backend": Param(str, "auto", "onnxruntime, litert, openvino or auto"),
+    }, "source separation into one output bus per stem (causal GRU masks over a 32 ms STFT; 16 kHz)"),
+    "mix": NodeType("mix", make_mix, {
+        "buses": Param(dict, {}, "{ <bus> = <gain_db>, ... }: the buses summed into the main path",
+                       parse=parse_bus_gains, required=True),
+        "main_gain_db": Param(float, None, "add the main path too, at this gain (default: not added)",
+                              range=(-120.0, 24.0)),
+    }, "sum named buses (e.g. a separator's stems) into the main path, aligned in time"),
     "meter": NodeType("meter", Meter, {"interval_ms": Param(float, 1000.0, "reporting interval", range=(1.0, 3.6e6))},
                       "peak/RMS level events, audio passes through"),
 }
