@@ -750,6 +750,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .personalize.cli import add_parser as add_personalize_parser
 
     add_personalize_parser(sub)
+    from .optimize.cli import add_parsers as add_optimize_parsers
+
+    add_optimize_parsers(sub)       # optimize, preset (edge_runtime/optimize)
     _add_batch_parser(sub)          # batch: one pipeline over many files (the engine: edge_runtime/batch.py)
 
     c = sub.add_parser("completion", **parser_kwargs(

@@ -50,6 +50,11 @@ class Chain(abc.ABC):
         self.space = self.space.with_fixed(fixed)
         return self
 
+    def adapt_to(self, target) -> dict:
+        """Narrow the search from what can be measured on the target (the synth: its pitch); returns
+        what was measured. The default does nothing."""
+        return {}
+
 
 @dataclasses.dataclass(frozen=True)
 class ChainType:

@@ -42,12 +42,14 @@ def _need(module: str, method: str):
 class _Job:
     """What a worker needs to score candidates: the chain (rebuilt by name), the target, the loss."""
 
-    def __init__(self, chain_name: str, chain_config: dict, fixed: dict, target: Target, loss_config: LossConfig):
-        self.chain_name, self.chain_config, self.fixed = chain_name, dict(chain_config), dict(fixed)
+    def __init__(self, chain: Chain, target: Target, loss_config: LossConfig):
+        self.chain_name, self.chain_config = chain.name, chain.config()
+        self.fixed, self.ranges = dict(chain.space.fixed), dict(chain.space.ranges)
         self.target, self.loss_config = target, loss_config
 
     def build(self):
-        chain = make_chain(self.chain_name, **self.chain_config).with_fixed(self.fixed)
+        chain = make_chain(self.chain_name, **self.chain_config)
+        chain.space = chain.space.with_fixed(self.fixed).with_ranges(self.ranges)
         loss = MultiResolutionLoss(self.target.audio, self.target.sample_rate, self.loss_config)
         return chain, loss
 
@@ -89,7 +91,7 @@ class Evaluator:
     def __init__(self, chain: Chain, target: Target, loss_config: LossConfig | None = None, workers: int = 1):
         self.loss_config = loss_config or LossConfig()
         self.workers = max(1, int(workers))
-        self.job = _Job(chain.name, chain.config(), chain.space.fixed, target, self.loss_config)
+        self.job = _Job(chain, target, self.loss_config)
         self.chain, self.loss = self.job.build()
         self.target = target
         self._pool = None

@@ -48,8 +48,20 @@ class Param:
 class ParameterSpace:
     """Ordered parameters; ``fixed`` ones keep their value and are not searched."""
 
-    def __init__(self, params: Sequence[Param], fixed: Mapping[str, float] | None = None):
-        self.params = tuple(params)
+    def __init__(self, params: Sequence[Param], fixed: Mapping[str, float] | None = None,
+                 ranges: Mapping[str, tuple[float, float]] | None = None):
+        self.base = tuple(params)
+        self.ranges = {}
+        out = []
+        for p in self.base:   # a narrowed range (e.g. the pitch around a measured f0) inside the full one
+            r = (ranges or {}).get(p.name)
+            if r is not None:
+                lo, hi = max(p.low, float(r[0])), min(p.high, float(r[1]))
+                if lo < hi:
+                    self.ranges[p.name] = (lo, hi)
+                    p = dataclasses.replace(p, low=lo, high=hi, default=min(hi, max(lo, (lo + hi) / 2)))
+            out.append(p)
+        self.params = tuple(out)
         self.by_name = {p.name: p for p in self.params}
         self.fixed: dict[str, float] = {}
         for k, v in (fixed or {}).items():
@@ -66,10 +78,13 @@ class ParameterSpace:
         return len(self.free)
 
     def with_fixed(self, fixed: Mapping[str, float]) -> "ParameterSpace":
-        return ParameterSpace(self.params, {**self.fixed, **fixed})
+        return ParameterSpace(self.base, {**self.fixed, **fixed}, self.ranges)
+
+    def with_ranges(self, ranges: Mapping[str, tuple[float, float]]) -> "ParameterSpace":
+        return ParameterSpace(self.base, self.fixed, {**self.ranges, **ranges})
 
     def check_value(self, name: str, value, where: str = "preset") -> float:
-        p = self.by_name.get(name)
+        p = next((q for q in self.base if q.name == name), None)   # the full range: presets are not narrowed
         if p is None:
             raise ConfigError(f"{where}: unknown parameter {name!r} (expected one of {', '.join(self.names)})")
         try:
