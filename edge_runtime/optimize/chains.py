@@ -15,45 +15,16 @@ Adding a chain (the DDSP synthesizer of issue 25 is meant to plug in here)::
 """
 from __future__ import annotations
 
-import abc
 import dataclasses
 import importlib
-from typing import Callable, Mapping
+from typing import Callable
 
 import numpy as np
 
 from ..errors import ConfigError
-from .space import ParameterSpace
+from .base import Chain
 
 __all__ = ["Chain", "ChainType", "CHAINS", "LAZY_CHAINS", "register_chain", "make_chain", "chain_names"]
-
-
-class Chain(abc.ABC):
-    """A parameterised DSP chain the optimizer can fit to a target sound."""
-
-    name: str = ""
-    sample_rate: int = 16000
-    #: True: the target is an (input, processed) pair and ``render`` needs the input
-    needs_input: bool = False
-    space: ParameterSpace
-
-    @abc.abstractmethod
-    def render(self, params: Mapping[str, float], n_frames: int, input: np.ndarray | None = None) -> np.ndarray:
-        """Mono float32 audio of ``n_frames`` at :attr:`sample_rate` for ``params`` (all names of the
-        space; :meth:`ParameterSpace.complete` fills the rest)."""
-
-    def config(self) -> dict:
-        """Keyword arguments that rebuild this chain with :func:`make_chain` (written to presets)."""
-        return {"sample_rate": self.sample_rate}
-
-    def with_fixed(self, fixed: Mapping[str, float]) -> "Chain":
-        self.space = self.space.with_fixed(fixed)
-        return self
-
-    def adapt_to(self, target) -> dict:
-        """Narrow the search from what can be measured on the target (the synth: its pitch); returns
-        what was measured. The default does nothing."""
-        return {}
 
 
 @dataclasses.dataclass(frozen=True)

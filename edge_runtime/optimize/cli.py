@@ -52,15 +52,15 @@ def add_parsers(sub) -> None:
          "edge-runtime optimize --target t.wav --chain synth --init regressor --budget 0 -o quick.toml",
          "edge-runtime optimize --target wet.wav --input dry.wav --chain effects -o fx.toml  # a pipeline file",
          "edge-runtime optimize --target t.wav --chain synth --method ga --seed 3 --set note=64 --json")))
-    o.add_argument("--target", "-t", required=True, help="the sound to match (WAV/FLAC/OGG, at most 10 s)")
+    o.add_argument("--target", required=True, help="the sound to match (WAV/FLAC/OGG, at most 10 s)")
     o.add_argument("--chain", default="synth", help="synth, effects (or a chain another module registers, e.g. ddsp)")
     o.add_argument("--input", "-i", help="effects: the unprocessed signal the target was made from")
-    o.add_argument("--budget", "-b", type=_budget, default=2000, help="loss evaluations at most (default 2000; "
+    o.add_argument("--budget", type=_budget, default=2000, help="loss evaluations at most (default 2000; "
                    "0: only the starting point)")
-    o.add_argument("--method", "-m", choices=METHODS, default="cma", help="search method (default cma)")
+    o.add_argument("--method", choices=METHODS, default="cma", help="search method (default cma)")
     o.add_argument("--init", default="default", help=INIT_HELP)
     o.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result; default 0)")
-    o.add_argument("--workers", "-j", type=int, default=0, help="evaluation processes (default: one per CPU)")
+    o.add_argument("--jobs", "-j", type=int, default=0, help="evaluation processes (default: one per CPU)")
     o.add_argument("--max-seconds", type=float, help="stop after this long (wall clock)")
     o.add_argument("--patience", type=int, default=0, help="stop when the best loss has not improved by 0.1%% in "
                    "this many evaluations (default 0: never)")
@@ -156,7 +156,7 @@ def cmd_optimize(args) -> int:
                 print(f"{'evaluations':>11}  {'best loss':>10}  {'seconds':>8}")
             print(f"{n:>11}  {best:>10.5f}  {seconds:>8.1f}", flush=True)
 
-    workers = args.workers or default_workers()
+    workers = args.jobs or default_workers()
     res = optimize(chain, target, method=args.method, budget=budget, seed=args.seed, workers=workers, x0=x0,
                    sigma0=0.12 if x0 is not None else None, max_seconds=args.max_seconds,
                    patience=args.patience or None, callback=progress)

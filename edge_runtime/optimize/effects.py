@@ -11,7 +11,7 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import ConfigError
-from .chains import Chain
+from .base import Chain
 from .space import Param, ParameterSpace
 
 __all__ = ["EffectsChain", "EFFECTS_PARAMS", "pipeline_doc", "params_from_pipeline"]

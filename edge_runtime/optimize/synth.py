@@ -8,7 +8,7 @@ import numpy as np
 
 from .._subsynth import N_PARAMS, render as _render
 from ..errors import ConfigError
-from .chains import Chain
+from .base import Chain
 from .space import Param, ParameterSpace
 
 __all__ = ["SynthChain", "SYNTH_PARAMS"]
