@@ -1,7 +1,7 @@
 """The ``effects`` chain: existing engine nodes (high-pass -> peak EQ -> high shelf -> gain ->
 limiter) run through the engine; its target is an (input, processed) pair.
 
-A fitted preset is a pipeline file (``sample_rate = "input"``): ``edge-runtime run -c preset.toml``
+A fitted preset is a pipeline file (``sample_rate = "input"``): ``edge-runtime run preset.toml``
 and :meth:`edge_runtime.api.Pipeline.from_toml` load it like any other pipeline.
 """
 from __future__ import annotations

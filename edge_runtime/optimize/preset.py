@@ -10,7 +10,7 @@
 
   played with ``edge-runtime preset render p.toml -o note.wav``;
 * an ``effects`` preset is a pipeline file (``sample_rate = "input"``, the five nodes with their
-  fitted values), so ``edge-runtime run -c p.toml -i in.wav -o out.wav`` and
+  fitted values), so ``edge-runtime run p.toml -i in.wav -o out.wav`` and
   ``edge_runtime.api.Pipeline.from_toml`` load it like any pipeline; the fit is in its description.
 """
 from __future__ import annotations
