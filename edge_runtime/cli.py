@@ -814,6 +814,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .generate import add_parser as add_generate_parser
 
     add_generate_parser(sub)        # generate: a MIDI file on a DDSP instrument (edge_runtime/generate.py)
+    from .optimize.cli import add_parsers as add_optimize_parsers
+
+    add_optimize_parsers(sub)       # optimize, preset (edge_runtime/optimize)
     _add_batch_parser(sub)          # batch: one pipeline over many files (the engine: edge_runtime/batch.py)
 
     c = sub.add_parser("completion", **parser_kwargs(

@@ -1,0 +1,81 @@
+"""The chain registry: a chain is a parameter space and a ``render(params, n_frames, input)``.
+
+A chain renders mono float32 audio at its ``sample_rate``: a synthesizer from nothing (``synth``),
+an effect chain from an input signal (``effects``, whose target is an (input, processed) pair).
+Chains are built by name in every worker process of the optimizer, so a factory takes only plain
+keyword arguments (numbers, strings).
+
+Adding a chain (the DDSP synthesizer of issue 25 is meant to plug in here)::
+
+    from edge_runtime.optimize.chains import Chain, register_chain
+    register_chain("ddsp", DdspChain, "DDSP harmonic + noise synthesizer")
+
+``ddsp`` is also looked up lazily: when a module ``edge_runtime.ddsp.chain`` exists and defines
+``make_chain(**kwargs) -> Chain``, ``--chain ddsp`` uses it with no change here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ConfigError
+from .base import Chain
+
+__all__ = ["Chain", "ChainType", "CHAINS", "LAZY_CHAINS", "register_chain", "make_chain", "chain_names"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainType:
+    name: str
+    factory: Callable[..., Chain]
+    help: str
+
+
+CHAINS: dict[str, ChainType] = {}
+#: chains provided by modules that may not be part of this build: name -> (module, help)
+LAZY_CHAINS: dict[str, tuple[str, str]] = {
+    "ddsp": ("edge_runtime.ddsp.chain", "DDSP synthesizer (issue 25; make_chain(**kwargs) in that module)"),
+}
+
+
+def register_chain(name: str, factory: Callable[..., Chain], help: str) -> None:
+    CHAINS[name] = ChainType(name, factory, help)
+
+
+def _builtin() -> None:
+    if "synth" not in CHAINS:
+        from .effects import EffectsChain
+        from .synth import SynthChain
+
+        register_chain("synth", SynthChain, "subtractive synth: saw/square/sine/noise, detune, ADSR, "
+                                            "resonant low-pass with envelope, gain; one note")
+        register_chain("effects", EffectsChain, "high-pass -> peak EQ -> high shelf -> gain -> limiter (engine "
+                                                "nodes); target = (input, processed)")
+
+
+def chain_names() -> list[str]:
+    _builtin()
+    return list(CHAINS) + [n for n in LAZY_CHAINS if n not in CHAINS]
+
+
+def make_chain(name: str, **kwargs) -> Chain:
+    """The chain ``name`` built with ``kwargs``; an unknown or unavailable name is one ConfigError."""
+    _builtin()
+    if name not in CHAINS and name in LAZY_CHAINS:
+        module, help_ = LAZY_CHAINS[name]
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            raise ConfigError(f"chain {name!r} ({help_}) is not available in this build: {module} is missing "
+                              f"(available: {', '.join(CHAINS)})") from None
+        register_chain(name, mod.make_chain, help_)
+    ct = CHAINS.get(name)
+    if ct is None:
+        raise ConfigError(f"chain {name!r} is not known (expected one of {', '.join(chain_names())})")
+    try:
+        return ct.factory(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"chain {name!r}: {e}") from None

@@ -1,0 +1,246 @@
+"""``edge-runtime optimize`` (fit a chain to a target sound) and ``edge-runtime preset`` (render / show).
+
+    edge-runtime optimize --target t.wav --chain synth --budget 2000 -o preset.toml
+    edge-runtime optimize --target t.wav --chain synth --init regressor --budget 0 -o quick.toml
+    edge-runtime optimize --target wet.wav --input dry.wav --chain effects -o fx.toml
+    edge-runtime preset render preset.toml -o note.wav --note 64 --duration 1.5
+"""
+from __future__ import annotations
+
+import json
+import math
+
+from ..errors import ConfigError
+
+INIT_HELP = ("starting point: default (the middle of every range), regressor (the shipped audio -> preset "
+             "model), or a preset file")
+
+
+def _budget(text: str) -> int:
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"budget {text!r} is not an integer number of evaluations") from None
+    if not 0 <= v <= 10_000_000:
+        raise argparse.ArgumentTypeError(f"budget {v} is outside 0..10000000 evaluations")
+    return v
+
+
+def _assignments(items, what: str) -> dict:
+    out = {}
+    for item in items or ():
+        for part in item.split(","):
+            k, sep, v = part.partition("=")
+            if not sep or not k.strip():
+                raise ConfigError(f"{what} {part!r}: expected NAME=VALUE")
+            try:
+                out[k.strip()] = float(v)
+            except ValueError:
+                raise ConfigError(f"{what} {part!r}: {v!r} is not a number") from None
+    return out
+
+
+def add_parsers(sub) -> None:
+    from ..cliutil import parser_kwargs
+    from .search import METHODS
+
+    o = sub.add_parser("optimize", **parser_kwargs(
+        "find a chain's parameters that reproduce a target sound (CMA-ES, GA, random search)",
+        ("edge-runtime optimize --target t.wav --chain synth --budget 2000 -o preset.toml",
+         "edge-runtime optimize --target t.wav --chain synth --init regressor --budget 0 -o quick.toml",
+         "edge-runtime optimize --target wet.wav --input dry.wav --chain effects -o fx.toml  # a pipeline file",
+         "edge-runtime optimize --target t.wav --chain synth --method ga --seed 3 --set note=64 --json")))
+    o.add_argument("--target", required=True, help="the sound to match (WAV/FLAC/OGG, at most 10 s)")
+    o.add_argument("--chain", default="synth", help="synth, effects (or a chain another module registers, e.g. ddsp)")
+    o.add_argument("--input", "-i", help="effects: the unprocessed signal the target was made from")
+    o.add_argument("--budget", type=_budget, default=2000, help="loss evaluations at most (default 2000; "
+                   "0: only the starting point)")
+    o.add_argument("--method", choices=METHODS, default="cma", help="search method (default cma)")
+    o.add_argument("--init", default="default", help=INIT_HELP)
+    o.add_argument("--seed", type=int, default=0, help="random seed (same seed, same result; default 0)")
+    o.add_argument("--jobs", "-j", type=int, default=0, help="evaluation processes (default: one per CPU)")
+    o.add_argument("--max-seconds", type=float, help="stop after this long (wall clock)")
+    o.add_argument("--patience", type=int, default=0, help="stop when the best loss has not improved by 0.1%% in "
+                   "this many evaluations (default 0: never)")
+    o.add_argument("--set", action="append", metavar="NAME=VALUE", help="fix a parameter (not searched), e.g. "
+                   "note=60; repeatable or comma-separated")
+    o.add_argument("--pitch", choices=("auto", "search"), default="auto", help="synth: auto (default) searches the "
+                   "note within 0.5 semitone of the target's measured pitch (YIN) when it is periodic; search: the "
+                   "whole range")
+    o.add_argument("--sample-rate", type=int, default=16000, help="rate the chain renders and compares at "
+                   "(default 16000)")
+    o.add_argument("--output", "-o", help="preset file to write (TOML, atomically); without it, print only")
+    o.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    o.set_defaults(func=cmd_optimize)
+
+    p = sub.add_parser("preset", **parser_kwargs(
+        "render or show a preset file",
+        ("edge-runtime preset render preset.toml -o note.wav --note 64 --duration 1.5",
+         "edge-runtime preset render fx.toml -i dry.wav -o wet.wav",
+         "edge-runtime preset info preset.toml --json")))
+    p.set_defaults(func=_dispatch)
+    ps = p.add_subparsers(dest="preset_command", metavar="ACTION")
+    r = ps.add_parser("render", **parser_kwargs(
+        "render a preset to an audio file", ("edge-runtime preset render preset.toml -o note.wav --note 60",)))
+    r.add_argument("preset", help="preset file (TOML)")
+    r.add_argument("--output", "-o", required=True, help="audio file to write (atomically)")
+    r.add_argument("--input", "-i", help="effects presets: the signal to process")
+    r.add_argument("--note", type=float, help="synth: MIDI note (default: the preset's)")
+    r.add_argument("--duration", type=float, default=1.0, help="synth: seconds (default 1.0)")
+    r.add_argument("--sample-rate", type=int, help="synth: output rate (default: the preset's)")
+    r.set_defaults(func=cmd_preset_render)
+    i = ps.add_parser("info", **parser_kwargs("show a preset's chain, parameters and fit",
+                                              ("edge-runtime preset info preset.toml",)))
+    i.add_argument("preset", help="preset file (TOML)")
+    i.add_argument("--json", action="store_true", help="print one JSON object")
+    i.set_defaults(func=cmd_preset_info)
+
+
+def _dispatch(args) -> int:
+    if not getattr(args, "preset_command", None):
+        raise ConfigError("preset needs an action: render or info (see `edge-runtime preset -h`)")
+    return args.func(args)
+
+
+def _initial_point(init: str, chain, target):
+    if init == "default":
+        return None
+    if init == "regressor":
+        from .regressor import predict_preset
+
+        return predict_preset(chain, target)
+    from .preset import read_preset
+
+    pre = read_preset(init)
+    if pre.chain != chain.name:
+        raise ConfigError(f"--init {init}: a {pre.chain!r} preset, expected one for chain {chain.name!r}")
+    return pre.params
+
+
+def cmd_optimize(args) -> int:
+    import os
+
+    from .chains import make_chain
+    from .search import default_workers, optimize
+    from .target import make_target
+
+    kw = {"sample_rate": args.sample_rate}
+    chain = make_chain(args.chain, **kw)
+    chain.with_fixed(_assignments(args.set, "--set"))
+    if args.output:
+        parent = os.path.dirname(os.path.abspath(args.output))
+        if not os.path.isdir(parent):
+            from ..errors import AudioOutputError
+            raise AudioOutputError(f"{args.output}: folder {parent} does not exist")
+    if args.max_seconds is not None and not (args.max_seconds > 0 and math.isfinite(args.max_seconds)):
+        raise ConfigError(f"--max-seconds {args.max_seconds}: expected a positive number of seconds")
+    target = make_target(chain, args.target, args.input)
+    measured = chain.adapt_to(target) if args.pitch == "auto" else {}
+    if measured and not (getattr(args, "quiet", False) or args.json):
+        print("measured     " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                          for k, v in measured.items()))
+    x0 = _initial_point(args.init, chain, target)
+    quiet = getattr(args, "quiet", False) or args.json
+    budget = args.budget
+    marks = sorted({max(1, int(round(budget * k / 20))) for k in range(1, 21)}) if budget else []
+    state = {"next": 0}
+
+    def progress(n, best, seconds):
+        if quiet:
+            return
+        while state["next"] < len(marks) and n >= marks[state["next"]]:
+            state["next"] += 1
+            if state["next"] == 1:
+                print(f"{'evaluations':>11}  {'best loss':>10}  {'seconds':>8}")
+            print(f"{n:>11}  {best:>10.5f}  {seconds:>8.1f}", flush=True)
+
+    workers = args.jobs or default_workers()
+    res = optimize(chain, target, method=args.method, budget=budget, seed=args.seed, workers=workers, x0=x0,
+                   sigma0=0.12 if x0 is not None else None, max_seconds=args.max_seconds,
+                   patience=args.patience or None, callback=progress)
+    fit = {"target": os.path.abspath(args.target), "method": args.method, "init": args.init, "seed": args.seed,
+           "evaluations": res.evaluations, "loss": res.loss, "spectral": res.components["spectral"],
+           "seconds": round(res.seconds, 3), "stopped_by": res.stopped_by}
+    if args.input:
+        fit["input"] = os.path.abspath(args.input)
+    if args.output:
+        from .preset import write_preset
+
+        write_preset(args.output, chain, res.params, fit)
+    if args.json:
+        print(json.dumps({"chain": chain.name, "params": res.params, "fit": fit, "components": res.components,
+                          "history": [list(h) for h in res.history], "output": args.output}))
+    elif not getattr(args, "quiet", False):
+        print(f"best loss {res.loss:.5f} (spectral {res.components['spectral']:.5f}, mfcc "
+              f"{res.components['mfcc']:.5f}, loudness {res.components['loudness']:.5f}) after "
+              f"{res.evaluations} evaluations, {res.seconds:.1f} s ({res.stopped_by})")
+        print("  " + ", ".join(f"{k} {v:.4g}" for k, v in res.params.items()))
+        if args.output:
+            print(f"preset written to {args.output}")
+    return 0
+
+
+def cmd_preset_render(args) -> int:
+    import numpy as np
+
+    from ..io.files import FileSink
+    from .preset import read_preset
+    from .target import load_audio
+
+    pre = read_preset(args.preset)
+    params = dict(pre.params)
+    if pre.chain == "effects":
+        if not args.input:
+            raise ConfigError(f"{args.preset}: an effects preset processes a signal: give --input")
+        from ..io.files import FileSource
+
+        src = FileSource(args.input)
+        rate = src.sample_rate
+        src.close()
+        from .effects import EffectsChain
+
+        x = load_audio(args.input, rate, max_seconds=3600.0, what="input")
+        chain = EffectsChain(rate)
+        y = chain.render(params, x.shape[0], x)
+    else:
+        cfg = dict(pre.chain_config)
+        if args.sample_rate:
+            cfg["sample_rate"] = args.sample_rate
+        from .chains import make_chain
+
+        chain = make_chain(pre.chain, **cfg)
+        if args.note is not None:
+            params["note"] = chain.space.check_value("note", args.note, "--note")
+        if not (0.01 <= args.duration <= 60.0):
+            raise ConfigError(f"--duration {args.duration}: expected 0.01..60 seconds")
+        rate = chain.sample_rate
+        y = chain.render(params, int(round(args.duration * rate)))
+    sink = FileSink(args.output, rate, 1)
+    ok = False
+    try:
+        sink.write(np.ascontiguousarray(y.reshape(-1, 1), np.float32))
+        ok = True
+    finally:
+        sink.close(commit=ok)     # no half-written output
+    if not getattr(args, "quiet", False):
+        print(f"{args.output}: {y.shape[0] / rate:.2f} s at {rate} Hz ({pre.chain} preset {args.preset})")
+    return 0
+
+
+def cmd_preset_info(args) -> int:
+    from .preset import read_preset
+
+    pre = read_preset(args.preset)
+    if args.json:
+        print(json.dumps({"chain": pre.chain, "chain_config": pre.chain_config, "params": pre.params, "fit": pre.fit}))
+        return 0
+    print(f"chain        {pre.chain} {pre.chain_config or ''}")
+    for k, v in pre.params.items():
+        print(f"  {k:<14} {v:.6g}")
+    for k, v in pre.fit.items():
+        print(f"fit {k:<9} {v}")
+    return 0
+
+
