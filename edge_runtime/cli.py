@@ -289,7 +289,13 @@ def _bus_sinks(pipeline, args, source, outputs: dict) -> dict:
             raise ConfigError(f"--stems {args.stems!r}: {', '.join(map(repr, bad)) or 'nothing'} is not a bus of "
                               f"pipeline {pipeline.name!r} (expected some of: {', '.join(pipeline.buses)})")
     if not os.path.isdir(args.output_dir):
-        raise AudioOutputError(f"--output-dir {args.output_dir}: not a directory (create it first)")
+        # made here, as `mkdir` would: its parent must exist (a typo two levels up is an error, not a tree)
+        parent = os.path.dirname(os.path.abspath(args.output_dir))
+        if os.path.exists(args.output_dir) or not os.path.isdir(parent):
+            raise AudioOutputError(f"--output-dir {args.output_dir}: not a directory, and it cannot be made "
+                                   f"(expected a directory or a new name in an existing one; {parent} "
+                                   f"{'exists' if os.path.isdir(parent) else 'does not exist'})")
+        os.mkdir(args.output_dir)
     ext = args.stem_format.lower().lstrip(".")
     paths = {n: os.path.join(args.output_dir, f"{n}.{ext}") for n in names}
     check_outputs({"-i": args.input}, {**outputs, **{f"--output-dir ({n})": p for n, p in paths.items()}})

@@ -198,8 +198,13 @@ def test_cli_stems_picks_some_and_bad_choices_fail_cleanly(tmp_path):
     r = run_cli("run", "separate", "-i", tmp_path / "mix.wav", "--output-dir", tmp_path / "s2", "--stems", "guitar")
     assert r.returncode == 2
     assert "'guitar' is not a bus of pipeline 'separate' (expected some of: vocals, drums, bass, other)" in r.stderr.decode()
-    r = run_cli("run", "separate", "-i", tmp_path / "mix.wav", "--output-dir", tmp_path / "nowhere")
-    assert r.returncode != 0 and "not a directory" in r.stderr.decode()
+    r = run_cli("run", "separate", "-i", tmp_path / "mix.wav", "--output-dir", tmp_path / "no" / "where")
+    assert r.returncode != 0 and "not a directory" in r.stderr.decode() and "does not exist" in r.stderr.decode()
+    assert not (tmp_path / "no").exists()
+    # a new name in an existing directory is made, as the issue's `--output-dir stems/` example expects
+    r = run_cli("run", "separate", "-i", tmp_path / "mix.wav", "--output-dir", f"{tmp_path / 'new'}/", "--stems", "bass")
+    assert r.returncode == 0, r.stderr.decode()
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["bass.wav"]
     r = run_cli("run", "default", "-i", tmp_path / "mix.wav", "--output-dir", out)
     assert r.returncode == 2 and "writes no buses" in r.stderr.decode()
     # a corrupt input: one message naming the file, nothing written
