@@ -293,12 +293,9 @@ class Pipeline:
         self.events.clear()
 
     # ---- offline convenience -----------------------------------------------------------
-    def process_array(self, audio: np.ndarray, *, compensate_latency: bool = True) -> np.ndarray:
-        """Process a whole ``(channels, frames)`` array block by block; returns the same shape.
-
-        With ``compensate_latency`` the output is aligned with the input (the look-ahead is
-        flushed with zeros and trimmed from the start).
-        """
+    def _prepared_for(self, audio) -> np.ndarray:
+        """``audio`` as float32 ``(channels, frames)`` (a 1-D signal is one channel), the pipeline
+        prepared for its channel count."""
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim == 1:
             audio = audio[np.newaxis, :]
@@ -306,6 +303,15 @@ class Pipeline:
             raise ValueError(f"pipeline {self.name!r}: audio must be (channels, frames), got shape {audio.shape}")
         if not self.prepared or audio.shape[0] != self.channels:
             self.prepare(audio.shape[0])
+        return audio
+
+    def process_array(self, audio: np.ndarray, *, compensate_latency: bool = True) -> np.ndarray:
+        """Process a whole ``(channels, frames)`` array block by block; returns the same shape.
+
+        With ``compensate_latency`` the output is aligned with the input (the look-ahead is
+        flushed with zeros and trimmed from the start).
+        """
+        audio = self._prepared_for(audio)
         chain = self._require()
         lat = self.latency_samples if compensate_latency else 0
         n = audio.shape[1]
@@ -325,13 +331,7 @@ class Pipeline:
     def process_array_buses(self, audio: np.ndarray, buses: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Process a whole ``(channels, frames)`` array; returns ``{bus: (channels, frames)}`` for
         ``buses`` (default: all), each aligned with the input (its own latency flushed and trimmed)."""
-        audio = np.asarray(audio, dtype=np.float32)
-        if audio.ndim == 1:
-            audio = audio[np.newaxis, :]
-        if audio.ndim != 2:
-            raise ValueError(f"pipeline {self.name!r}: audio must be (channels, frames), got shape {audio.shape}")
-        if not self.prepared or audio.shape[0] != self.channels:
-            self.prepare(audio.shape[0])
+        audio = self._prepared_for(audio)
         chain = self._require()
         names = list(self.buses if buses is None else buses)
         blocks = [self.bus_output(b) for b in names]      # raises naming the buses there are
