@@ -5,13 +5,14 @@ an effect chain from an input signal (``effects``, whose target is an (input, pr
 Chains are built by name in every worker process of the optimizer, so a factory takes only plain
 keyword arguments (numbers, strings).
 
-Adding a chain (the DDSP synthesizer of issue 25 is meant to plug in here)::
+Adding a chain::
 
     from edge_runtime.optimize.chains import Chain, register_chain
-    register_chain("ddsp", DdspChain, "DDSP harmonic + noise synthesizer")
+    register_chain("mychain", MyChain, "what it renders")
 
-``ddsp`` is also looked up lazily: when a module ``edge_runtime.ddsp.chain`` exists and defines
-``make_chain(**kwargs) -> Chain``, ``--chain ddsp`` uses it with no change here.
+``ddsp`` (:mod:`.ddsp`) is issue 25's DDSP instruments: the searched parameters are a note's
+controls. Chains from modules that may be missing from a build go in ``LAZY_CHAINS``
+(name -> (module, help); the module defines ``make_chain(**kwargs) -> Chain``).
 """
 from __future__ import annotations
 
@@ -36,9 +37,7 @@ class ChainType:
 
 CHAINS: dict[str, ChainType] = {}
 #: chains provided by modules that may not be part of this build: name -> (module, help)
-LAZY_CHAINS: dict[str, tuple[str, str]] = {
-    "ddsp": ("edge_runtime.ddsp.chain", "DDSP synthesizer (issue 25; make_chain(**kwargs) in that module)"),
-}
+LAZY_CHAINS: dict[str, tuple[str, str]] = {}
 
 
 def register_chain(name: str, factory: Callable[..., Chain], help: str) -> None:
@@ -52,6 +51,10 @@ def _builtin() -> None:
 
         register_chain("synth", SynthChain, "subtractive synth: saw/square/sine/noise, detune, ADSR, "
                                             "resonant low-pass with envelope, gain; one note")
+        from .ddsp import DdspChain
+
+        register_chain("ddsp", DdspChain, "one note of a DDSP instrument (violin, flute, trumpet decoders): pitch, "
+                                          "level, ADSR loudness envelope, vibrato")
         register_chain("effects", EffectsChain, "high-pass -> peak EQ -> high shelf -> gain -> limiter (engine "
                                                 "nodes); target = (input, processed)")
 

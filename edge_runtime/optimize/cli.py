@@ -53,7 +53,8 @@ def add_parsers(sub) -> None:
          "edge-runtime optimize --target wet.wav --input dry.wav --chain effects -o fx.toml  # a pipeline file",
          "edge-runtime optimize --target t.wav --chain synth --method ga --seed 3 --set note=64 --json")))
     o.add_argument("--target", required=True, help="the sound to match (WAV/FLAC/OGG, at most 10 s)")
-    o.add_argument("--chain", default="synth", help="synth, effects (or a chain another module registers, e.g. ddsp)")
+    o.add_argument("--chain", default="synth", help="synth, effects or ddsp (one note of a DDSP instrument, see --instrument)")
+    o.add_argument("--instrument", help="ddsp: violin (default), flute or trumpet")
     o.add_argument("--input", "-i", help="effects: the unprocessed signal the target was made from")
     o.add_argument("--budget", type=_budget, default=2000, help="loss evaluations at most (default 2000; "
                    "0: only the starting point)")
@@ -127,6 +128,12 @@ def cmd_optimize(args) -> int:
     from .target import make_target
 
     kw = {"sample_rate": args.sample_rate}
+    if args.instrument:
+        if args.chain != "ddsp":
+            from ..errors import ConfigError
+
+            raise ConfigError(f"--instrument {args.instrument!r} is for --chain ddsp, not --chain {args.chain}")
+        kw["instrument"] = args.instrument
     chain = make_chain(args.chain, **kw)
     chain.with_fixed(_assignments(args.set, "--set"))
     if args.output:
