@@ -59,15 +59,9 @@ class DdspChain(Chain):
 
     def adapt_to(self, target, semitones: float = 0.5, min_voiced: float = 0.5) -> dict:
         """As the ``synth`` chain: search the note within +-``semitones`` of the target's pitch."""
-        from .pitch import estimate_f0, hz_to_note
+        from .pitch import narrow_note
 
-        f0, voiced = estimate_f0(target.audio, self.sample_rate)
-        info = {"f0_hz": f0, "voiced": voiced}
-        if "note" not in self.space.fixed and f0 == f0 and voiced >= min_voiced:
-            note = hz_to_note(f0)
-            self.space = self.space.with_ranges({"note": (note - semitones, note + semitones)})
-            info["note_range"] = self.space.ranges.get("note")
-        return info
+        return narrow_note(self, target, semitones, min_voiced)
 
     def controls(self, params: Mapping[str, float], n_hops: int) -> tuple[np.ndarray, np.ndarray]:
         """Per-hop f0 (Hz) and loudness (dB) of the note ``params`` over ``n_hops`` hops."""

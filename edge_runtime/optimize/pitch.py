@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-__all__ = ["estimate_f0", "hz_to_note"]
+__all__ = ["estimate_f0", "hz_to_note", "narrow_note"]
 
 
 def hz_to_note(f0: float) -> float:
@@ -67,3 +67,16 @@ def estimate_f0(x: np.ndarray, sample_rate: int, fmin: float = 30.0, fmax: float
     if not f0s:
         return float("nan"), 0.0
     return float(np.median(f0s)), len(f0s) / float(frames.shape[0])
+
+
+def narrow_note(chain, target, semitones: float = 0.5, min_voiced: float = 0.5) -> dict:
+    """A chain's ``adapt_to`` for a ``note`` parameter: search the note within +-``semitones`` of the
+    target's YIN pitch when at least ``min_voiced`` of its loud frames are periodic (a fixed
+    ``note`` is left alone); returns what was measured."""
+    f0, voiced = estimate_f0(target.audio, chain.sample_rate)
+    info = {"f0_hz": f0, "voiced": voiced}
+    if "note" not in chain.space.fixed and f0 == f0 and voiced >= min_voiced:
+        note = hz_to_note(f0)
+        chain.space = chain.space.with_ranges({"note": (note - semitones, note + semitones)})
+        info["note_range"] = chain.space.ranges.get("note")
+    return info

@@ -54,15 +54,9 @@ class SynthChain(Chain):
     def adapt_to(self, target, semitones: float = 0.5, min_voiced: float = 0.5) -> dict:
         """Search the note within +-``semitones`` of the target's YIN pitch when at least ``min_voiced``
         of its loud frames are periodic (a fixed ``note`` is left alone)."""
-        from .pitch import estimate_f0, hz_to_note
+        from .pitch import narrow_note
 
-        f0, voiced = estimate_f0(target.audio, self.sample_rate)
-        info = {"f0_hz": f0, "voiced": voiced}
-        if "note" not in self.space.fixed and f0 == f0 and voiced >= min_voiced:
-            note = hz_to_note(f0)
-            self.space = self.space.with_ranges({"note": (note - semitones, note + semitones)})
-            info["note_range"] = self.space.ranges.get("note")
-        return info
+        return narrow_note(self, target, semitones, min_voiced)
 
     def kernel_params(self, params: Mapping[str, float]) -> np.ndarray:
         """The kernel's float64 vector for ``params`` (mix normalised, gain linear)."""
