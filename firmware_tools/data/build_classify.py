@@ -210,30 +210,43 @@ def _h(s: str) -> int:
 
 # ----------------------------------------------------------------------------- sources
 
+def opensfx_sounds(wanted=None):
+    """The OpenSFX catalogue's sounds (Debian ``openttd-opensfx``), as ``(index, name, read)``
+    for each index in ``wanted`` (default: all); ``read()`` gives ``(mono int16-valued float64
+    samples, sample rate)``. Nothing when the package is not installed."""
+    if not os.path.exists(OPENSFX_CAT):
+        return
+    d = open(OPENSFX_CAT, "rb").read()
+    n = (struct.unpack("<I", d[:4])[0] & 0x7FFFFFFF) // 8
+    for i in range(n):
+        if wanted is not None and i not in wanted:
+            continue
+        off, size = struct.unpack("<II", d[i * 8:i * 8 + 8])
+        off &= 0x7FFFFFFF
+        nl = d[off]
+        name = d[off + 1:off + 1 + nl].rstrip(b"\0").decode("latin1")
+
+        def read(body=d[off + 1 + nl:off + size]):
+            w = wave.open(io.BytesIO(body))
+            raw = w.readframes(w.getnframes())
+            raw = raw[: len(raw) - len(raw) % (2 * w.getnchannels())]   # a few files end on half a frame
+            return np.frombuffer(raw, "<i2").reshape(-1, w.getnchannels()).mean(axis=1), w.getframerate()
+        yield i, name, read
+
+
 def extract_opensfx(cache: Path) -> list[Item]:
     """OpenSFX sounds used by a class, written once as WAVs under ``cache/opensfx``."""
     if not os.path.exists(OPENSFX_CAT):
         return []
     out_dir = cache / "opensfx"
     out_dir.mkdir(parents=True, exist_ok=True)
-    d = open(OPENSFX_CAT, "rb").read()
-    n = (struct.unpack("<I", d[:4])[0] & 0x7FFFFFFF) // 8
     items = []
-    for i in range(n):
-        if i not in OPENSFX_CLASS:
-            continue
-        off, size = struct.unpack("<II", d[i * 8:i * 8 + 8])
-        off &= 0x7FFFFFFF
-        nl = d[off]
-        name = d[off + 1:off + 1 + nl].rstrip(b"\0").decode("latin1")
+    for i, name, read in opensfx_sounds(OPENSFX_CLASS):
         path = out_dir / f"{i:02d}.wav"
         if not path.exists():
-            w = wave.open(io.BytesIO(d[off + 1 + nl:off + size]))
-            raw = w.readframes(w.getnframes())
-            raw = raw[: len(raw) - len(raw) % (2 * w.getnchannels())]   # a few files end on half a frame
-            x = np.frombuffer(raw, "<i2").reshape(-1, w.getnchannels()).mean(axis=1)
+            x, rate = read()
             import soundfile as sf
-            sf.write(str(path) + ".tmp.wav", x.astype(np.int16), w.getframerate(), subtype="PCM_16")
+            sf.write(str(path) + ".tmp.wav", x.astype(np.int16), rate, subtype="PCM_16")
             atomic.commit(str(path) + ".tmp.wav", path)
         orig = re.search(r'Original "([^"]+)"', name)
         unit = "opensfx:" + (orig.group(1) if orig else f"{i:02d}")
