@@ -45,6 +45,10 @@ def pytest_addoption(parser):
                 help="where the JSON and Markdown reports go (default hw_tests/reports)")
     g.addoption("--hw-runs", type=int, default=300, help="timed calls per model variant (default 300)")
     g.addoption("--hw-seconds", type=float, default=20.0, help="seconds of audio per pipeline run (default 20)")
+    g.addoption("--soak-seconds", type=float, default=3600.0, help="length of the soak (-m soak; default 3600)")
+    g.addoption("--soak-pipelines", default="", help="comma-separated pipelines for the soak (default: every shipped one)")
+    g.addoption("--soak-rss-slope", type=float, default=2.0,
+                help="largest RSS slope after the warm-up the soak accepts, MB per hour (default 2)")
     g.addoption("--hw-live-seconds", type=float, default=3.0,
                 help="seconds of each pipeline run paced like a live device (default 3; 0 = skip)")
 

@@ -148,6 +148,34 @@ def test_events_arrive_in_order_and_none_is_lost_across_a_broker_restart(tmp_pat
         broker.stop()
 
 
+def test_two_services_on_one_host_with_their_own_client_ids_both_deliver(tmp_path):
+    """A broker drops the older of two sessions with one client id; ``mqtt_client_id`` keeps two
+    services on one host (the soak runs one per pipeline) from knocking each other off."""
+    broker = Broker(tmp_path)
+    broker.start()
+    sub = Subscriber(broker.port, topic="edge_runtime/+/mic/events")
+    procs = []
+    try:
+        for k in ("a", "b"):
+            d = tmp_path / k
+            d.mkdir()
+            cfg = _service(d, broker.port, 3, extra=f'mqtt_client_id = "edge_runtime-test-{k}"')
+            cfg.write_text(cfg.read_text().replace('"edge_runtime/test"', f'"edge_runtime/{k}"'))
+            procs.append((d, ServeProcess(cfg)))
+        for d, p in procs:
+            assert p.wait(60) == 0, p.raw[-5:]
+        want = [e for d, _ in procs for e in _events_in_file(d)]
+        assert len(want) >= 40
+        assert _wait(lambda: len(sub.msgs) >= len(want), 30), (len(sub.msgs), len(want))
+        for _, p in procs:     # each connected once: neither session was taken over by the other
+            assert len(p.events("mqtt_connected")) == 1 and not p.events("mqtt_disconnected"), p.raw[-5:]
+    finally:
+        for _, p in procs:
+            p.kill()
+        sub.close()
+        broker.stop()
+
+
 def test_events_queued_while_the_broker_is_away_survive_a_sigkill(tmp_path):
     broker = Broker(tmp_path)                          # not started: the broker is away
     cfg = _service(tmp_path, broker.port, 3)
@@ -362,6 +390,7 @@ def test_tls_broker_that_requires_a_client_certificate(tmp_path):
     ({"mqtt": "mqtts://x", "mqtt_cert_file": "c.pem"}, "mqtt_cert_file and service.mqtt_key_file go together"),
     ({"mqtt": "mqtt://x:1", "mqtt_prefix": "a/#"}, "without wildcards"),
     ({"mqtt": "mqtt://x:1", "mqtt_queue_mb": 0}, "mqtt_queue_mb = 0; expected megabytes"),
+    ({"mqtt": "mqtt://x:1", "mqtt_client_id": "a b"}, "mqtt_client_id = 'a b'; expected 1..64 printable"),
 ])
 def test_mqtt_config_errors(svc, expect):
     from edge_runtime.errors import ConfigError

@@ -10,6 +10,7 @@ mqtt_prefix = "edge_runtime/pi4" # store-and-forward on disk (service/mqtt.py); 
 mqtt_queue_mb = 16           # the on-disk queue's bound while the broker is away (beyond: dropped, counted)
 mqtt_username = "edge"       # and mqtt_password_file = "/etc/edge_runtime/mqtt.secret" (mode 0600)
 mqtt_metrics_s = 30          # <prefix>/<pipeline>/metrics and <prefix>/health this often (QoS 0; 0 = off)
+mqtt_client_id = "edge_runtime-pi4-mic"  # default edge_runtime-<host>; two services on one host need two ids
 # TLS: mqtt = "mqtts://broker.lan:8883" with mqtt_ca_file = "ca.pem" (client certificate: mqtt_cert_file, mqtt_key_file)
 log_level = "info"           # debug, info, warning, error
 stop_timeout_s = 10          # SIGTERM: longest wait for the pipelines to drain
@@ -53,7 +54,7 @@ DEFAULT_CONFIG = "/etc/edge_runtime/service.toml"
 DEFAULT_METRICS = "127.0.0.1:9750"
 SERVICE_KEYS = ("metrics", "metrics_remote", "log_level", "stop_timeout_s", "crossfade_ms", "mqtt", "mqtt_prefix",
                 "mqtt_queue_mb", "mqtt_username", "mqtt_password_file", "state_dir", "mqtt_metrics_s", "mqtt_ca_file",
-                "mqtt_cert_file", "mqtt_key_file")
+                "mqtt_cert_file", "mqtt_key_file", "mqtt_client_id")
 PIPELINE_KEYS = ("name", "pipeline", "input", "output", "events", "sample_rate", "channels", "format",
                  "period_frames", "periods", "governor", "pace", "max_frames", "retry_initial_s",
                  "retry_max_s", "events_max_mb", "segment_s")
@@ -115,6 +116,7 @@ class ServiceConfig:
     mqtt_ca_file: str | None = None   # mqtts://: the broker's CA (default: the system's)
     mqtt_cert_file: str | None = None
     mqtt_key_file: str | None = None
+    mqtt_client_id: str = ""          # the MQTT session id (default edge_runtime-<hostname>)
 
 
 def _fail(path, msg):
@@ -212,6 +214,10 @@ def parse_service_config(data: dict, path="<config>") -> ServiceConfig:
         _fail(path, "service.mqtt_cert_file and service.mqtt_key_file go together (a client certificate and its key)")
     if any(tls_files.values()) and not (mqtt or "").startswith("mqtts://"):
         _fail(path, f"service.mqtt = {mqtt!r}: TLS files are set, expected \"mqtts://HOST:PORT\"")
+    mcid = _typed(svc, "mqtt_client_id", (str,), path, "service.", "1..64 printable characters", "")
+    if mcid and (len(mcid) > 64 or not mcid.isprintable() or any(c in mcid for c in "#+/ ")):
+        _fail(path, f"service.mqtt_client_id = {mcid!r}; expected 1..64 printable characters without spaces, "
+              "'/', '+' or '#'")
     mmet = _typed(svc, "mqtt_metrics_s", (int, float), path, "service.", "seconds 0 (off) or 1..86400", 30.0)
     if mmet and not 1 <= mmet <= 86400:
         _fail(path, f"service.mqtt_metrics_s = {mmet!r}; expected seconds 1..86400, or 0 (off)")
@@ -307,7 +313,7 @@ def parse_service_config(data: dict, path="<config>") -> ServiceConfig:
                          mqtt=mqtt, mqtt_prefix=mqtt_prefix, mqtt_queue_mb=float(qmb), mqtt_username=muser,
                          mqtt_password_file=None if mpass is None else str(base / mpass) if not os.path.isabs(mpass)
                          else mpass, state_dir=None if sdir is None else str(base / sdir) if not os.path.isabs(sdir)
-                         else sdir, mqtt_metrics_s=float(mmet), **tls_files)
+                         else sdir, mqtt_metrics_s=float(mmet), mqtt_client_id=mcid, **tls_files)
 
 
 def load_service_config(path) -> ServiceConfig:

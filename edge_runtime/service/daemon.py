@@ -203,7 +203,10 @@ class Daemon:
         return MqttPublisher(cfg.mqtt, cfg.mqtt_prefix or f"edge_runtime/{device}",
                              str(state_dir(cfg.state_dir)), device=device, max_mb=cfg.mqtt_queue_mb,
                              username=cfg.mqtt_username, password_file=cfg.mqtt_password_file, logger=self.log,
-                             ca_file=cfg.mqtt_ca_file, cert_file=cfg.mqtt_cert_file, key_file=cfg.mqtt_key_file)
+                             ca_file=cfg.mqtt_ca_file, cert_file=cfg.mqtt_cert_file, key_file=cfg.mqtt_key_file,
+                             # a broker drops the older of two sessions with one id: two services on one
+                             # host (or a service and `run --events`) must not share it
+                             client_id=cfg.mqtt_client_id or None)
 
     def _status_text(self) -> str:
         parts = [f"{n}: {i.state}" for n, i in self.instances.items()]

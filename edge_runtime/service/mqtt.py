@@ -341,6 +341,12 @@ class MqttPublisher:
             self._socket_error = buf
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None):
+        if self._stop.is_set():       # our own disconnect in close(): not a broker that went away
+            if self.connected and self.jlog is not None:
+                self.jlog.info("mqtt_closed", f"MQTT connection to {self.host}:{self.port} closed; "
+                               f"{self.queue.backlog_bytes} bytes left queued", broker=f"{self.host}:{self.port}")
+            self.connected = False
+            return
         if not self.connected and self._tls and not self._refused_logged and self.jlog is not None:
             # dropped before CONNACK: with TLS 1.3 a broker that requires a client certificate says so
             # only after the handshake, as an alert on the first read
