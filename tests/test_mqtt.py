@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from service_helpers import ServeProcess, sawtooth
+from service_helpers import ROOT, ServeProcess, sawtooth
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto not installed (apt-get install mosquitto)")
@@ -174,6 +174,63 @@ def test_two_services_on_one_host_with_their_own_client_ids_both_deliver(tmp_pat
             p.kill()
         sub.close()
         broker.stop()
+
+
+def test_home_assistant_discovery_has_a_sensor_per_kind_of_event(tmp_path):
+    """Each node's kinds of event are announced before the first event: a decision node (VAD) is one
+    sensor whose state is the label, classify's ``class`` index shows as its label, an
+    ``X_start``/``X_end`` pair is a binary sensor; each kind's latest event is retained on its own
+    state topic; the pipeline's RTF / deadline misses and the device's health have sensors too."""
+    import soundfile as sf
+
+    broker = Broker(tmp_path)
+    broker.start()
+    x, sr = sf.read(str(ROOT / "tests" / "fixtures" / "audio" / "vad_speech.flac"), dtype="float32")
+    sf.write(str(tmp_path / "in.wav"), x, sr)
+    (tmp_path / "p.toml").write_text(
+        'name = "p"\nsample_rate = 16000\nblock_size = 160\n'
+        '[[nodes]]\ntype = "vad"\nname = "vad"\n'
+        '[[nodes]]\ntype = "classify"\nhop_ms = 250\n'
+        '[[nodes]]\ntype = "denoise"\n')
+    cfg = tmp_path / "service.toml"
+    cfg.write_text(f'[service]\nmetrics = ""\nmqtt = "mqtt://127.0.0.1:{broker.port}"\nmqtt_prefix = "edge_runtime/test"\n'
+                   'state_dir = "state"\nmqtt_metrics_s = 1\n[[pipelines]]\nname = "mic"\npipeline = "p.toml"\n'
+                   'input = "in.wav"\nevents = "ev.jsonl"\npace = true\nmax_frames = 48000\n')
+    got: dict = {}
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="edge_runtime-test-ha2")
+    c.on_connect = lambda cl, u, f, rc, p=None: (cl.subscribe("homeassistant/#", qos=1),
+                                                 cl.subscribe("edge_runtime/test/mic/+/+", qos=1))
+    c.on_message = lambda cl, u, m: got.__setitem__(m.topic, (m.retain, json.loads(m.payload)))
+    try:
+        d = ServeProcess(cfg)
+        assert d.wait(60) == 0, d.raw[-5:]
+        c.connect("127.0.0.1", broker.port)    # after the run: what a new Home Assistant sees (retained)
+        c.loop_start()
+        assert _wait(lambda: len([t for t in got if t.startswith("homeassistant/")]) >= 8, 10), sorted(got)
+        time.sleep(0.5)
+    finally:
+        c.loop_stop()
+        c.disconnect()
+        broker.stop()
+    conf = {t.split("/")[1] + ":" + t.split("/")[2]: v[1] for t, v in got.items() if t.startswith("homeassistant/")}
+    dev = __import__("socket").gethostname().split(".")[0]
+    uid = f"edge_runtime_{dev}_mic".replace("-", "_")
+    vad = conf[f"sensor:{uid}_vad_decision"]
+    assert vad["state_topic"] == "edge_runtime/test/mic/vad/decision" and vad["value_template"] == "{{ value_json.event }}"
+    cls = conf[f"sensor:{uid}_classify_class"]
+    assert "speech" in cls["value_template"] and cls["state_topic"] == "edge_runtime/test/mic/classify/class"
+    sp = conf[f"binary_sensor:{uid}_denoise_speech"]
+    assert sp["state_topic"] == "edge_runtime/test/mic/denoise/speech" and "_start" in sp["value_template"]
+    assert conf[f"sensor:{uid}_rtf"]["state_topic"] == "edge_runtime/test/mic/metrics"
+    assert conf[f"sensor:edge_runtime_{dev}_rss_mb".replace("-", "_")]["state_topic"] == "edge_runtime/test/health"
+    assert all(v["device"]["identifiers"] == [f"edge_runtime_{dev}"] for v in conf.values())
+    # the retained state topics hold each kind's latest event, as in the events file
+    events = _events_in_file(tmp_path)
+    last_vad = [e for e in events if e["node"] == "vad"][-1]
+    retained, body = got["edge_runtime/test/mic/vad/decision"]
+    assert retained and body["event"] == last_vad["event"] and body["time_s"] == last_vad["time_s"]
+    last_cls = [e for e in events if e["event"] == "class"][-1]
+    assert got["edge_runtime/test/mic/classify/class"][1]["value"] == last_cls["value"]
 
 
 def test_events_queued_while_the_broker_is_away_survive_a_sigkill(tmp_path):

@@ -30,6 +30,7 @@ here) only waits for signals, pings the watchdog and reloads.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -103,6 +104,8 @@ class Daemon:
         except BaseException:
             inst._close_all(commit=False)
             raise
+        if self.mqtt is not None:          # after open_static: prepared, its class labels are final
+            self.mqtt.register_pipeline(spec.name, inst.pipeline)
         return inst
 
     def _instance_exited(self, inst: Instance) -> None:
@@ -313,14 +316,10 @@ class Daemon:
             self.notifier.ready(self._status_text())
             return
         # everything new is ready: commit
-        self.config = ServiceConfig(path=cfg.path, metrics=self.config.metrics, log_level=cfg.log_level,
-                                    stop_timeout_s=cfg.stop_timeout_s, crossfade_ms=cfg.crossfade_ms,
-                                    pipelines=cfg.pipelines, metrics_remote=self.config.metrics_remote,
-                                    mqtt=self.config.mqtt, mqtt_prefix=self.config.mqtt_prefix,
-                                    mqtt_queue_mb=self.config.mqtt_queue_mb, mqtt_username=self.config.mqtt_username,
-                                    mqtt_password_file=self.config.mqtt_password_file, state_dir=self.config.state_dir,
-                                    mqtt_metrics_s=cfg.mqtt_metrics_s, mqtt_ca_file=self.config.mqtt_ca_file,
-                                    mqtt_cert_file=self.config.mqtt_cert_file, mqtt_key_file=self.config.mqtt_key_file)
+        # what a reload may change; the metrics port, the broker and the state folder stay as started
+        self.config = dataclasses.replace(self.config, path=cfg.path, log_level=cfg.log_level,
+                                          stop_timeout_s=cfg.stop_timeout_s, crossfade_ms=cfg.crossfade_ms,
+                                          pipelines=cfg.pipelines, mqtt_metrics_s=cfg.mqtt_metrics_s)
         self.log.level = __import__("edge_runtime.service.log", fromlist=["LEVELS"]).LEVELS[
             self.log_level or cfg.log_level]
         for name in list(self.instances):

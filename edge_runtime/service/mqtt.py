@@ -16,9 +16,16 @@ consumers drop repeats by ``seq``.
   and dropped.
 * **Bound**: ``mqtt_queue_mb`` (default 16). Events beyond it are dropped, counted
   (``dropped``) and reported in the log and in ``/status``.
-* **Home Assistant**: on every connect, retained MQTT discovery messages
-  (``homeassistant/sensor/<device>_<pipeline>/config``) are published, so a sensor for each
-  pipeline's last event appears by itself.
+* **Home Assistant**: retained MQTT discovery messages (``homeassistant/<component>/<id>/config``)
+  make sensors appear by themselves, one per kind of event as it is first seen (and all of them
+  again on every connect): a pair ``X_start`` / ``X_end`` (``speech_start``, ``anomaly_start``) is a
+  ``binary_sensor`` that is on between them; any other event is a ``sensor`` whose state is the
+  event's value, a class event's value shown as its label (``classify class`` -> ``speech``).
+  Each kind's latest event is also published, retained at QoS 0, to
+  ``<prefix>/<pipeline>/<node>/<event>`` (the state topic the sensor reads), while the ordered,
+  queued log stays on ``<prefix>/<pipeline>/events``. Per pipeline there are also sensors for the
+  real-time factor and deadline misses, and per device RSS, load, temperature and queued bytes
+  (from the metrics and health topics).
 * **TLS**: ``mqtts://HOST:PORT`` with ``mqtt_ca_file`` (the broker's CA; default: the system's) and,
   for client certificates, ``mqtt_cert_file`` / ``mqtt_key_file``. The broker's certificate and
   host name are always checked; a broker that fails the check is one ``mqtt_tls_failed`` line.
@@ -251,6 +258,10 @@ class MqttPublisher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._pipelines: set[str] = set()
+        self._kinds: dict[tuple[str, str, str], None] = {}   # (pipeline, node, event) seen, in order
+        self._announced: set[tuple[str, str, str]] = set()   # kinds whose discovery went out on this connection
+        self._labels: dict[tuple[str, str], list[str]] = {}  # (pipeline, node) -> class labels
+        self._decisions: dict[tuple[str, str], set[str]] = {}  # (pipeline, node) -> labels emitted as events
         c = self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"edge_runtime-{device}",
                                       clean_session=True)
         if username:
@@ -298,8 +309,15 @@ class MqttPublisher:
             rec = dict(record, seq=self.seq, device=self.device)
             self.seq += 1
         self._pipelines.add(pipeline)
+        kind = (pipeline, str(record.get("node", "")), str(record.get("event", "")))
+        if kind not in self._kinds:
+            self._kinds[kind] = None        # the publisher thread announces it (no network here)
         self.queue.append(json.dumps({"topic": f"{self.prefix}/{pipeline}/events", "payload": rec},
                                      separators=(",", ":")).encode())
+
+    def set_labels(self, pipeline: str, node: str, labels) -> None:
+        """Class names of a node whose ``class`` events carry an index, for the sensors' labels."""
+        self._labels[(pipeline, node)] = [str(x) for x in labels]
 
     # ---- the publisher thread ----------------------------------------------------------------
     def start(self) -> None:
@@ -321,8 +339,11 @@ class MqttPublisher:
             self._done.clear()
             self._early.clear()
             self._next = self.queue.acked            # resend what was not acknowledged
+        with self._lock:
+            self._announced.clear()           # announce every kind again (the broker may be a new one)
         for p in sorted(self._pipelines):
             self._discovery(p)
+        self._discovery_health()
         if self.jlog is not None:
             self.jlog.info("mqtt_connected", f"MQTT broker {self.host}:{self.port} connected; "
                            f"{self.queue.backlog_bytes} bytes queued", broker=f"{self.host}:{self.port}")
@@ -379,14 +400,92 @@ class MqttPublisher:
         if ack is not None:
             self.queue.ack(*ack)
 
+    def _device_block(self) -> dict:
+        return {"identifiers": [f"edge_runtime_{self.device}"], "name": f"edge_runtime {self.device}",
+                "manufacturer": "AudioLab"}
+
+    def _announce(self, component: str, uid: str, cfg: dict) -> None:
+        uid = "".join(c if c.isalnum() or c == "_" else "_" for c in uid)
+        cfg = dict(cfg, unique_id=uid, object_id=uid, device=self._device_block())
+        self.client.publish(f"homeassistant/{component}/{uid}/config", json.dumps(cfg), qos=1, retain=True)
+
     def _discovery(self, pipeline: str) -> None:
-        uid = f"edge_runtime_{self.device}_{pipeline}".replace("-", "_")
-        cfg = {"name": f"{pipeline} last event", "unique_id": uid, "state_topic": f"{self.prefix}/{pipeline}/events",
-               "value_template": "{{ value_json.node }} {{ value_json.event }} {{ value_json.value }}",
-               "json_attributes_topic": f"{self.prefix}/{pipeline}/events",
-               "device": {"identifiers": [f"edge_runtime_{self.device}"], "name": f"edge_runtime {self.device}",
-                          "manufacturer": "AudioLab"}}
-        self.client.publish(f"homeassistant/sensor/{uid}/config", json.dumps(cfg), qos=1, retain=True)
+        """A pipeline's own sensors: its last event, its real-time factor and deadline misses."""
+        base = f"edge_runtime_{self.device}_{pipeline}"
+        ev = f"{self.prefix}/{pipeline}/events"
+        self._announce("sensor", base, {
+            "name": f"{pipeline} last event", "state_topic": ev, "json_attributes_topic": ev,
+            "value_template": "{{ value_json.node }} {{ value_json.event }} {{ value_json.value }}"})
+        met = f"{self.prefix}/{pipeline}/metrics"
+        self._announce("sensor", base + "_rtf", {
+            "name": f"{pipeline} real-time factor", "state_topic": met, "state_class": "measurement",
+            "value_template": "{{ value_json.realtime_factor | round(4) }}", "entity_category": "diagnostic"})
+        self._announce("sensor", base + "_deadline_misses", {
+            "name": f"{pipeline} deadline misses", "state_topic": met, "state_class": "total_increasing",
+            "value_template": "{{ value_json.deadline_misses }}", "entity_category": "diagnostic"})
+
+    def _discovery_health(self) -> None:
+        """The device's sensors, from ``<prefix>/health``."""
+        h = f"{self.prefix}/health"
+        for key, name, unit in (("rss_mb", "memory (RSS)", "MB"), ("load1", "load", None),
+                                ("temp_c", "temperature", "°C"), ("mqtt_queued_bytes", "MQTT queued", "B")):
+            cfg = {"name": name, "state_topic": h, "value_template": f"{{{{ value_json.{key} }}}}",
+                   "state_class": "measurement", "entity_category": "diagnostic"}
+            if unit:
+                cfg["unit_of_measurement"] = unit
+            self._announce("sensor", f"edge_runtime_{self.device}_{key}", cfg)
+
+    def kind_topic(self, pipeline: str, node: str, event: str) -> str:
+        """The retained state topic of one kind of event: a decision node's labels share
+        ``<node>/decision``; an ``X_start``/``X_end`` pair shares ``<node>/X``."""
+        if event in self._decisions.get((pipeline, node), ()):
+            event = "decision"
+        for end in ("_start", "_end"):
+            if event.endswith(end) and len(event) > len(end):
+                event = event[: -len(end)]
+        return f"{self.prefix}/{pipeline}/{node}/{event}"
+
+    def _discover_kind(self, pipeline: str, node: str, event: str) -> None:
+        topic = self.kind_topic(pipeline, node, event)
+        stem = topic.rsplit("/", 1)[1]
+        uid = f"edge_runtime_{self.device}_{pipeline}_{node}_{stem}"
+        common = {"name": f"{pipeline} {node} {stem}", "state_topic": topic, "json_attributes_topic": topic}
+        if stem == "decision":          # the event's name is the state (speech / nonspeech)
+            self._announce("sensor", uid, dict(common, value_template="{{ value_json.event }}"))
+        elif stem != event:             # an X_start / X_end pair
+            self._announce("binary_sensor", uid, dict(
+                common, value_template="{{ 'ON' if value_json.event.endswith('_start') else 'OFF' }}"))
+        elif event == "class" and self._labels.get((pipeline, node)):
+            labels = self._labels[(pipeline, node)]
+            self._announce("sensor", uid, dict(common, value_template=(
+                "{% set l = " + json.dumps(labels) + " %}{% set i = value_json.value | int %}"
+                "{{ l[i] if 0 <= i < " + str(len(labels)) + " else i }}")))
+        else:
+            self._announce("sensor", uid, dict(common, value_template="{{ value_json.value | round(3) }}"))
+
+    def register_pipeline(self, name: str, pipeline) -> None:
+        """Announce a pipeline's sensors before its first event: every kind of event its nodes
+        (and their sub-nodes) can emit, with class labels and decision labels."""
+        self._pipelines.add(name)
+        nodes = list(getattr(pipeline, "nodes", ()))
+        for n in list(nodes):
+            nodes.extend(getattr(n, "sub_nodes", tuple)())
+        for n in nodes:
+            names = tuple(getattr(n, "event_names", ()))
+            labels = tuple(getattr(n, "labels", ()) or ())
+            if labels and set(labels) <= set(names):
+                self._decisions[(name, n.name)] = set(labels)
+            elif labels and "class" in names:
+                self.set_labels(name, n.name, labels)
+            for ev in names:
+                self._kinds.setdefault((name, n.name, ev), None)
+
+    def _announce_new_kinds(self) -> None:
+        with self._lock:
+            new = [k for k in list(self._kinds) if k not in self._announced]
+            self._announced.update(new)
+        for k in new:
+            self._discover_kind(*k)
 
     def _run(self) -> None:
         import paho.mqtt.client as mqtt
@@ -404,6 +503,7 @@ class MqttPublisher:
                 if not self._inflight and not self._done and self.queue.compact():
                     self._next = 0
             if self.connected:
+                self._announce_new_kinds()
                 with self._lock:
                     start, room = self._next, 64 - len(self._inflight)
                 if room > 0 and start < self.queue.size:      # something not yet sent
@@ -413,6 +513,10 @@ class MqttPublisher:
                                                    qos=1)
                         if info.rc != mqtt.MQTT_ERR_SUCCESS:
                             break
+                        pl = msg["payload"]
+                        if "node" in pl and "event" in pl and "pipeline" in pl:   # the kind's latest value
+                            self.client.publish(self.kind_topic(pl["pipeline"], pl["node"], pl["event"]),
+                                                json.dumps(pl, separators=(",", ":")), qos=0, retain=True)
                         with self._lock:
                             self._inflight[info.mid] = (end, int(msg["payload"]["seq"]))
                             self._next = end
