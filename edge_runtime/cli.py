@@ -341,7 +341,7 @@ def cmd_run(args) -> int:
     from .classify import cli as classify_cli
 
     if classify_cli.wants_labels(pipeline, args):   # a classify pipeline with no output: print labels
-        return classify_cli.run_labels(pipeline, source, args)
+        return classify_cli.run_labels(pipeline, source, args, stop=_LiveStop(source.frames is None))
     governor = None
     if not args.no_governor:
         from .governor import Governor

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -199,6 +200,45 @@ def test_ctrl_c_on_a_live_run_prints_the_summary_and_keeps_the_output(tmp_path):
     frames = int(text.split("frames       in ")[1].split()[0])
     assert frames > 0 and sf.info(str(out)).frames == frames      # committed as far as read
     assert not list(tmp_path.glob(".out.wav.tmp-*"))
+
+
+def test_ctrl_c_on_a_live_classify_run_prints_the_decisions_and_the_time_per_class(tmp_path):
+    x, sr = sf.read(str(ROOT / "tests" / "fixtures" / "audio" / "classify_speech.flac"), dtype="int16")
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.Popen([sys.executable, "-m", "edge_runtime", "run", "classify", "-i", "-", "--rate", str(sr),
+                          "--channels", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    lines = []
+    t = threading.Thread(target=lambda: lines.extend(iter(p.stdout.readline, b"")), daemon=True)
+    t.start()
+    period = sr // 10
+    try:
+        deadline, k = time.monotonic() + 60, 0
+        while not lines and time.monotonic() < deadline:     # until the first decision is printed
+            p.stdin.write(x[k:k + period].tobytes() if k + period <= len(x) else np.zeros(period, "<i2").tobytes())
+            p.stdin.flush()
+            k += period
+            time.sleep(0.005)
+        p.send_signal(signal.SIGINT)
+        for _ in range(20):
+            try:
+                p.stdin.write(np.zeros(period, "<i2").tobytes())
+                p.stdin.flush()
+            except BrokenPipeError:
+                break
+            time.sleep(0.01)
+        try:
+            p.stdin.close()
+        except BrokenPipeError:      # it stopped reading: that is the point
+            pass
+        p.wait(60)
+        t.join(10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    text = b"".join(lines).decode()
+    assert p.returncode == 130, p.stderr.read().decode()
+    assert "speech" in text.splitlines()[0] and "# classify: " in text and "# stopped by SIGINT" in text, text
 
 
 def _band_run(tmp_path, x, sr):

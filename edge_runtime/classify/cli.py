@@ -5,6 +5,8 @@ When the pipeline has a ``classify`` node and neither ``--output`` nor ``--event
 and, at the end, the time spent in each class; ``--json`` prints JSON lines instead
 (``{"time_s": 1.25, "node": "classify", "label": "speech", "index": 1, "confidence": 0.93,
 "ts": "2026-12-07T10:00:00.123Z"}``), flushed as they come, so it streams from ALSA or stdin as well as from files.
+On a live input, Ctrl-C stops before the next read: the decisions so far, the time-per-class
+line and ``# stopped by SIGINT`` are printed, exit status 130.
 """
 from __future__ import annotations
 
@@ -28,8 +30,12 @@ def _clock(t: float) -> str:
     return f"{h:02d}:{m:02d}:{s:06.3f}"
 
 
-def run_labels(pipeline, source, args) -> int:
-    """Run ``pipeline`` on ``source`` (closed here) and print its class decisions."""
+def run_labels(pipeline, source, args, stop=None) -> int:
+    """Run ``pipeline`` on ``source`` (closed here) and print its class decisions. ``stop``: a
+    context manager with ``should_stop()`` and ``signum`` (the CLI's Ctrl-C handler on a live input)."""
+    import contextlib
+    import signal
+
     from ..runner import run_stream
 
     nodes = classify_nodes(pipeline)
@@ -64,9 +70,12 @@ def run_labels(pipeline, source, args) -> int:
         out.flush()
 
     try:
-        summary = run_stream(pipeline, source, None, on_event=on_event, governor=governor)
+        with (stop if stop is not None else contextlib.nullcontext()):
+            summary = run_stream(pipeline, source, None, on_event=on_event, governor=governor,
+                                 should_stop=None if stop is None else stop.should_stop)
     finally:
         source.close()
+    signum = getattr(stop, "signum", None)
     if not args.json and not args.quiet:
         end = summary.duration_s
         for name in nodes:
@@ -77,4 +86,7 @@ def run_labels(pipeline, source, args) -> int:
                 total[lab] = total.get(lab, 0.0) + max(nxt - t, 0.0)
             parts = ", ".join(f"{lab} {sec:.2f} s" for lab, sec in sorted(total.items(), key=lambda kv: -kv[1]))
             out.write(f"# {name}: {len(segs)} decisions over {end:.2f} s; {parts or 'no window classified'}\n")
-    return 0
+        if signum is not None:
+            out.write(f"# stopped by {signal.Signals(signum).name}\n")
+    out.flush()
+    return 128 + signum if signum is not None else 0
