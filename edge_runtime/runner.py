@@ -84,6 +84,20 @@ class RunSummary:
 BAND_LOSS_DB = -40.0
 
 
+def _full_band_hint(name: str, sr_in: int) -> str:
+    """``: try speech_gate48k`` when a shipped pipeline of that name runs at the input's rate."""
+    from .config import list_pipelines, load_pipeline_config
+
+    want = f"{name}{sr_in // 1000}k"
+    path = list_pipelines().get(want)
+    try:
+        if path is not None and load_pipeline_config(str(path)).sample_rate == sr_in:
+            return f": try {want}"
+    except Exception:  # a hint only: a broken pipeline file must not break the run's summary
+        pass
+    return ""
+
+
 def _utc_now() -> str:
     now = datetime.datetime.now(datetime.timezone.utc)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
@@ -364,7 +378,8 @@ def run_stream(pipeline: Pipeline, source: Source, sink: Sink | None, *,
     if band_db is not None and band_db > BAND_LOSS_DB:
         warnings.append(f"band loss: the input's energy above {sr_pipe / 2000:g} kHz ({band_db:.0f} dB of the "
                         f"total) is removed by the {sr_pipe} Hz pipeline {pipeline.name!r}; the {sr_in} Hz "
-                        f"output is band-limited to {sr_pipe / 2000:g} kHz (a {sr_in} Hz pipeline keeps it)")
+                        f"output is band-limited to {sr_pipe / 2000:g} kHz (a {sr_in} Hz pipeline keeps it"
+                        f"{_full_band_hint(pipeline.name, sr_in)})")
 
     st = pipeline.stats()
     duration = frames_in / sr_in if sr_in else 0.0

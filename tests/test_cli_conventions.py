@@ -241,9 +241,9 @@ def test_ctrl_c_on_a_live_classify_run_prints_the_decisions_and_the_time_per_cla
     assert "speech" in text.splitlines()[0] and "# classify: " in text and "# stopped by SIGINT" in text, text
 
 
-def _band_run(tmp_path, x, sr):
+def _band_run(tmp_path, x, sr, pipeline="speech_gate"):
     write_wav(tmp_path / "in.wav", x, sr)
-    r = subprocess.run([sys.executable, "-m", "edge_runtime", "run", "speech_gate", "-i", str(tmp_path / "in.wav"),
+    r = subprocess.run([sys.executable, "-m", "edge_runtime", "run", pipeline, "-i", str(tmp_path / "in.wav"),
                         "-o", str(tmp_path / "out.wav"), "--json"], capture_output=True,
                        env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert r.returncode == 0, r.stderr.decode()
@@ -257,6 +257,14 @@ def test_band_loss_is_warned_when_the_input_has_energy_above_the_pipeline_nyquis
     # white noise: 2/3 of its energy above 8 kHz = -1.8 dB
     assert s["band_above_nyquist_db"] == pytest.approx(-1.8, abs=0.5)
     assert len(s["warnings"]) == 1 and "above 8 kHz" in s["warnings"][0] and "band loss" in err
+    assert "try speech_gate48k" in s["warnings"][0]
+    # the full-band variant keeps it: no warning, and the output still has its energy above 8 kHz
+    s48, err48 = _band_run(tmp_path, white, sr, pipeline="speech_gate48k")
+    assert s48["warnings"] == [] and "band loss" not in err48 and s48["pipeline_sample_rate"] == 48000
+    y, _ = sf.read(str(tmp_path / "out.wav"), dtype="float32")
+    spec = np.abs(np.fft.rfft(y[sr // 2:])) ** 2
+    f = np.fft.rfftfreq(len(y) - sr // 2, 1 / sr)
+    assert 10 * np.log10(spec[f > 8500].sum() / spec.sum()) > -6    # white noise, ducked: still full band
     # the same rate with nothing above 8 kHz (a 1 kHz tone): no warning
     tone = (0.3 * np.sin(2 * np.pi * 1000 * np.arange(2 * sr) / sr)).astype(np.float32)
     s, err = _band_run(tmp_path, tone, sr)

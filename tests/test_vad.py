@@ -207,8 +207,65 @@ def test_no_allocation_per_block_with_vad_and_route():
 
 
 def test_wrong_rate_is_a_clear_error():
-    with pytest.raises(ValueError, match="vad runs at 16000 Hz, not 48000"):
-        _node().prepare(48000, 480, 1)
+    with pytest.raises(ValueError, match=r"vad runs at 16000 Hz \(or 32000 / 48000 Hz, judged on a 16 kHz copy\), not 44100"):
+        _node().prepare(44100, 441, 1)
+    with pytest.raises(ValueError, match="vad at 48000 Hz needs block_size a multiple of 3, got 400"):
+        _node().prepare(48000, 400, 1)
+
+
+@pytest.mark.parametrize("variant", ["fp32", pytest.param("silero", marks=pytest.mark.skipif(
+    not HAVE_SILERO, reason="silero-vad is not installed"))])
+def test_at_48khz_the_vad_decides_as_at_16khz(variant):
+    """A full-band pipeline: the node judges its own 16 kHz copy (low-pass + every 3rd sample);
+    the same recording at 48 kHz gets the same decisions, at the same times, as at 16 kHz."""
+    import soxr
+
+    x, ref = _speech()
+    d16, p16 = _stream(_node(variant), x)
+    x48 = soxr.resample(x, SR, 48000).astype(np.float32)
+    n48 = Vad(variant=variant)
+    n48.prepare(48000, 3 * HOP, 1)
+    d48, p48 = _stream(n48, x48, block=3 * HOP)
+    k = min(len(d16), len(d48))
+    assert np.mean(d16[:k] == d48[:k]) > 0.99, np.mean(d16[:k] == d48[:k])
+    assert np.max(np.abs(p16[:k] - p48[:k])) < 0.2 and np.mean(np.abs(p16[:k] - p48[:k])) < 0.02
+    assert _f1(d48[:k], ref[:k]) > 0.8
+    # event offsets are in the 48 kHz pipeline's frames
+    pipe = Pipeline([Vad(variant=variant)], sample_rate=48000, block_size=480)
+    pipe.prepare(1)
+    on = []
+    for t in range(len(x48) // 480):
+        np.copyto(pipe.input, x48[t * 480:(t + 1) * 480].reshape(1, -1))
+        pipe.process_block()
+        on += [e.frame for e in pipe.drain_events() if e.event == "speech"]
+    first16 = 160 * (int(np.argmax(d16)) + 1)
+    assert on and abs(on[0] / 3 - first16) <= 160, (on[:2], first16)
+
+
+def test_no_allocation_per_block_at_48khz():
+    import soxr
+
+    x, _ = _speech()
+    x48 = soxr.resample(x, SR, 48000).astype(np.float32)
+    v = Vad(variant="fp32", attack_ms=0.0, hold_ms=0.0)
+    r = Route("vad", [Branch("speech", (), [Gain(gain_db=0.0)], 0.0, False), Branch("else", (), [], -20.0, False)],
+              crossfade_ms=5.0, hold_ms=10.0)
+    r.link([v])
+    pipe = Pipeline([v, r], sample_rate=48000, block_size=480)
+    pipe.prepare(1)
+    blocks = np.ascontiguousarray(x48[: (len(x48) // 480) * 480].reshape(-1, 1, 480))
+    state = {"k": 0}
+
+    def step():
+        np.copyto(pipe.input, blocks[state["k"] % len(blocks)])
+        state["k"] += 1
+        pipe.process_block()
+
+    grown, peak = _steady_state_growth(step, 3_000)
+    grown_more, _ = _steady_state_growth(step, 9_000)
+    assert r.switch_count > 5
+    assert grown == grown_more and grown < 2048, (grown, grown_more)
+    assert peak < 4096, peak
 
 
 def test_a_model_of_another_task_is_refused():

@@ -27,12 +27,20 @@ causal frame that fills from zeros; measured with white, pink and brown noise at
 therefore ``startup_attack_ms`` (default 150 ms): 0 of 72 then, and speech that starts within
 the first 0.5 s is detected about 130 ms later (40 -> 170 ms after its onset); speech after that
 is detected as before.
+
+**Full-band pipelines.** At 32 or 48 kHz (a full-band ``speech_gate48k``) the node judges a 16 kHz
+copy of the channel mean: an 8th-order Butterworth low-pass at 7.2 kHz (``filters.butterworth``,
+run by the ``sosfilt`` kernel with its state in double) and every 2nd / 3rd sample, into buffers
+made in ``prepare``; the audio itself passes through at the pipeline's rate, untouched. The
+block size must be a multiple of the factor. Event offsets are in the pipeline's frames.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from .. import _kernels
 from ..errors import ModelError
+from ..filters import butterworth
 from ..spectral import filter_bank, mel_filterbank, stft_analyzer
 from .decision import DecisionMixin
 from .model import ModelNode
@@ -45,6 +53,8 @@ FMIN, FMAX = 60.0, 7800.0
 LOG_FLOOR = 1e-10
 LABELS = ("nonspeech", "speech")
 SILERO_CHUNK, SILERO_CONTEXT = 512, 64
+DECIMATE_FROM = {32000: 2, 48000: 3}      # full-band pipeline rates judged on a 16 kHz copy
+DECIMATE_CUTOFF_HZ, DECIMATE_ORDER = 7200.0, 8
 
 
 class VadFrontEnd:
@@ -112,10 +122,20 @@ class Vad(DecisionMixin, ModelNode):
     # ---- set-up --------------------------------------------------------------------------
     def prepare(self, sample_rate: int, block_size: int, channels: int) -> None:
         super().prepare(sample_rate, block_size, channels)
-        if sample_rate != RATE:
-            raise ValueError(f"vad runs at {RATE} Hz, not {sample_rate} (set the pipeline's sample_rate to "
-                             f"{RATE}; inputs are resampled at the edge)")
+        factor = 1 if sample_rate == RATE else DECIMATE_FROM.get(sample_rate)
+        if factor is None:
+            raise ValueError(f"vad runs at {RATE} Hz (or 32000 / 48000 Hz, judged on a 16 kHz copy), not "
+                             f"{sample_rate} (set the pipeline's sample_rate; inputs are resampled at the edge)")
+        if block_size % factor:
+            raise ValueError(f"vad at {sample_rate} Hz needs block_size a multiple of {factor}, got {block_size}")
+        self.factor = factor
         self.mono = np.zeros((1, block_size), np.float32)
+        if factor > 1:
+            self.dec_sos = butterworth(DECIMATE_ORDER, DECIMATE_CUTOFF_HZ, sample_rate, highpass=False)
+            self.dec_state = np.zeros((1, self.dec_sos.shape[0], 2), np.float64)
+            self.dec_full = np.zeros((1, block_size), np.float32)
+            self.dec_out = np.zeros((1, block_size // factor), np.float32)
+        block_size //= factor        # what the model side sees per block, at 16 kHz
         # samples waiting for a model call (ours: up to one hop; Silero: context + one chunk)
         self.buf = np.zeros((1, SILERO_CONTEXT + SILERO_CHUNK + block_size), np.float32)
         self.fill = 0
@@ -184,6 +204,8 @@ class Vad(DecisionMixin, ModelNode):
                              {"output": self.prob, "stateN": self.state[1 - p]}) for p in (0, 1)]
 
     def reset(self) -> None:
+        if getattr(self, "factor", 1) > 1:
+            self.dec_state[...] = 0.0
         if self.session is not None:
             self.state[...] = 0.0
             self.fe.reset()
@@ -243,7 +265,12 @@ class Vad(DecisionMixin, ModelNode):
         else:
             np.mean(inp, axis=0, keepdims=True, out=self.mono)
             src = self.mono
-        n = self.block_size
+        d = self.factor
+        if d > 1:          # the 16 kHz copy: low-pass, keep every d-th sample
+            _kernels.sosfilt(self.dec_sos, self.dec_state, src, self.dec_full)
+            np.copyto(self.dec_out, self.dec_full[:, ::d])
+            src = self.dec_out
+        n = self.block_size // d
         if self.kind == "ours" and n % HOP == 0:
             # hops straight from the block into the front end (no staging copy)
             fe, slots, stack = self.fe, self.slots, self.stack
@@ -255,7 +282,7 @@ class Vad(DecisionMixin, ModelNode):
                     self.calls[self.phase].run()
                     self.phase ^= 1
                     self.p = float(self.prob[0, stack - 1])
-                    self._decide(HOP * stack, k + HOP - 1)
+                    self._decide(HOP * stack, (k + HOP) * d - 1)
         else:
             buf = self.buf
             step = self.step_samples
@@ -273,7 +300,7 @@ class Vad(DecisionMixin, ModelNode):
                         buf[:, :keep] = buf[:, step:step + keep]
                     self.fill = keep
                     if ran:
-                        self._decide(step * self.stack, k - 1)
+                        self._decide(step * self.stack, k * d - 1)
         self.probabilities[1] = self.p
         self.probabilities[0] = 1.0 - self.p
 
