@@ -47,6 +47,8 @@ def pytest_addoption(parser):
     g.addoption("--hw-seconds", type=float, default=20.0, help="seconds of audio per pipeline run (default 20)")
     g.addoption("--soak-seconds", type=float, default=3600.0, help="length of the soak (-m soak; default 3600)")
     g.addoption("--soak-pipelines", default="", help="comma-separated pipelines for the soak (default: every shipped one)")
+    g.addoption("--soak-rt-priority", type=int, default=0,
+                help="run the soak's services under SCHED_FIFO at this priority (as install-service --rt-priority)")
     g.addoption("--soak-rss-slope", type=float, default=2.0,
                 help="largest RSS slope after the warm-up the soak accepts, MB per hour (default 2)")
     g.addoption("--hw-live-seconds", type=float, default=3.0,

@@ -174,7 +174,7 @@ def _slope_per_hour(t: list[float], y: list[float]) -> float:
 
 
 def run_soak(seconds: float, out: Path, sample_s: float = 10.0, warmup_s: float | None = None,
-             only: list[str] | None = None, mqtt: bool | None = None, log=print) -> dict:
+             only: list[str] | None = None, mqtt: bool | None = None, rt_priority: int = 0, log=print) -> dict:
     import soundfile as sf
 
     out.mkdir(parents=True, exist_ok=True)
@@ -231,7 +231,10 @@ def run_soak(seconds: float, out: Path, sample_s: float = 10.0, warmup_s: float 
         env.pop("EDGE_RUNTIME_PIPELINES", None)
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         logf = open(d / "serve.log", "wb")
-        pr = subprocess.Popen([sys.executable, "-m", "edge_runtime", "serve", "--config", str(d / "service.toml")],
+        # --rt-priority: SCHED_FIFO for the whole service, as `install-service --rt-priority N` sets it
+        # in the unit (CPUSchedulingPolicy=fifo): other work on the device then cannot delay a block
+        chrt = ["chrt", "-f", str(rt_priority)] if rt_priority else []
+        pr = subprocess.Popen(chrt + [sys.executable, "-m", "edge_runtime", "serve", "--config", str(d / "service.toml")],
                               stdout=logf, stderr=subprocess.STDOUT, env=env)
         procs[name] = {"proc": pr, "log": logf, "port": port, "dir": d, "samples": [], "last": None}
     t_start = time.monotonic()
@@ -310,7 +313,7 @@ def run_soak(seconds: float, out: Path, sample_s: float = 10.0, warmup_s: float 
             "fds_max": max(x["fds"] for x in steady) if steady else None,
             "threads_max": max(x["threads"] for x in steady) if steady else None,
             "series": [[round(x["t"], 1), round(x["rss_mb"], 2), x["fds"], x.get("misses")] for x in sm]})
-    proc_row = {"services": len(procs), "wall_s": wall, "warmup_s": warmup_s,
+    proc_row = {"services": len(procs), "wall_s": wall, "warmup_s": warmup_s, "rt_priority": rt_priority,
                 "cpu_share_total": sum(r["cpu_share"] for r in rows),
                 "rss_mb_total_end": sum(r["rss_mb_end"] or 0 for r in rows),
                 "deadline_misses": sum(r["deadline_misses"] or 0 for r in rows),
@@ -329,9 +332,13 @@ def run_soak(seconds: float, out: Path, sample_s: float = 10.0, warmup_s: float 
 
 def markdown(r: dict) -> str:
     p = r["process"]
-    out = [f"# Soak: every shipped pipeline through `serve` for {r['seconds']:.0f} s", "",
+    rt = p.get("rt_priority") or 0
+    cmd = f"python hw_tests/soak.py --seconds {r['seconds']:.0f}" + (f" --rt-priority {rt}" if rt else "")
+    names = ",".join(x["pipeline"] for x in r["pipelines"])
+    out = [f"# Soak: shipped pipelines through `serve` for {r['seconds']:.0f} s", "",
            f"{r['date']}, {r['host']}, {r['cpus']} CPUs; one `serve` process per pipeline, all at once, inputs "
-           f"paced at real time. Command: `python hw_tests/soak.py --seconds {r['seconds']:.0f}`.", "",
+           f"paced at real time; " + (f"each service under SCHED_FIFO {rt} (as `install-service --rt-priority {rt}`)"
+                                      if rt else "normal scheduling") + f". Command: `{cmd} --pipelines {names}`.", "",
            "| pipeline | in rate | audio s | blocks | deadline misses | RTF | block p99 / max ms (budget) | CPU of one core "
            "| RSS after warm-up / end MB | RSS slope MB/h | fds min/max | events | segments | frames out == in | exit |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -363,12 +370,14 @@ def main(argv=None) -> int:
     ap.add_argument("--sample-s", type=float, default=10.0, help="sampling interval (default 10 s)")
     ap.add_argument("--warmup-s", type=float, default=None, help="start of the RSS slope (default min(360, seconds/4))")
     ap.add_argument("--pipelines", default="", help="comma-separated subset (default: every shipped pipeline)")
+    ap.add_argument("--rt-priority", type=int, default=0,
+                    help="run each service under SCHED_FIFO at this priority (chrt; as install-service --rt-priority)")
     ap.add_argument("--no-mqtt", action="store_true", help="do not start a broker even if mosquitto is installed")
     ap.add_argument("--out", type=Path, default=HERE / "reports", help="report folder (default hw_tests/reports)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (programme, outputs, log)")
     a = ap.parse_args(argv)
     r = run_soak(a.seconds, a.out, a.sample_s, a.warmup_s, [s for s in a.pipelines.split(",") if s] or None,
-                 mqtt=False if a.no_mqtt else None)
+                 mqtt=False if a.no_mqtt else None, rt_priority=a.rt_priority)
     stem = a.out / ("soak-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     stem.with_suffix(".json").write_text(json.dumps(r, indent=1))
     stem.with_suffix(".md").write_text(markdown(r))

@@ -20,7 +20,8 @@ def test_soak_every_shipped_pipeline_through_serve(request):
     seconds = cfg.getoption("--soak-seconds")
     only = [s for s in cfg.getoption("--soak-pipelines").split(",") if s] or None
     out = Path(cfg.getoption("--hw-report-dir"))
-    r = soak_mod.run_soak(seconds, out, sample_s=min(10.0, seconds / 20), only=only)
+    r = soak_mod.run_soak(seconds, out, sample_s=min(10.0, seconds / 20), only=only,
+                          rt_priority=cfg.getoption("--soak-rt-priority"))
     stem = out / ("soak-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
     stem.with_suffix(".json").write_text(json.dumps(r, indent=1))
     stem.with_suffix(".md").write_text(soak_mod.markdown(r))
