@@ -66,7 +66,7 @@ def servers(tmp_path_factory):
             # the server's log to a file: a pipe nobody reads would block it once full
             logs[service] = open(tmp_path_factory.mktemp("wyoming") / f"{service}.log", "w+b")
             proc = procs[service] = subprocess.Popen(
-                [sys.executable, "-m", "edge_runtime", "wyoming", "--service", service,
+                [sys.executable, "-m", "edge_runtime", "--log-level", "info", "wyoming", "--service", service,
                  "--uri", f"tcp://127.0.0.1:{port}"], cwd=ROOT, stdout=logs[service],
                 stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": os.pathsep.join(
                     [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))})
@@ -86,6 +86,7 @@ def servers(tmp_path_factory):
         assert procs[service].poll() is None, f"the {service} server died"
         return ports[service]
 
+    get.logs = logs
     yield get
     for proc in procs.values():
         proc.terminate()
@@ -360,6 +361,24 @@ def test_denoise_noisy_speech_comes_back_with_a_higher_snr(servers, k):
 
 def to_pcm_roundtrip(x):
     return from_pcm(to_pcm(x.reshape(-1, 1), 2), 2, 1)[:, 0]
+
+
+def test_a_client_flooding_a_long_file_is_held_back_by_back_pressure(servers):
+    """60 s of audio sent as fast as the socket takes it: the server stops reading once 2 s wait
+    for the pipeline (the backlog it logs stays within 2 s + one chunk), and everything still
+    comes back, frames out == frames in."""
+    port = servers("denoise")
+    x = (0.1 * np.random.default_rng(3).standard_normal(60 * SR)).astype(np.float32)
+    got = exchange(port, [(start(), x)], chunk_frames=1024)
+    out = _received_audio(got, (SR, 2, 1))
+    assert out.shape[0] == x.shape[0]
+    log = servers.logs["denoise"]
+    log.flush()
+    log.seek(0)
+    lines = [ln for ln in log.read().decode(errors="replace").splitlines() if "peak backlog" in ln]
+    assert lines and f"stream of {60 * SR} frames" in lines[-1], lines[-3:]
+    peak = float(lines[-1].split("peak backlog ")[1].split()[0])
+    assert 0.0 < peak <= 2.0 + 1024 / SR + 1e-3, lines[-1]
 
 
 def test_denoise_answers_in_the_clients_own_format(servers):

@@ -40,6 +40,11 @@ __all__ = ["SERVICES", "WIDTHS", "MAX_CHANNELS", "load_service_pipeline", "serve
 
 log = logging.getLogger("edge_runtime.service.wyoming")
 
+#: back-pressure (``_room``): audio a client may send ahead of the pipeline, and answers it may
+#: leave unread, before the server stops reading from its connection
+BACKLOG_S = 2.0
+MAX_OUT_EVENTS = 256
+
 SERVICES = ("vad", "classify", "denoise")
 #: bytes per sample the services take: signed little-endian PCM, as Wyoming's own converter
 WIDTHS = (2, 3, 4)
@@ -98,9 +103,18 @@ class _StreamSource(Source):
         self._buf = None
         self._pos = 0
         self._done = False
+        self.fed = 0          # frames fed (written by the event loop only)
+        self.consumed = 0     # frames read (written by the runner's thread only)
+
+    @property
+    def backlog(self) -> int:
+        """Frames fed and not yet read by the pipeline."""
+        return self.fed - self.consumed
 
     def feed(self, frames: np.ndarray | None) -> None:
         """``(n, channels)`` float32 frames; ``None`` ends the stream."""
+        if frames is not None:
+            self.fed += frames.shape[0]
         self._q.put(frames)
 
     def read_into(self, out: np.ndarray) -> int:
@@ -117,6 +131,7 @@ class _StreamSource(Source):
             out[n:n + k] = self._buf[self._pos:self._pos + k]
             n += k
             self._pos += k
+        self.consumed += n
         return n
 
 
@@ -183,6 +198,7 @@ class _Stream:
         self.sink = _ChunkSink(rate, channels, width) if handler.service == "denoise" else None
         self.frames_in = 0
         self.out_frames = 0
+        self.peak_backlog = 0          # frames, the most ever waiting for the pipeline
         self.voice = False
         self.detections = 0
         self._class = None
@@ -402,8 +418,19 @@ def _handler_class():
                 return
             if chunk.audio:
                 x = from_pcm(chunk.audio, s.fmt[1], s.fmt[2])
+                await self._room(s)
                 s.frames_in += x.shape[0]
                 s.source.feed(x)
+                s.peak_backlog = max(s.peak_backlog, s.source.backlog)
+
+        async def _room(self, s: _Stream) -> None:
+            """Back-pressure: while more than ``BACKLOG_S`` of audio waits for the pipeline, or more
+            than ``MAX_OUT_EVENTS`` answers wait for a client that does not read them, stop reading
+            from this connection (its TCP window closes and the client's writes block), so a client
+            sending a long file at once holds at most that much in the server's memory."""
+            limit = int(BACKLOG_S * s.fmt[0])
+            while (s.source.backlog > limit or self.out.qsize() > MAX_OUT_EVENTS) and s.thread.is_alive():
+                await asyncio.sleep(0.002)
 
         async def _abort(self, s: _Stream) -> None:
             """Stop a stream without its closing events (it was refused, or the client left)."""
@@ -418,6 +445,8 @@ def _handler_class():
             if s is not None:
                 s.source.feed(None)
                 await asyncio.to_thread(s.thread.join)
+                log.info("wyoming %s: stream of %d frames at %d Hz, peak backlog %.3f s", self.peer, s.frames_in,
+                         s.fmt[0], s.peak_backlog / s.fmt[0])
 
         async def disconnect(self) -> None:
             if self.stream is not None:
