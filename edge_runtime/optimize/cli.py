@@ -77,10 +77,13 @@ def add_parsers(sub) -> None:
     o.set_defaults(func=cmd_optimize)
 
     p = sub.add_parser("preset", **parser_kwargs(
-        "render or show a preset file",
+        "render, show, index and recommend presets",
         ("edge-runtime preset render preset.toml -o note.wav --note 64 --duration 1.5",
          "edge-runtime preset render fx.toml -i dry.wav -o wet.wav",
-         "edge-runtime preset info preset.toml --json")))
+         "edge-runtime preset info preset.toml --json",
+         "edge-runtime preset index presets/",
+         "edge-runtime preset recommend presets/ --user ana --context pad -n 3",
+         "edge-runtime preset feedback presets/ --user ana --context pad --preset warm_pad --accept")))
     p.set_defaults(func=_dispatch)
     ps = p.add_subparsers(dest="preset_command", metavar="ACTION")
     r = ps.add_parser("render", **parser_kwargs(
@@ -97,11 +100,43 @@ def add_parsers(sub) -> None:
     i.add_argument("preset", help="preset file (TOML)")
     i.add_argument("--json", action="store_true", help="print one JSON object")
     i.set_defaults(func=cmd_preset_info)
+    x = ps.add_parser("index", **parser_kwargs(
+        "render every preset of a folder and write its library (embeddings for recommendation)",
+        ("edge-runtime preset index presets/",)))
+    x.add_argument("folder", help="folder of generator preset files (*.toml, one chain)")
+    x.add_argument("--duration", type=float, default=1.0, help="seconds rendered per preset (default 1.0)")
+    x.set_defaults(func=cmd_preset_index)
+    from .recommend import CONTEXTS
+
+    for name, help_, ex in (
+            ("recommend", "presets ranked for a listener and a context", "edge-runtime preset recommend presets/ "
+             "--user ana --context lead -n 5"),
+            ("feedback", "a listener's answer to a preset (learned at once)", "edge-runtime preset feedback presets/ "
+             "--user ana --context lead --preset bright_lead --reject")):
+        q = ps.add_parser(name, **parser_kwargs(help_, (ex,)))
+        q.add_argument("folder", help="an indexed preset folder (edge-runtime preset index)")
+        q.add_argument("--user", default="default", help="listener name (default 'default'); one state file each")
+        q.add_argument("--context", "-c", default=CONTEXTS[0], choices=CONTEXTS, help=f"default {CONTEXTS[0]}")
+        q.add_argument("--state-dir", help="where listener states live (default: the state folder, "
+                       "$EDGE_RUNTIME_STATE; <it>/presets/<user>.state)")
+        q.add_argument("--population", help="a population prior (preset-population state) to start from")
+        if name == "recommend":
+            q.add_argument("-n", type=int, default=5, help="how many (default 5)")
+            q.add_argument("--all", action="store_true", help="include presets already answered")
+            q.add_argument("--json", action="store_true", help="print one JSON object")
+            q.set_defaults(func=cmd_preset_recommend)
+        else:
+            q.add_argument("--preset", required=True, help="the preset's name (its file name without .toml)")
+            g = q.add_mutually_exclusive_group(required=True)
+            g.add_argument("--accept", action="store_true", help="the listener keeps it")
+            g.add_argument("--reject", action="store_true", help="the listener does not")
+            q.set_defaults(func=cmd_preset_feedback)
 
 
 def _dispatch(args) -> int:
     if not getattr(args, "preset_command", None):
-        raise ConfigError("preset needs an action: render or info (see `edge-runtime preset -h`)")
+        raise ConfigError("preset needs an action: render, info, index, recommend or feedback "
+                          "(see `edge-runtime preset -h`)")
     return args.func(args)
 
 
@@ -251,3 +286,58 @@ def cmd_preset_info(args) -> int:
     return 0
 
 
+
+
+def cmd_preset_index(args) -> int:
+    from .recommend import index_folder
+
+    lib = index_folder(args.folder, duration_s=args.duration)
+    print(f"{lib.path}: {len(lib)} {lib.chain} presets, {lib.embedding.shape[1]}-dim embeddings")
+    return 0
+
+
+def _recommender(args):
+    import os
+
+    from ..paths import state_dir
+    from .recommend import Population, PresetLibrary, Recommender
+
+    lib_path = os.path.join(args.folder, "library.state")
+    if not os.path.isfile(lib_path):
+        raise ConfigError(f"{args.folder}: no library.state; index it first: edge-runtime preset index {args.folder}")
+    lib = PresetLibrary.load(lib_path)
+    pop = Population.load(args.population) if args.population else None
+    if any(c in args.user for c in "/\\\0") or args.user in ("", ".", ".."):
+        raise ConfigError(f"--user {args.user!r}: expected a plain name (letters, digits, - _ .)")
+    path = os.path.join(str(state_dir(args.state_dir)), "presets", f"{args.user}.state")
+    rec = Recommender.load(path, lib, pop) if os.path.isfile(path) else Recommender(lib, pop, user=args.user)
+    return rec, path
+
+
+def cmd_preset_recommend(args) -> int:
+    rec, _ = _recommender(args)
+    if args.n < 1:
+        raise ConfigError(f"-n {args.n}: expected at least 1")
+    idx = rec.recommend(args.context, n=args.n, explore=False, new_only=not args.all)
+    mean, sd = rec.posterior(idx, args.context)
+    rows = [{"preset": rec.lib.names[i], "score": round(float(m), 4), "sd": round(float(d), 4)}
+            for i, m, d in zip(idx, mean, sd)]
+    if args.json:
+        print(json.dumps({"user": rec.user, "context": args.context, "answers": rec.answers, "presets": rows}))
+    else:
+        for r in rows:
+            print(f"{r['preset']:<24} {r['score']:+.3f}")
+    return 0
+
+
+def cmd_preset_feedback(args) -> int:
+    import os
+
+    rec, path = _recommender(args)
+    i = rec.lib.index_of(args.preset)
+    rec.feedback(i, args.context, bool(args.accept))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    rec.save(path)
+    print(f"{rec.user}: {'accepted' if args.accept else 'rejected'} {args.preset} ({args.context}); "
+          f"{rec.answers} answers in {path}")
+    return 0

@@ -39,6 +39,11 @@ from edge_runtime import atomic  # noqa: E402
 HOP = 160
 
 
+def _which(variant: str) -> dict:
+    """A manifest variant (``fp32``, ``silero``...) or a candidate model file (``path/vad_fp32.onnx``)."""
+    return {"model": variant} if variant.endswith((".onnx", ".tflite")) else {"variant": variant}
+
+
 def prf(pred: np.ndarray, ref: np.ndarray) -> dict:
     tp = int(np.sum(pred & ref))
     fp = int(np.sum(pred & ~ref))
@@ -64,7 +69,7 @@ def to_frames(probs: np.ndarray, node, n_frames: int) -> np.ndarray:
 def make_node(variant: str, threads: int = 1):
     from edge_runtime.nodes.vad import Vad
 
-    node = Vad(variant=variant, threads=threads)
+    node = Vad(**_which(variant), threads=threads)
     node.prepare(16000, HOP, 1)
     return node
 
@@ -95,7 +100,7 @@ def cpu_ms_per_s(variants: list[str], audio: np.ndarray, rounds: int = 5) -> dic
     blocks = audio[: n * HOP].reshape(n, 1, HOP)
     pipes = {}
     for v in variants:
-        pipes[v] = Pipeline([Vad(variant=v, threads=1)], sample_rate=16000, block_size=HOP)
+        pipes[v] = Pipeline([Vad(**_which(v), threads=1)], sample_rate=16000, block_size=HOP)
         pipes[v].prepare(1)
     best = {v: float("inf") for v in variants}
     for r in range(rounds):

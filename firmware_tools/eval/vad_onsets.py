@@ -25,6 +25,11 @@ import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[2]
 SR, HOP = 16000, 160
+
+
+def _which(variant: str) -> dict:
+    """A manifest variant (``fp32``, ``silero``...) or a candidate model file (``path/vad_fp32.onnx``)."""
+    return {"model": variant} if variant.endswith((".onnx", ".tflite")) else {"variant": variant}
 LEVELS = (-60, -50, -40, -30, -20, -10)
 KINDS = ("white", "pink", "brown")
 
@@ -66,7 +71,7 @@ def speech_clips():
 def measure(variant: str, startup: bool, trials: int, after_silence: float = 0.0) -> dict:
     from edge_runtime.nodes.vad import Vad
 
-    node = Vad(variant=variant, **({} if startup else {"startup_ms": 0.0}))
+    node = Vad(**_which(variant), **({} if startup else {"startup_ms": 0.0}))
     node.prepare(SR, HOP, 1)
     rng = np.random.default_rng(3)
     false = {k: 0 for k in KINDS}
