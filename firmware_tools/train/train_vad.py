@@ -267,9 +267,9 @@ def main(argv=None) -> int:
         step += 1
         if step % 50 == 0 or time.time() - t0 > budget:
             sel, score, fp = evaluate()
-            log.append({"step": step, "seconds": round(time.time() - t0, 1), "loss": float(loss), "val_f1": score,
-                        "onset_fp": fp, "lr": lr})
-            print(f"step {step} {time.time() - t0:.0f}s loss {float(loss):.4f} val F1 {score:.4f}"
+            log.append({"step": step, "seconds": round(time.time() - t0, 1), "loss": float(loss.detach()),
+                        "val_f1": score, "onset_fp": fp, "lr": lr})
+            print(f"step {step} {time.time() - t0:.0f}s loss {float(loss.detach()):.4f} val F1 {score:.4f}"
                   + ("" if fp is None else f" onset false-speech {fp:.4f}"), flush=True)
             if sel > best:
                 best = sel
