@@ -101,7 +101,7 @@ def test_cli_index_recommend_feedback(cli, tmp_path):
     r = cli("preset", "feedback", folder, "--user", "ana", "--context", "lead", "--preset", "lead_1", "--accept",
             "--state-dir", state)
     assert "1 answers" in r.stdout.decode() and (state / "presets" / "ana.state").is_file()
-    r = cli("preset", "recommend", folder, "--user", "ana", "--context", "lead", "-n", "2", "--json",
+    r = cli("preset", "recommend", folder, "--user", "ana", "--context", "lead", "--top", "2", "--json",
             "--state-dir", state)
     got = json.loads(r.stdout)
     assert got["answers"] == 1 and [p["preset"].split("_")[0] for p in got["presets"]] == ["lead", "lead"]

@@ -82,7 +82,7 @@ def add_parsers(sub) -> None:
          "edge-runtime preset render fx.toml -i dry.wav -o wet.wav",
          "edge-runtime preset info preset.toml --json",
          "edge-runtime preset index presets/",
-         "edge-runtime preset recommend presets/ --user ana --context pad -n 3",
+         "edge-runtime preset recommend presets/ --user ana --context pad --top 3",
          "edge-runtime preset feedback presets/ --user ana --context pad --preset warm_pad --accept")))
     p.set_defaults(func=_dispatch)
     ps = p.add_subparsers(dest="preset_command", metavar="ACTION")
@@ -110,18 +110,19 @@ def add_parsers(sub) -> None:
 
     for name, help_, ex in (
             ("recommend", "presets ranked for a listener and a context", "edge-runtime preset recommend presets/ "
-             "--user ana --context lead -n 5"),
+             "--user ana --context lead --top 5"),
             ("feedback", "a listener's answer to a preset (learned at once)", "edge-runtime preset feedback presets/ "
              "--user ana --context lead --preset bright_lead --reject")):
         q = ps.add_parser(name, **parser_kwargs(help_, (ex,)))
         q.add_argument("folder", help="an indexed preset folder (edge-runtime preset index)")
-        q.add_argument("--user", default="default", help="listener name (default 'default'); one state file each")
-        q.add_argument("--context", "-c", default=CONTEXTS[0], choices=CONTEXTS, help=f"default {CONTEXTS[0]}")
+        q.add_argument("--user", "-u", default="default", help="listener name (default 'default'); one state file "
+                       "each")
+        q.add_argument("--context", default=CONTEXTS[0], choices=CONTEXTS, help=f"default {CONTEXTS[0]}")
         q.add_argument("--state-dir", help="where listener states live (default: the state folder, "
                        "$EDGE_RUNTIME_STATE; <it>/presets/<user>.state)")
         q.add_argument("--population", help="a population prior (preset-population state) to start from")
         if name == "recommend":
-            q.add_argument("-n", type=int, default=5, help="how many (default 5)")
+            q.add_argument("--top", type=int, default=5, help="how many (default 5)")
             q.add_argument("--all", action="store_true", help="include presets already answered")
             q.add_argument("--json", action="store_true", help="print one JSON object")
             q.set_defaults(func=cmd_preset_recommend)
@@ -316,9 +317,9 @@ def _recommender(args):
 
 def cmd_preset_recommend(args) -> int:
     rec, _ = _recommender(args)
-    if args.n < 1:
-        raise ConfigError(f"-n {args.n}: expected at least 1")
-    idx = rec.recommend(args.context, n=args.n, explore=False, new_only=not args.all)
+    if args.top < 1:
+        raise ConfigError(f"--top {args.top}: expected at least 1")
+    idx = rec.recommend(args.context, n=args.top, explore=False, new_only=not args.all)
     mean, sd = rec.posterior(idx, args.context)
     rows = [{"preset": rec.lib.names[i], "score": round(float(m), 4), "sd": round(float(d), 4)}
             for i, m, d in zip(idx, mean, sd)]
