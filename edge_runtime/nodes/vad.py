@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _kernels
+from .._kernels import sosfilt
 from ..errors import ModelError
 from ..filters import butterworth
 from ..spectral import filter_bank, mel_filterbank, stft_analyzer
@@ -267,7 +267,7 @@ class Vad(DecisionMixin, ModelNode):
             src = self.mono
         d = self.factor
         if d > 1:          # the 16 kHz copy: low-pass, keep every d-th sample
-            _kernels.sosfilt(self.dec_sos, self.dec_state, src, self.dec_full)
+            sosfilt(self.dec_sos, self.dec_state, src, self.dec_full)
             np.copyto(self.dec_out, self.dec_full[:, ::d])
             src = self.dec_out
         n = self.block_size // d

@@ -21,7 +21,7 @@ consumers drop repeats by ``seq``.
   again on every connect): a pair ``X_start`` / ``X_end`` (``speech_start``, ``anomaly_start``) is a
   ``binary_sensor`` that is on between them; any other event is a ``sensor`` whose state is the
   event's value, a class event's value shown as its label (``classify class`` -> ``speech``).
-  Each kind's latest event is also published, retained at QoS 0, to
+  Each kind's latest event is also published, retained at QoS 0 and without ``seq``, to
   ``<prefix>/<pipeline>/<node>/<event>`` (the state topic the sensor reads), while the ordered,
   queued log stays on ``<prefix>/<pipeline>/events``. Per pipeline there are also sensors for the
   real-time factor and deadline misses, and per device RSS, load, temperature and queued bytes
@@ -515,8 +515,10 @@ class MqttPublisher:
                             break
                         pl = msg["payload"]
                         if "node" in pl and "event" in pl and "pipeline" in pl:   # the kind's latest value
+                            # without seq: a consumer of <prefix>/# counting events by seq sees each once
+                            state = {k: v for k, v in pl.items() if k != "seq"}
                             self.client.publish(self.kind_topic(pl["pipeline"], pl["node"], pl["event"]),
-                                                json.dumps(pl, separators=(",", ":")), qos=0, retain=True)
+                                                json.dumps(state, separators=(",", ":")), qos=0, retain=True)
                         with self._lock:
                             self._inflight[info.mid] = (end, int(msg["payload"]["seq"]))
                             self._next = end
