@@ -88,15 +88,15 @@ def shipped_pipelines() -> dict[str, Path]:
     return {p.stem: p for p in sorted((ROOT / "configs" / "pipelines").glob("*.toml"))}
 
 
-def servable(name: str, path: Path) -> tuple[bool, str]:
-    """Whether ``serve`` can run this pipeline (it builds it the way the service does)."""
+def servable(name: str, path: Path) -> tuple[int, str]:
+    """The rate ``serve`` runs this pipeline at (an ``"input"``-rate one at 16 kHz), or 0 and why it
+    cannot run it (it builds it the way the service does)."""
     from edge_runtime.config import load_pipeline
 
     try:
-        load_pipeline(str(path), 16000)
+        return load_pipeline(str(path), 16000).sample_rate, ""
     except Exception as e:  # the reason goes into the report
-        return False, str(e).splitlines()[0]
-    return True, ""
+        return 0, str(e).splitlines()[0]
 
 
 def _proc_sample(pid: int) -> dict:
@@ -183,20 +183,15 @@ def run_soak(seconds: float, out: Path, sample_s: float = 10.0, warmup_s: float 
     pipes = shipped_pipelines()
     if only:
         pipes = {k: v for k, v in pipes.items() if k in only}
-    skipped = {}
-    runnable = {}
+    skipped, runnable, inputs = {}, {}, {}
     for name, path in pipes.items():
-        ok, why = servable(name, path)
-        (runnable.__setitem__(name, path) if ok else skipped.__setitem__(name, why))
+        sr, why = servable(name, path)
+        if not sr:
+            skipped[name] = why
+            continue
+        runnable[name] = path
+        inputs[name] = 8000 if name == "bwe16k" else sr      # bwe16k extends telephone-band input
     log(f"soak: {len(runnable)} pipelines for {seconds:.0f} s; not servable: {sorted(skipped)}")
-
-    from edge_runtime.config import load_pipeline
-
-    inputs = {}
-    for name, path in runnable.items():
-        sr = load_pipeline(str(path), 16000).sample_rate   # "input"-rate pipelines at 16 kHz
-        sr = 8000 if name == "bwe16k" else (sr if isinstance(sr, int) and sr > 0 else 16000)
-        inputs[name] = sr
     files = {}
     for sr in sorted(set(inputs.values())):
         f = work / f"programme_{sr}.wav"

@@ -183,12 +183,18 @@ def test_decisions_are_events():
     assert all(0.0 <= e.value <= 1.0 for e in ev)
 
 
-def test_no_allocation_per_block_with_vad_and_route():
-    x, _ = _speech()
+def _vad_and_route():
+    """A VAD without attack or hold driving a route that switches often (the allocation tests)."""
     v = Vad(variant="fp32", attack_ms=0.0, hold_ms=0.0)
     r = Route("vad", [Branch("speech", (), [Gain(gain_db=0.0)], 0.0, False), Branch("else", (), [], -20.0, False)],
               crossfade_ms=5.0, hold_ms=10.0)
     r.link([v])
+    return v, r
+
+
+def test_no_allocation_per_block_with_vad_and_route():
+    x, _ = _speech()
+    v, r = _vad_and_route()
     pipe = Pipeline([v, r], sample_rate=SR, block_size=HOP)
     pipe.prepare(1)
     blocks = np.ascontiguousarray(x[: (len(x) // HOP) * HOP].reshape(-1, 1, HOP))
@@ -247,10 +253,7 @@ def test_no_allocation_per_block_at_48khz():
 
     x, _ = _speech()
     x48 = soxr.resample(x, SR, 48000).astype(np.float32)
-    v = Vad(variant="fp32", attack_ms=0.0, hold_ms=0.0)
-    r = Route("vad", [Branch("speech", (), [Gain(gain_db=0.0)], 0.0, False), Branch("else", (), [], -20.0, False)],
-              crossfade_ms=5.0, hold_ms=10.0)
-    r.link([v])
+    v, r = _vad_and_route()
     pipe = Pipeline([v, r], sample_rate=48000, block_size=480)
     pipe.prepare(1)
     blocks = np.ascontiguousarray(x48[: (len(x48) // 480) * 480].reshape(-1, 1, 480))

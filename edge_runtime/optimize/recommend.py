@@ -259,26 +259,29 @@ class Recommender:
         return mean, np.sqrt(var)
 
     # ---- recommend and learn ------------------------------------------------------------------
-    def candidates(self, context: str) -> np.ndarray:
-        """Nearest neighbours of this listener's recent accepts here, plus the best by the model."""
+    def candidates(self, context: str, mean: np.ndarray | None = None) -> np.ndarray:
+        """Nearest neighbours of this listener's recent accepts here, plus the best by the model
+        (``mean``: the posterior mean over the whole library, if the caller has it)."""
         c = self._ctx(context)
         pool: list[int] = []
         acc = self.obs_idx[(self.obs_ctx == c) & (self.obs_y > 0)]
         for i in acc[-SEEDS:]:
             pool.extend(self.lib.neighbours(int(i), NEIGHBOURS).tolist())
-        mean, _ = self.posterior(np.arange(len(self.lib)), context)
+        if mean is None:
+            mean, _ = self.posterior(np.arange(len(self.lib)), context)
         pool.extend(np.argsort(-mean)[:POP_TOP].tolist())
         return np.array(sorted(set(pool)), np.int64)
 
     def recommend(self, context: str, n: int = 1, explore: bool = True, new_only: bool = True) -> list[int]:
         """The ``n`` presets to offer, best first (library indices)."""
-        cand = self.candidates(context)
+        mean, sd = self.posterior(np.arange(len(self.lib)), context)   # once, for the pool and the score
+        cand = self.candidates(context, mean)
         if new_only:
             fresh = np.array([i for i in cand if i not in self.shown], np.int64)
             if fresh.size < n:    # everything near was shown: widen to the whole library
                 fresh = np.array([i for i in range(len(self.lib)) if i not in self.shown], np.int64)
             cand = fresh if fresh.size else cand
-        mean, sd = self.posterior(cand, context)
+        mean, sd = mean[cand], sd[cand]
         score = mean + EXPLORE * sd * self.rng.standard_normal(sd.shape) if explore else mean
         return cand[np.argsort(-score)[:n]].tolist()
 
