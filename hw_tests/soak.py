@@ -17,7 +17,8 @@ and gives:
   after the warm-up, MB per hour), CPU share of one core, file descriptors and threads min / max;
 * MQTT: events written by the service, delivered to the subscriber, lost.
 
-The bar (issue 27): RSS flat (slope under ``--rss-slope-mb-h``), no deadline miss, the same
+The bar (issue 27): the heap flat (the RssAnon slope under pytest's ``--soak-rss-slope``; the total
+RSS slope is reported beside it), no deadline miss, the same
 descriptors at the end as after the warm-up, every frame out. Reports go to ``--out`` as JSON and
 Markdown. Pipelines that ``serve`` cannot run (a staged file pipeline such as ``restore``) are
 listed with the reason.
@@ -103,14 +104,19 @@ def _proc_sample(pid: int) -> dict:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     cpu_s = (int(fields[11]) + int(fields[12])) / CLK      # utime + stime
-    rss_kb = threads = 0
+    kb = {"VmRSS:": 0, "RssAnon:": 0, "RssFile:": 0}
+    threads = 0
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                rss_kb = int(line.split()[1])
-            elif line.startswith("Threads:"):
+            k = line.split(None, 1)[0] if line.strip() else ""
+            if k in kb:
+                kb[k] = int(line.split()[1])
+            elif k == "Threads:":
                 threads = int(line.split()[1])
-    return {"cpu_s": cpu_s, "rss_mb": rss_kb / 1024, "fds": len(os.listdir(f"/proc/{pid}/fd")), "threads": threads}
+    # RssAnon is the heap (what a leak grows); RssFile is mapped code and model pages, which grow as
+    # rarely run paths are first touched and are bounded by the files' size
+    return {"cpu_s": cpu_s, "rss_mb": kb["VmRSS:"] / 1024, "anon_mb": kb["RssAnon:"] / 1024,
+            "file_mb": kb["RssFile:"] / 1024, "fds": len(os.listdir(f"/proc/{pid}/fd")), "threads": threads}
 
 
 class _Mqtt:
@@ -231,7 +237,7 @@ def run_soak(seconds: float, out: Path, sample_s: float = 10.0, warmup_s: float 
         chrt = ["chrt", "-f", str(rt_priority)] if rt_priority else []
         pr = subprocess.Popen(chrt + [sys.executable, "-m", "edge_runtime", "serve", "--config", str(d / "service.toml")],
                               stdout=logf, stderr=subprocess.STDOUT, env=env)
-        procs[name] = {"proc": pr, "log": logf, "port": port, "dir": d, "samples": [], "last": None}
+        procs[name] = {"proc": pr, "log": logf, "port": port, "dir": d, "samples": [], "last": None, "gc": None}
     t_start = time.monotonic()
     try:
         while any(p["proc"].poll() is None for p in procs.values()):
@@ -251,6 +257,7 @@ def run_soak(seconds: float, out: Path, sample_s: float = 10.0, warmup_s: float 
                     p["last"] = q
                     smp["running"] = q["state"] == "running"
                     smp["misses"] = q["deadline_misses"]
+                    p["gc"] = st.get("python_gc")
                 p["samples"].append(smp)
             if int(t / sample_s) % max(1, int(300 / sample_s)) == 0:
                 rss = sum(p["samples"][-1]["rss_mb"] for p in procs.values() if p["samples"])
@@ -304,10 +311,16 @@ def run_soak(seconds: float, out: Path, sample_s: float = 10.0, warmup_s: float 
             "rss_mb_end": steady[-1]["rss_mb"] if steady else None,
             "rss_mb_max": max(x["rss_mb"] for x in sm) if sm else None,
             "rss_slope_mb_per_h": _slope_per_hour([x["t"] for x in steady], [x["rss_mb"] for x in steady]),
+            "anon_mb_after_warmup": steady[0]["anon_mb"] if steady else None,
+            "anon_mb_end": steady[-1]["anon_mb"] if steady else None,
+            "anon_slope_mb_per_h": _slope_per_hour([x["t"] for x in steady], [x["anon_mb"] for x in steady]),
+            "file_slope_mb_per_h": _slope_per_hour([x["t"] for x in steady], [x["file_mb"] for x in steady]),
+            "python_gc": p.get("gc"),
             "fds_min": min(x["fds"] for x in steady) if steady else None,
             "fds_max": max(x["fds"] for x in steady) if steady else None,
             "threads_max": max(x["threads"] for x in steady) if steady else None,
-            "series": [[round(x["t"], 1), round(x["rss_mb"], 2), x["fds"], x.get("misses")] for x in sm]})
+            "series": [[round(x["t"], 1), round(x["rss_mb"], 2), round(x["anon_mb"], 2), x["fds"], x.get("misses")]
+                       for x in sm]})
     proc_row = {"services": len(procs), "wall_s": wall, "warmup_s": warmup_s, "rt_priority": rt_priority,
                 "cpu_share_total": sum(r["cpu_share"] for r in rows),
                 "rss_mb_total_end": sum(r["rss_mb_end"] or 0 for r in rows),
@@ -325,6 +338,12 @@ def run_soak(seconds: float, out: Path, sample_s: float = 10.0, warmup_s: float 
     return report
 
 
+def _gc_cell(g) -> str:
+    if not g:
+        return "-"
+    return f"{g['collections'][2]}, {g['max_ms'][2]:.1f}"
+
+
 def markdown(r: dict) -> str:
     p = r["process"]
     rt = p.get("rt_priority") or 0
@@ -335,18 +354,22 @@ def markdown(r: dict) -> str:
            f"paced at real time; " + (f"each service under SCHED_FIFO {rt} (as `install-service --rt-priority {rt}`)"
                                       if rt else "normal scheduling") + f". Command: `{cmd} --pipelines {names}`.", "",
            "| pipeline | in rate | audio s | blocks | deadline misses | RTF | block p99 / max ms (budget) | CPU of one core "
-           "| RSS after warm-up / end MB | RSS slope MB/h | fds min/max | events | segments | frames out == in | exit |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| RSS after warm-up / end MB | RSS slope MB/h | heap (RssAnon) after warm-up / end MB | heap slope MB/h "
+           "| full GCs, longest ms | fds min/max | events | segments | frames out == in | exit |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     f2 = lambda v, k=2: "-" if v is None else f"{v:.{k}f}"  # noqa: E731
     for x in r["pipelines"]:
         out.append(f"| {x['pipeline']} | {x['input_rate']} | {x['audio_s']:.0f} | {x['blocks']} | {x['deadline_misses']} | "
                    f"{f2(x['rtf'], 4)} | {f2(x['block_ms_p99'], 3)} / {f2(x['block_ms_max'])} ({f2(x['budget_ms'], 0)}) | "
                    f"{100 * x['cpu_share']:.1f} % | {f2(x['rss_mb_after_warmup'], 1)} / {f2(x['rss_mb_end'], 1)} | "
-                   f"{x['rss_slope_mb_per_h']:+.2f} | {x['fds_min']}/{x['fds_max']} | {x['events']} | {x['segments']} | "
+                   f"{x['rss_slope_mb_per_h']:+.2f} | {f2(x.get('anon_mb_after_warmup'), 1)} / {f2(x.get('anon_mb_end'), 1)} | "
+                   f"{x.get('anon_slope_mb_per_h', 0.0):+.2f} | {_gc_cell(x.get('python_gc'))} | "
+                   f"{x['fds_min']}/{x['fds_max']} | {x['events']} | {x['segments']} | "
                    f"{'yes' if x['frames_ok'] else 'NO'} | {x['exit_code']} |")
     out += ["", f"All services: {p['services']} processes, {p['blocks']} blocks, {p['deadline_misses']} deadline misses, "
             f"CPU {100 * p['cpu_share_total']:.1f} % of one core in all, RSS {p['rss_mb_total_end']:.0f} MB in all at the end, "
-            f"wall {p['wall_s']:.0f} s; the RSS slope is fitted over the samples after {p['warmup_s']:.0f} s."]
+            f"wall {p['wall_s']:.0f} s; the slopes are fitted over the samples after {p['warmup_s']:.0f} s. The heap "
+            "(RssAnon) is what a leak grows; the rest of RSS is mapped code and model pages, touched once."]
     if r.get("mqtt"):
         m = r["mqtt"]
         out += ["", f"MQTT (Mosquitto on 127.0.0.1, QoS 1): {m['events_written']} events written to the events files, "

@@ -270,6 +270,12 @@ pace = true
     text = st.stdout.decode()
     assert "mic" in text and "voice" in text and "model denoise:" in text and "RTF" in text
     assert {p["name"] for p in stj["pipelines"]} == {"mic", "voice"}
+    # what was built before the audio started is frozen out of the collector, and the GIL is handed
+    # over every 0.5 ms (service/interp.py): a model node waits neither for a long collection nor 5 ms
+    g = stj["python_gc"]
+    assert g["frozen_objects"] > 10000 and g["freezes"] == 1 and g["switch_interval_ms"] == 0.5
+    assert len(g["collections"]) == 3 and len(g["max_ms"]) == 3
+    assert 'edge_runtime_python_gc_collections_total{generation="2"}' in samples
 
 
 def test_status_without_a_service_is_one_error_line(tmp_path):

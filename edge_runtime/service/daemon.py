@@ -41,6 +41,7 @@ from .._version import __version__
 from ..errors import EdgeRuntimeError
 from .config import InstanceSpec, ServiceConfig, is_loopback, load_service_config
 from .instance import Instance
+from .interp import GcGuard
 from .log import JsonLog, JsonLogHandler
 from .notify import Notifier
 
@@ -81,6 +82,7 @@ class Daemon:
         self._hup = False
         self._failed = False
         self.watchdog_pings = 0
+        self.gc = GcGuard()
 
     # ---- building ------------------------------------------------------------------------------
     def _build_pipeline(self, spec: InstanceSpec):
@@ -140,6 +142,7 @@ class Daemon:
         self.log.info("starting", f"edge_runtime {__version__} starting with {cfg.path}", config=cfg.path,
                       version=__version__, pid=os.getpid(), pipelines=[s.name for s in cfg.pipelines])
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        self.gc.install()
         try:
             try:
                 if cfg.mqtt is not None and not self.check_only:
@@ -168,6 +171,7 @@ class Daemon:
                 for inst in self.instances.values():
                     inst._close_all(commit=False)
                 return 0
+            self.gc.settle()                  # everything is built: later collections skip it (interp.py)
             for inst in self.instances.values():
                 inst.start()
             if self.metrics is not None:
@@ -186,6 +190,7 @@ class Daemon:
             self.log.info("ready", f"{len(self.instances)} pipeline(s) prepared and running", **fields)
             return self._loop()
         finally:
+            self.gc.uninstall()
             for s, h in old.items():
                 signal.signal(s, h)
             root.removeHandler(handler)
@@ -232,6 +237,9 @@ class Daemon:
             if self._hup:
                 self._hup = False
                 self.reload()
+            if self.gc.dirty and not any(i._offer is not None or i._xf is not None
+                                         for i in self.instances.values()):
+                self.gc.settle()              # the reload's swaps are over: freeze what is new
             if not any(i.alive for i in self.instances.values()):
                 self.log.info("all_ended", "every pipeline's input has ended")
                 break
@@ -286,6 +294,7 @@ class Daemon:
         closed (nothing committed) and the running pipelines and their I/O are left untouched."""
         self.notifier.reloading()
         self.log.info("reloading", f"SIGHUP: reading {self.config_path} again")
+        self.gc.unfreeze()                    # what the reload replaces can be collected
         staged: dict[str, Instance] = {}       # restarted/added pipelines, I/O open, not started
         try:
             cfg = load_service_config(self.config_path)
@@ -352,6 +361,7 @@ class Daemon:
                 "reloads": {"ok": self.reload_ok, "failed": self.reload_failed},
                 **({"mqtt": self.mqtt.snapshot()} if self.mqtt is not None else {}),
                 "watchdog_s": self.notifier.watchdog_s, "watchdog_pings": self.watchdog_pings,
+                "python_gc": self.gc.snapshot(),
                 "pipelines": [i.snapshot() for i in list(self.instances.values())]}
 
 

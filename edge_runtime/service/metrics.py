@@ -106,6 +106,12 @@ def render_prometheus(snap: dict) -> str:
                                     ({"pipeline": p["name"], "where": "out"}, p["nonfinite_out"]))])
     family("edge_runtime_heartbeat_age_seconds", "gauge", "seconds since the audio loop last ran",
            [({"pipeline": p["name"]}, p["heartbeat_age_s"]) for p in pl])
+    g = snap.get("python_gc")
+    if g is not None:   # a long collection holds the GIL that model nodes wait for (service/interp.py)
+        family("edge_runtime_python_gc_collections_total", "counter", "Python garbage collections by generation",
+               [({"generation": str(k)}, v) for k, v in enumerate(g["collections"])])
+        family("edge_runtime_python_gc_max_seconds", "gauge", "longest Python garbage collection by generation",
+               [({"generation": str(k)}, v / 1e3) for k, v in enumerate(g["max_ms"])])
     return "\n".join(out) + "\n"
 
 
