@@ -79,7 +79,10 @@ class GcGuard:
 
     def settle(self) -> None:
         """One full collection now, then freeze what survived (call before the audio starts, or
-        when no swap is in flight)."""
+        when no swap is in flight). The first one also zeroes the counts: ``/status`` reports the
+        collections the audio threads lived with, not those of the start-up's imports."""
+        if self.freezes == 0:
+            self.counts, self.max_ms, self.total_ms = [0, 0, 0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
         self._settling = True
         try:
             gc.collect()
