@@ -49,8 +49,9 @@ def pytest_addoption(parser):
     g.addoption("--soak-pipelines", default="", help="comma-separated pipelines for the soak (default: every shipped one)")
     g.addoption("--soak-rt-priority", type=int, default=0,
                 help="run the soak's services under SCHED_FIFO at this priority (as install-service --rt-priority)")
-    g.addoption("--soak-rss-slope", type=float, default=2.0,
-                help="largest heap (RssAnon) slope after the warm-up the soak accepts, MB per hour (default 2)")
+    g.addoption("--soak-rss-slope", type=float, default=0.5,
+                help="largest heap (RssAnon) growth over the soak's second half the bar accepts, MB per hour "
+                     "(default 0.5)")
     g.addoption("--hw-live-seconds", type=float, default=3.0,
                 help="seconds of each pipeline run paced like a live device (default 3; 0 = skip)")
 

@@ -52,6 +52,7 @@ __all__ = ["DiskQueue", "MqttPublisher", "parse_mqtt_url"]
 
 log = logging.getLogger("edge_runtime.service.mqtt")
 _HDR = struct.Struct("<II")          # length, crc32 of the payload
+SIDE_TTL_S = 60.0                    # an unmatched publish callback's mid is forgotten after this
 
 
 def parse_mqtt_url(url: str, path: str = "<config>") -> tuple[str, int]:
@@ -253,7 +254,13 @@ class MqttPublisher:
         self._refused_logged = False
         self._inflight: dict[int, tuple[int, int]] = {}   # mid -> (end offset, seq)
         self._done: set[tuple[int, int]] = set()         # acknowledged, not yet contiguous
-        self._early: set[int] = set()                     # mids acknowledged before they were recorded
+        # paho calls on_publish for every message: a queued event's PUBACK may come before its mid is
+        # recorded (_early), and the side messages (discovery, retained state, metrics, health) have
+        # mids of their own (_side). Both map mid -> monotonic time and are pruned after SIDE_TTL_S:
+        # unpruned, one mid per event piled up for ever (the soak's speech16k heap), and a stale mid
+        # met again after paho's 65535 wrap would have counted an unacknowledged event as delivered.
+        self._early: dict[int, float] = {}
+        self._side: dict[int, float] = {}
         self._next = self.queue.acked            # where the sender reads next
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -338,6 +345,7 @@ class MqttPublisher:
             self._inflight.clear()
             self._done.clear()
             self._early.clear()
+            self._side.clear()
             self._next = self.queue.acked            # resend what was not acknowledged
         with self._lock:
             self._announced.clear()           # announce every kind again (the broker may be a new one)
@@ -383,9 +391,11 @@ class MqttPublisher:
 
     def _on_publish(self, client, userdata, mid, reason_code=None, properties=None):
         with self._lock:
+            if self._side.pop(mid, None) is not None:     # a side message: nothing to acknowledge
+                return
             item = self._inflight.pop(mid, None)
             if item is None:          # the PUBACK came before the sender recorded the mid
-                self._early.add(mid)
+                self._early[mid] = time.monotonic()
                 return
             self._done.add(item)
             self.delivered += 1
@@ -407,7 +417,21 @@ class MqttPublisher:
     def _announce(self, component: str, uid: str, cfg: dict) -> None:
         uid = "".join(c if c.isalnum() or c == "_" else "_" for c in uid)
         cfg = dict(cfg, unique_id=uid, object_id=uid, device=self._device_block())
-        self.client.publish(f"homeassistant/{component}/{uid}/config", json.dumps(cfg), qos=1, retain=True)
+        self._publish_side(f"homeassistant/{component}/{uid}/config", json.dumps(cfg), qos=1, retain=True)
+
+    def _publish_side(self, topic: str, payload: str, qos: int = 0, retain: bool = False) -> None:
+        """A message outside the event queue; its mid is kept apart from the events' (see _early)."""
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        with self._lock:
+            if self._early.pop(info.mid, None) is None:   # its on_publish has not come yet
+                self._side[info.mid] = time.monotonic()
+
+    def _prune_mids(self, now: float) -> None:
+        with self._lock:
+            for d in (self._early, self._side):
+                old = [m for m, t in d.items() if now - t > SIDE_TTL_S]
+                for m in old:
+                    del d[m]
 
     def _discovery(self, pipeline: str) -> None:
         """A pipeline's own sensors: its last event, its real-time factor and deadline misses."""
@@ -499,6 +523,7 @@ class MqttPublisher:
                 except OSError as e:
                     log.error("mqtt queue: cannot write %s: %s", self.queue.log_path, e.strerror)
                 last_flush = now
+                self._prune_mids(now)
             with self._lock:
                 if not self._inflight and not self._done and self.queue.compact():
                     self._next = 0
@@ -517,14 +542,13 @@ class MqttPublisher:
                         if "node" in pl and "event" in pl and "pipeline" in pl:   # the kind's latest value
                             # without seq: a consumer of <prefix>/# counting events by seq sees each once
                             state = {k: v for k, v in pl.items() if k != "seq"}
-                            self.client.publish(self.kind_topic(pl["pipeline"], pl["node"], pl["event"]),
-                                                json.dumps(state, separators=(",", ":")), qos=0, retain=True)
+                            self._publish_side(self.kind_topic(pl["pipeline"], pl["node"], pl["event"]),
+                                               json.dumps(state, separators=(",", ":")), qos=0, retain=True)
                         with self._lock:
                             self._inflight[info.mid] = (end, int(msg["payload"]["seq"]))
                             self._next = end
                             self.sent += 1
-                            early = info.mid in self._early
-                            self._early.discard(info.mid)
+                            early = self._early.pop(info.mid, None) is not None
                         if early:
                             self._on_publish(None, None, info.mid)
             self._stop.wait(0.02)
@@ -539,13 +563,13 @@ class MqttPublisher:
         for p in snap.get("pipelines", ()):
             body = {k: p[k] for k in keep if k in p}
             body.update(device=self.device, ts=time.time())
-            self.client.publish(f"{self.prefix}/{p['name']}/metrics", json.dumps(body, separators=(",", ":")), qos=0)
-        self.client.publish(f"{self.prefix}/health", json.dumps(_health(snap, self), separators=(",", ":")), qos=0)
+            self._publish_side(f"{self.prefix}/{p['name']}/metrics", json.dumps(body, separators=(",", ":")))
+        self._publish_side(f"{self.prefix}/health", json.dumps(_health(snap, self), separators=(",", ":")))
 
     def snapshot(self) -> dict:
         return {"broker": f"{self.host}:{self.port}", "connected": self.connected, "sent": self.sent,
                 "delivered": self.delivered, "queued_bytes": self.queue.backlog_bytes, "dropped": self.queue.dropped,
-                "next_seq": self.seq}
+                "next_seq": self.seq, "unmatched_mids": len(self._early) + len(self._side)}
 
     def close(self, timeout: float = 5.0) -> None:
         """Flush the queue to disk, give in-flight messages ``timeout`` seconds, stop."""
