@@ -109,11 +109,11 @@ def _proc_sample(pid: int) -> dict:
     threads = 0
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            k = line.split(None, 1)[0] if line.strip() else ""
-            if k in kb:
-                kb[k] = int(line.split()[1])
-            elif k == "Threads:":
-                threads = int(line.split()[1])
+            parts = line.split()
+            if parts and parts[0] in kb:
+                kb[parts[0]] = int(parts[1])
+            elif parts and parts[0] == "Threads:":
+                threads = int(parts[1])
     # RssAnon is the heap (what a leak grows); RssFile is mapped code and model pages, which grow as
     # rarely run paths are first touched and are bounded by the files' size
     return {"cpu_s": cpu_s, "rss_mb": kb["VmRSS:"] / 1024, "anon_mb": kb["RssAnon:"] / 1024,
@@ -180,13 +180,16 @@ def _slope_per_hour(t: list[float], y: list[float]) -> float:
     return float(np.polyfit(np.asarray(t) / 3600.0, np.asarray(y), 1)[0])
 
 
-def _second_half_growth(steady: list[dict]) -> float:
-    """Heap (RssAnon) growth over the second half of the steady samples, MB."""
+def _second_half_growth(steady: list[dict]) -> tuple[float, float]:
+    """Heap (RssAnon) growth over the second half of the steady samples: MB, and MB per hour of
+    the span those samples cover."""
     if len(steady) < 4:
-        return 0.0
+        return 0.0, 0.0
     mid = steady[0]["t"] + (steady[-1]["t"] - steady[0]["t"]) / 2
     half = [x for x in steady if x["t"] >= mid]
-    return half[-1]["anon_mb"] - half[0]["anon_mb"]
+    mb = half[-1]["anon_mb"] - half[0]["anon_mb"]
+    span_h = (half[-1]["t"] - half[0]["t"]) / 3600.0
+    return mb, (mb / span_h if span_h > 0 else 0.0)
 
 
 def run_soak(seconds: float, out: Path, sample_s: float = 10.0, warmup_s: float | None = None,
@@ -309,6 +312,8 @@ def run_soak(seconds: float, out: Path, sample_s: float = 10.0, warmup_s: float 
         # steady state: samples after the warm-up while the pipeline was running (not its tear-down)
         steady = [x for x in p["samples"] if x["t"] >= warmup_s and x.get("running")]
         sm = p["samples"]
+        ts = [x["t"] for x in steady]
+        half_mb, half_per_h = _second_half_growth(steady)
         rows.append({
             "pipeline": name, "input_rate": inputs[name], "audio_s": n_in / inputs[name], "exit_code": p["rc"],
             "blocks": q.get("blocks"), "deadline_misses": q.get("deadline_misses"),
@@ -320,14 +325,15 @@ def run_soak(seconds: float, out: Path, sample_s: float = 10.0, warmup_s: float 
             "rss_mb_after_warmup": steady[0]["rss_mb"] if steady else None,
             "rss_mb_end": steady[-1]["rss_mb"] if steady else None,
             "rss_mb_max": max(x["rss_mb"] for x in sm) if sm else None,
-            "rss_slope_mb_per_h": _slope_per_hour([x["t"] for x in steady], [x["rss_mb"] for x in steady]),
+            "rss_slope_mb_per_h": _slope_per_hour(ts, [x["rss_mb"] for x in steady]),
             "anon_mb_after_warmup": steady[0]["anon_mb"] if steady else None,
             "anon_mb_end": steady[-1]["anon_mb"] if steady else None,
-            "anon_slope_mb_per_h": _slope_per_hour([x["t"] for x in steady], [x["anon_mb"] for x in steady]),
-            "file_slope_mb_per_h": _slope_per_hour([x["t"] for x in steady], [x["file_mb"] for x in steady]),
+            "anon_slope_mb_per_h": _slope_per_hour(ts, [x["anon_mb"] for x in steady]),
+            "file_slope_mb_per_h": _slope_per_hour(ts, [x["file_mb"] for x in steady]),
             # a leak keeps growing; the allocator's heap steps up once (the first run: +1.84 MB in each
             # model pipeline, once, at a different time in each) and stays: the second half tells them apart
-            "anon_mb_second_half": _second_half_growth(steady),
+            "anon_mb_second_half": half_mb,
+            "anon_second_half_mb_per_h": half_per_h,
             "python_gc": p.get("gc"),
             "fds_min": min(x["fds"] for x in steady) if steady else None,
             "fds_max": max(x["fds"] for x in steady) if steady else None,

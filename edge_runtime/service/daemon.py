@@ -237,8 +237,7 @@ class Daemon:
             if self._hup:
                 self._hup = False
                 self.reload()
-            if self.gc.dirty and not any(i._offer is not None or i._xf is not None
-                                         for i in self.instances.values()):
+            if self.gc.dirty and not any(i.swapping for i in self.instances.values()):
                 self.gc.settle()              # the reload's swaps are over: freeze what is new
             if not any(i.alive for i in self.instances.values()):
                 self.log.info("all_ended", "every pipeline's input has ended")

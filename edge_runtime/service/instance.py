@@ -163,6 +163,11 @@ class Instance:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def swapping(self) -> bool:
+        """A new pipeline offered and not yet taken, or the crossfade to it still running."""
+        return self._offer is not None or self._xf is not None
+
     def shape(self, pipeline=None) -> tuple:
         p = pipeline or self.pipeline
         return (p.sample_rate, p.block_size, p.fixed_channels, p.latency_samples)

@@ -41,7 +41,7 @@ class GcGuard:
         self.freezes = 0
         self.dirty = False              # objects made by a reload wait to be frozen
         self._t = 0.0
-        self._old_switch = sys.getswitchinterval()
+        self._old_switch = None
         self._switch = switch_interval_s
         self._installed = False
         self._settling = False
@@ -49,6 +49,7 @@ class GcGuard:
     def install(self) -> "GcGuard":
         if not self._installed:
             gc.callbacks.append(self._cb)
+            self._old_switch = sys.getswitchinterval()
             if self._switch:
                 sys.setswitchinterval(self._switch)
             self._installed = True
