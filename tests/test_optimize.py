@@ -160,7 +160,7 @@ def _easy_synth():
     return chain, truth, Target(y, 16000)
 
 
-@pytest.mark.parametrize("method", ["cma", "ga"])
+@pytest.mark.parametrize("method", ["cma", "ga", "memetic"])
 def test_known_parameters_are_recovered_on_an_easy_chain(method):
     chain, truth, target = _easy_synth()
     res = optimize(chain, target, method=method, budget=400, seed=1)
@@ -181,7 +181,7 @@ def test_effects_chain_recovers_gain_and_shelf():
     assert abs(res.params["gain_db"] - 4.0) < 0.3 and abs(res.params["shelf_gain_db"] + 6.0) < 0.5, res.params
 
 
-@pytest.mark.parametrize("method", ["cma", "ga", "random"])
+@pytest.mark.parametrize("method", ["cma", "ga", "random", "memetic"])
 def test_same_seed_same_result(method):
     chain, _, target = _easy_synth()
     a = optimize(chain, target, method=method, budget=60, seed=7)
@@ -198,7 +198,7 @@ def test_a_process_pool_gives_the_same_result():
     assert np.array_equal(a.losses, b.losses)
 
 
-@pytest.mark.parametrize("method,budget", [("cma", 37), ("ga", 50), ("random", 1)])
+@pytest.mark.parametrize("method,budget", [("cma", 37), ("ga", 50), ("random", 1), ("memetic", 53)])
 def test_budget_is_honoured_exactly(method, budget):
     chain, _, target = _easy_synth()
     res = optimize(chain, target, method=method, budget=budget, seed=0)

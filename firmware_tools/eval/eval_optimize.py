@@ -1,4 +1,5 @@
-"""Sound matching: loss vs evaluations of GA, CMA-ES, random search and regressor-initialised CMA-ES,
+"""Sound matching: loss vs evaluations of GA, CMA-ES, GA then CMA-ES (memetic), random search and
+regressor-initialised CMA-ES and memetic search,
 the regressor alone, parameter error where the truth is known.
 
     python firmware_tools/eval/eval_optimize.py --budget 800 --seeds 0,1 --n-synth 8 \
@@ -31,7 +32,7 @@ from edge_runtime.optimize.search import optimize  # noqa: E402
 
 RECORDED = ("/usr/share/lmms/samples/basses/synth_acid01.ogg", "/usr/share/lmms/samples/basses/bass_acid01.ogg",
             "/usr/share/lmms/samples/instruments/flute01.ogg", "/usr/share/sonic-pi/samples/bass_hard_c.flac")
-METHODS = ("random", "ga", "cma", "cma+regressor")
+METHODS = ("random", "ga", "cma", "cma+regressor", "memetic", "memetic+regressor")
 SR = 16000
 
 
@@ -92,6 +93,8 @@ def run(args) -> dict:
                 t0 = time.time()
                 if m == "cma+regressor":
                     r = optimize(chain, target, method="cma", budget=args.budget, seed=seed, x0=reg_params, sigma0=0.12)
+                elif m == "memetic+regressor":
+                    r = optimize(chain, target, method="memetic", budget=args.budget, seed=seed, x0=reg_params)
                 else:
                     r = optimize(chain, target, method=m, budget=args.budget, seed=seed)
                 curve = np.minimum.accumulate(r.losses)
