@@ -195,10 +195,13 @@ def main(argv=None) -> int:
     base = os.path.splitext(a.out)[0]
     with open(base + ".json", "w") as f:
         json.dump(res, f, indent=1)
-    figure(res, base + "_curves.png")
     with open(base + "_table.md", "w") as f:
         f.write(summarize(res))
     print(summarize(res))
+    try:   # the table first: a missing matplotlib loses only the figure
+        figure(res, base + "_curves.png")
+    except ImportError as e:
+        print(f"no figure ({e}): pip install matplotlib", file=sys.stderr)
     return 0
 
 
