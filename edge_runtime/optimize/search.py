@@ -1,5 +1,6 @@
 """Search a chain's parameters for a target: CMA-ES (``cma``), a genetic algorithm (DEAP's
-operators), the two in sequence (``memetic``: GA, then CMA-ES refining its best), random search; parallel evaluation in a process pool; budget, time limit, early stopping.
+operators), the two in sequence (``memetic``: GA, then CMA-ES refining its best), random search;
+parallel evaluation in a process pool; budget, time limit, early stopping.
 
 All methods search the unit cube of the chain's free parameters (:class:`ParameterSpace`) through one
 ask/tell loop, so budget (evaluations), time limit and early stopping mean the same for each. With
@@ -140,21 +141,30 @@ class _RandomSearch:
         pass
 
 
+def _cma_es(cma, x0, sigma0: float, seed: int, popsize: int, tolx: float):
+    """One ``cma`` CMA-ES run on the unit cube from ``x0`` (clipped into it)."""
+    opts = {"bounds": [0.0, 1.0], "seed": seed, "popsize": popsize, "verbose": -9, "tolfun": 1e-9, "tolx": tolx}
+    return cma.CMAEvolutionStrategy(list(np.clip(x0, 0, 1)), sigma0, opts)
+
+
+def _cma_popsize(dim: int) -> int:
+    """CMA-ES's default population for ``dim`` parameters (the ``cma`` package's own default)."""
+    return 4 + int(3 * math.log(dim))
+
+
 class _CmaEs:
     """``cma``'s CMA-ES with IPOP restarts (popsize doubled from a fresh random start) when it stops."""
 
     def __init__(self, dim: int, seed: int, x0=None, sigma0: float | None = None, popsize: int | None = None, **_):
         self.cma = _need("cma", "cma")
         self.dim, self.seed, self.rng = dim, seed, np.random.default_rng(seed + 7919)
-        self.popsize = popsize or 4 + int(3 * math.log(dim))
+        self.popsize = popsize or _cma_popsize(dim)
         self.restarts = 0
         x0 = np.full(dim, 0.5) if x0 is None else np.asarray(x0, np.float64)
         self._start(x0, 0.3 if sigma0 is None else sigma0)
 
     def _start(self, x0, sigma0) -> None:
-        opts = {"bounds": [0.0, 1.0], "seed": self.seed * 1000 + self.restarts + 1, "popsize": self.popsize,
-                "verbose": -9, "tolfun": 1e-9, "tolx": 1e-6}
-        self.es = self.cma.CMAEvolutionStrategy(list(np.clip(x0, 0, 1)), sigma0, opts)
+        self.es = _cma_es(self.cma, x0, sigma0, self.seed * 1000 + self.restarts + 1, self.popsize, 1e-6)
 
     def ask(self) -> np.ndarray:
         if self.es.stop():
@@ -243,25 +253,24 @@ class _Memetic:
     ``x0`` when given) for ``global_share`` of the budget, then CMA-ES started at the best point so far
     with a small step (``sigma0``, default 0.05), restarted there with half the step whenever it stops.
 
-    Why (measured, ``firmware_tools/eval/results/optimize.md``): the synth's loss is steep and rugged
-    (0.003 of the unit cube on one coordinate costs up to 0.09 in detune, 0.4 in pitch), so sampling
-    methods stall while CMA-ES started within ~0.03 of the truth converges (loss 1.0 -> 0.04-0.09 in
-    1000 evaluations); plain CMA-ES from the centre converges into a poor basin, the GA finds good
-    basins but does not refine."""
+    Why (measured, ``firmware_tools/eval/results/optimize_b2000.md``): the synth's loss is steep and
+    rugged (0.003 of the unit cube on one coordinate costs up to 0.09 in detune, 0.4 in pitch), so
+    sampling methods stall while CMA-ES started within ~0.03 of the truth converges (loss 1.0 ->
+    0.04-0.09 in 1000 evaluations); the GA finds basins but does not refine. Measured on 8 held-out
+    presets it beats the GA (budget 800 and 2000), but not CMA-ES with IPOP restarts at budget 2000."""
 
     def __init__(self, dim: int, seed: int, x0=None, sigma0: float | None = None, popsize: int | None = None,
                  budget: int | None = None, global_share: float = 0.4, **_):
         self.cma = _need("cma", "memetic")
-        self.dim, self.seed = dim, seed
+        self.seed, self.popsize = seed, _cma_popsize(dim)
         self.switch = max(1, int(global_share * (budget if budget else 1000)))
         self.ga = _Genetic(dim, seed, x0=x0, popsize=popsize)
         self.sigma = 0.05 if sigma0 is None else float(sigma0)
         self.seen, self.best_u, self.best_f, self.es, self.restarts = 0, None, float("inf"), None, 0
 
     def _start(self) -> None:
-        opts = {"bounds": [0.0, 1.0], "seed": self.seed * 1000 + self.restarts + 1, "verbose": -9,
-                "tolfun": 1e-9, "tolx": 1e-7}
-        self.es = self.cma.CMAEvolutionStrategy(list(np.clip(self.best_u, 0, 1)), self.sigma, opts)
+        self.es = _cma_es(self.cma, self.best_u, self.sigma, self.seed * 1000 + self.restarts + 1, self.popsize,
+                          1e-7)
 
     def ask(self) -> np.ndarray:
         if self.seen < self.switch:
