@@ -353,6 +353,13 @@ def cmd_run(args) -> int:
     close_events = None
     live = source.frames is None        # raw PCM on stdin, alsa:, a streamed WAV of unknown length
     stop = _LiveStop(live)
+    gc_guard = None
+    if live:
+        # a live input has a deadline per block: keep the collector and other threads' GIL turns
+        # out of it, as serve does (service/interp.py; measured in docs/soak.md)
+        from .service.interp import GcGuard
+
+        gc_guard = GcGuard().install()
     try:
         on_event, finish_events, close_events = _event_writer(args.events, cfg.name)
         bus_sinks = _bus_sinks(pipeline, args, source, outputs)
@@ -363,6 +370,8 @@ def cmd_run(args) -> int:
                              raw_format=args.raw_format, subtype=args.subtype)
         show = not args.quiet and sys.stderr.isatty()
         progress = _Progress(os.path.basename(str(args.input)), show, source.sample_rate)
+        if gc_guard is not None:
+            gc_guard.settle()           # everything is built: later collections skip it
         with stop:
             summary = run_stream(pipeline, source, sink, on_event=on_event, progress=progress,
                                  governor=governor, should_stop=stop.should_stop, bus_sinks=bus_sinks)
@@ -370,6 +379,9 @@ def cmd_run(args) -> int:
         finish_events()           # the events are on disk before any output is committed
         ok = True
     finally:
+        if gc_guard is not None:
+            gc_snapshot = gc_guard.snapshot()
+            gc_guard.uninstall()
         # all or nothing: an output that fails to commit takes the events file with it
         source.close()
         try:
@@ -384,6 +396,8 @@ def cmd_run(args) -> int:
         if close_events is not None:
             close_events(ok)
     d = summary.to_dict()
+    if gc_guard is not None:
+        d["python_gc"] = gc_snapshot
     if stop.signum is not None:
         d["stopped_by"] = signal.Signals(stop.signum).name
     text_summary = not args.json and not args.quiet and args.output != "-" and args.events != "-"

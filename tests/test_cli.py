@@ -159,6 +159,21 @@ def test_raw_pcm_through_stdin_and_stdout(cli, tmp_path):
     assert y.size == x.size
 
 
+def test_live_input_runs_with_the_collector_frozen_and_a_file_input_does_not(cli, tmp_path):
+    # a live source (stdin here, alsa: on a device) gets serve's GcGuard: one settle before the
+    # audio, the switch interval shortened, the collections counted in the summary
+    x = (0.25 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000) * 32767).astype("<i2")
+    r = cli("run", "speech16k", "-i", "-", "-o", tmp_path / "live.wav", "--rate", "16000", "--channels", "1",
+            "--json", input_bytes=x.tobytes())
+    assert r.returncode == 0, r.stderr.decode()
+    g = json.loads(r.stdout)["python_gc"]
+    assert g["freezes"] == 1 and g["frozen_objects"] > 1000 and g["switch_interval_ms"] == 0.5
+    write_wav(tmp_path / "in.wav", x.astype(np.float32) / 32768, 16000)
+    r = cli("run", "speech16k", "-i", tmp_path / "in.wav", "-o", tmp_path / "out.wav", "--json")
+    assert r.returncode == 0, r.stderr.decode()
+    assert "python_gc" not in json.loads(r.stdout)
+
+
 def test_events_to_json_lines(cli, tmp_path):
     write_wav(tmp_path / "in.wav", np.full(32000, 0.25, np.float32), 16000)
     r = cli("run", "speech16k", "-i", tmp_path / "in.wav", "-o", tmp_path / "out.wav",
