@@ -14,17 +14,23 @@ observed value (``x >= y`` at the top, ``x <= y`` at the bottom: for hard clippi
 clip level, for soft clipping the compressed value). ``k`` grows by ``sparsity_step`` every
 ``sparsity_every`` iterations until ``||A x - z|| <= eps`` or ``max_iter``.
 
+A frame with at least ``heavy_frac`` of its samples clipped grows ``k`` by ``heavy_step`` instead
+(few reliable samples: a coarse step overshoots the sparsity the frame needs).
+
 Consistency: the output is the projected estimate, so every reliable sample of every frame equals
 the input and the overlap-add of windows summing to one returns the input sample there (to float
 rounding, < 1e-6). Frames without a clipped sample are copied, not solved.
 
 Clipped samples: ``|y|`` within ``tolerance`` (relative; 0 by default: a digital hard clip leaves
-equal values) of the running peak of its polarity, in a run of at least ``min_run`` such samples
-(a plateau: an unclipped crest is one sample, or a few samples that differ by more than the
-tolerance), once at least ``min_plateaus`` such runs have been seen on that level (a level, not a
+equal values) of the running peak of its polarity, once that peak is a confirmed clip level: at
+least ``min_plateaus`` runs of ``min_run`` such samples (plateaus: an unclipped crest is one sample,
+or a few samples that differ by more than the tolerance) have been seen on it (a level, not a
 crest: int16 audio often has two or three equal samples at a new maximum; held-out eval, docs/restore.md: with
 ``tolerance = 1e-4`` and no ``min_plateaus`` (1) unclipped samples within 1e-4 of the clip level and such
-crests were changed, by up to 5e-2). With ``soft_ratio < 1`` samples above that
+crests were changed, by up to 5e-2). On a confirmed level every run of at least ``mark_run``
+samples is clipped (1, the default: a signal that just crosses the level leaves single clipped
+samples; with 2, 4 % of the clipped samples of design speech were taken as reliable and held at
+the clip level). With ``soft_ratio < 1`` samples above that
 fraction of the peak count as clipped too (soft clipping / saturation). The running peaks hold
 (``release_db_per_s = 0``, the default) or decay, so a clip level lowered later (gain staging) is
 found again; a decaying peak can mark a few unclipped crest samples (measured: 15 of 31,054 on
@@ -79,7 +85,8 @@ cdef class Declipper:
 
     cdef readonly Py_ssize_t window, hop, channels, n_fft, n_bins, latency_samples
     cdef readonly float eps, tolerance, soft_ratio, release
-    cdef readonly int sparsity_step, sparsity_every, max_iter, min_run, min_plateaus
+    cdef readonly int sparsity_step, sparsity_every, max_iter, min_run, min_plateaus, mark_run, heavy_step
+    cdef readonly float heavy_frac
     cdef readonly long long frames, frames_solved, iterations, samples_clipped, samples_flat_out
     cdef float[::1] prev_out        # per channel: the last output sample, and its flat run length
     cdef long long[::1] run_out
@@ -109,16 +116,17 @@ cdef class Declipper:
     def __cinit__(self, Py_ssize_t window=1024, Py_ssize_t channels=1, Py_ssize_t hop=0, float eps=0.1,
                   int sparsity_step=1, int sparsity_every=1, int max_iter=1000, float tolerance=0.0,
                   int min_run=2, int min_plateaus=2, float soft_ratio=1.0, float release_db_per_s=0.0, int sample_rate=16000,
-                  bint windowed=True):
+                  bint windowed=True, int mark_run=1, float heavy_frac=1.0, int heavy_step=1):
         if window < 16 or window % 4 or (window & (window - 1)):
             raise ValueError(f"Declipper window {window}: expected a power of two >= 16")
         if hop <= 0:
             hop = window // 4
         if hop > window or window % hop:
             raise ValueError(f"Declipper hop {hop}: expected a divisor of the window {window}")
-        if channels < 1 or max_iter < 1 or sparsity_step < 1 or sparsity_every < 1 or min_run < 1 or min_plateaus < 1:
-            raise ValueError("Declipper: channels, max_iter, sparsity_step, sparsity_every, min_run and min_plateaus "
-                             "must be >= 1")
+        if channels < 1 or max_iter < 1 or sparsity_step < 1 or sparsity_every < 1 or min_run < 1 or min_plateaus < 1 \
+                or mark_run < 1:
+            raise ValueError("Declipper: channels, max_iter, sparsity_step, sparsity_every, min_run, min_plateaus and "
+                             "mark_run must be >= 1")
         if not (0.0 < soft_ratio <= 1.0) or not (0.0 <= tolerance < 0.5) or not eps > 0:
             raise ValueError(f"Declipper: soft_ratio {soft_ratio} (0..1], tolerance {tolerance} [0, 0.5), "
                              f"eps {eps} > 0 expected")
@@ -131,6 +139,10 @@ cdef class Declipper:
         self.sparsity_step, self.sparsity_every, self.max_iter, self.min_run = sparsity_step, sparsity_every, \
             max_iter, min_run
         self.min_plateaus = min_plateaus
+        self.mark_run = mark_run
+        if not (0.0 < heavy_frac <= 1.0) or heavy_step < 1:
+            raise ValueError(f"Declipper: heavy_frac {heavy_frac} (0..1] and heavy_step {heavy_step} >= 1 expected")
+        self.heavy_frac, self.heavy_step = heavy_frac, heavy_step
         # per-frame decay of the running peaks
         self.release = <float>(10.0 ** (-release_db_per_s * hop / sample_rate / 20.0))
         self.scale_f = <float>(1.0 / np.sqrt(self.n_fft))      # A = rfft / sqrt(N): Parseval-tight
@@ -231,7 +243,7 @@ cdef class Declipper:
                 while j < n and self.y[j] >= thr_hi:
                     j += 1
                 run = j - i
-                if run >= self.min_run or self.soft_ratio < 1.0:
+                if run >= self.mark_run or self.soft_ratio < 1.0:
                     memset(&self.mask[i], 1, run * sizeof(signed char))
                     count += run
                 i = j
@@ -240,7 +252,7 @@ cdef class Declipper:
                 while j < n and self.y[j] <= -thr_lo:
                     j += 1
                 run = j - i
-                if run >= self.min_run or self.soft_ratio < 1.0:
+                if run >= self.mark_run or self.soft_ratio < 1.0:
                     memset(&self.mask[i], -1, run * sizeof(signed char))
                     count += run
                 i = j
@@ -261,9 +273,9 @@ cdef class Declipper:
             else:
                 self.x[i] = v[i] if v[i] < self.y[i] else self.y[i]
 
-    cdef void _solve(self) noexcept nogil:
-        """A-SPADE on frame y (mask set); the consistent estimate in x."""
-        cdef Py_ssize_t i, nb = self.n_bins, it, k = self.sparsity_step
+    cdef void _solve(self, Py_ssize_t step) noexcept nogil:
+        """A-SPADE on frame y (mask set), ``k`` growing by ``step``; the consistent estimate in x."""
+        cdef Py_ssize_t i, nb = self.n_bins, it, k = step
         cdef float thr, res, dr, di, eps2 = self.eps * self.eps
         memcpy(&self.x[0], &self.y[0], self.window * sizeof(float))
         memset(&self.ur[0], 0, nb * sizeof(float))
@@ -303,7 +315,7 @@ cdef class Declipper:
             if res <= eps2:
                 break
             if (it + 1) % self.sparsity_every == 0:
-                k += self.sparsity_step
+                k += step
 
     cdef void _frame(self) noexcept nogil:
         cdef Py_ssize_t c, i, n = self.window, h = self.hop, clipped
@@ -357,7 +369,8 @@ cdef class Declipper:
                 if self.windowed:        # solve the Hann-windowed frame (bounds windowed too)
                     for i in range(n):
                         self.y[i] *= self.wa[i]
-                self._solve()
+                # a heavily clipped frame has few reliable samples: a finer sparsity step pays there
+                self._solve(self.heavy_step if clipped >= self.heavy_frac * n else self.sparsity_step)
                 self.frames_solved += 1
                 if self.windowed:
                     for i in range(n):
@@ -419,6 +432,6 @@ cdef class Declipper:
         with nogil:
             memcpy(&self.y[0], &y[0], self.window * sizeof(float))
             memcpy(&self.mask[0], &mask[0], self.window * sizeof(signed char))
-            self._solve()
+            self._solve(self.sparsity_step)
             memcpy(&out[0], &self.x[0], self.window * sizeof(float))
         return self.iterations - before

@@ -195,11 +195,16 @@ NODE_TYPES: dict[str, NodeType] = {
                      range=(1e-4, 10.0)),
         "tolerance": Param(float, 0.0, "a sample within this fraction of the running peak is on the clip level "
                                        "(0: equal values, what a digital hard clip leaves)", range=(0.0, 0.1)),
-        "min_run": Param(int, 2, "clipped samples form runs at least this long (1 = any sample at the peak)",
-                         range=(1, 64)),
-        "min_plateaus": Param(int, 2, "runs of min_run samples seen on a clip level before its runs count "
-                                      "(hard clipping: one crest of equal samples at a new maximum is not a "
-                                      "clip level)", range=(1, 4096)),
+        "min_run": Param(int, 2, "a run of this many samples on the peak is a plateau (what confirms a clip "
+                                 "level)", range=(1, 64)),
+        "min_plateaus": Param(int, 2, "plateaus seen on a level before it is a clip level (hard clipping: one "
+                                      "crest of equal samples at a new maximum is not one)", range=(1, 4096)),
+        "mark_run": Param(int, 1, "on a confirmed clip level, runs at least this long are clipped (1: every "
+                                  "sample on it, also a single one)", range=(1, 64)),
+        "heavy_frac": Param(float, 0.6, "a frame with at least this fraction clipped is solved with heavy_step",
+                            range=(0.01, 1.0)),
+        "heavy_step": Param(int, 0, "sparsity step of heavily clipped frames (0: 1 for frames of <= 1024 "
+                                    "samples, i.e. 16-22 kHz; the frame's own step above)", range=(0, 64)),
         "soft_ratio": Param(float, 1.0, "< 1: samples above this fraction of the peak count as clipped too "
                                         "(soft clipping)", range=(0.5, 1.0)),
         "release_db_per_s": Param(float, 0.0, "decay of the running clip level (0 = hold; > 0 finds a lowered "
