@@ -15,7 +15,8 @@ clip level, for soft clipping the compressed value). ``k`` grows by ``sparsity_s
 ``sparsity_every`` iterations until ``||A x - z|| <= eps`` or ``max_iter``.
 
 A frame with at least ``heavy_frac`` of its samples clipped grows ``k`` by ``heavy_step`` instead
-(few reliable samples: a coarse step overshoots the sparsity the frame needs).
+(few reliable samples: a coarse step overshoots the sparsity the frame needs); ``heavy_step = 0``,
+the kernel's default, is ``sparsity_step``: no frame is treated apart.
 
 Consistency: the output is the projected estimate, so every reliable sample of every frame equals
 the input and the overlap-add of windows summing to one returns the input sample there (to float
@@ -116,7 +117,7 @@ cdef class Declipper:
     def __cinit__(self, Py_ssize_t window=1024, Py_ssize_t channels=1, Py_ssize_t hop=0, float eps=0.1,
                   int sparsity_step=1, int sparsity_every=1, int max_iter=1000, float tolerance=0.0,
                   int min_run=2, int min_plateaus=2, float soft_ratio=1.0, float release_db_per_s=0.0, int sample_rate=16000,
-                  bint windowed=True, int mark_run=1, float heavy_frac=1.0, int heavy_step=1):
+                  bint windowed=True, int mark_run=1, float heavy_frac=1.0, int heavy_step=0):
         if window < 16 or window % 4 or (window & (window - 1)):
             raise ValueError(f"Declipper window {window}: expected a power of two >= 16")
         if hop <= 0:
@@ -140,9 +141,9 @@ cdef class Declipper:
             max_iter, min_run
         self.min_plateaus = min_plateaus
         self.mark_run = mark_run
-        if not (0.0 < heavy_frac <= 1.0) or heavy_step < 1:
-            raise ValueError(f"Declipper: heavy_frac {heavy_frac} (0..1] and heavy_step {heavy_step} >= 1 expected")
-        self.heavy_frac, self.heavy_step = heavy_frac, heavy_step
+        if not (0.0 < heavy_frac <= 1.0) or heavy_step < 0:
+            raise ValueError(f"Declipper: heavy_frac {heavy_frac} (0..1] and heavy_step {heavy_step} >= 0 expected")
+        self.heavy_frac, self.heavy_step = heavy_frac, heavy_step or sparsity_step     # 0: no heavy frames
         # per-frame decay of the running peaks
         self.release = <float>(10.0 ** (-release_db_per_s * hop / sample_rate / 20.0))
         self.scale_f = <float>(1.0 / np.sqrt(self.n_fft))      # A = rfft / sqrt(N): Parseval-tight

@@ -49,7 +49,7 @@ class Declip(Node):
         step = self.sparsity_step or max(1, 4 * window // 1024)
         # step 1 on heavily clipped frames: on design speech +0.46 dB at a 1.5x CPU (docs/restore.md);
         # at 2048-sample frames (44.1/48 kHz) it cost up to 3.5x real time on design music: off there
-        heavy = self.heavy_step or (1 if window <= 1024 else step)
+        heavy = self.heavy_step or (1 if window <= 1024 else 0)      # 0: the frame's own step
         self.kernel = Declipper(window=window, channels=channels, eps=self.eps, sparsity_step=step,
                                 max_iter=self.max_iter,
                                 tolerance=self.tolerance, min_run=self.min_run, min_plateaus=self.min_plateaus,
