@@ -18,6 +18,17 @@ A frame with at least ``heavy_frac`` of its samples clipped grows ``k`` by ``hea
 (few reliable samples: a coarse step overshoots the sparsity the frame needs); ``heavy_step = 0``,
 the kernel's default, is ``sparsity_step``: no frame is treated apart.
 
+Coarse to fine: with ``fine_ratio > 0`` (0, the default: off), once ``||A x - z||`` is at most
+``fine_ratio * eps`` the step falls to ``fine_step`` for the rest of the frame: a coarse step buys
+the long climb of ``k`` cheaply, the fine one stops it near the sparsity the frame needs.
+
+Slack (``slack = 1``; 0, the default, solves each frame in the call that completes it): a frame is
+solved while the next hop of input arrives, ``iters_per_hop`` iterations per hop of input, spread
+over the ``process`` calls in proportion to their samples, and whatever is left is finished when the
+next frame is due. The output is then one hop later (``latency_samples = window + hop``) and the
+same samples come out (the solver runs the same iterations in the same order); what changes is
+that a frame needing many iterations no longer lands on the one block that completed it.
+
 Consistency: the output is the projected estimate, so every reliable sample of every frame equals
 the input and the overlap-add of windows summing to one returns the input sample there (to float
 rounding, < 1e-6). Frames without a clipped sample are copied, not solved.
@@ -87,7 +98,18 @@ cdef class Declipper:
     cdef readonly Py_ssize_t window, hop, channels, n_fft, n_bins, latency_samples
     cdef readonly float eps, tolerance, soft_ratio, release
     cdef readonly int sparsity_step, sparsity_every, max_iter, min_run, min_plateaus, mark_run, heavy_step
-    cdef readonly float heavy_frac
+    cdef readonly float heavy_frac, fine_ratio
+    cdef readonly int fine_step, slack, iters_per_hop
+    # slack mode: the frames of the last hop wait here (per channel) while one of them is solved
+    cdef float[:, ::1] pend_y       # the frame as the solver gets it (windowed if clipped)
+    cdef float[:, ::1] pend_x       # its restored samples, once solved
+    cdef signed char[:, ::1] pend_mask
+    cdef signed char[::1] pend_state    # 0 unclipped (copy), 1 waiting / being solved, 2 solved
+    cdef int[::1] pend_step
+    cdef Py_ssize_t act             # channel being solved (-1: none)
+    # solver state (the frame in y / mask, being solved into x)
+    cdef Py_ssize_t s_k, s_cur, s_it
+    cdef bint s_done
     cdef readonly long long frames, frames_solved, iterations, samples_clipped, samples_flat_out
     cdef float[::1] prev_out        # per channel: the last output sample, and its flat run length
     cdef long long[::1] run_out
@@ -117,7 +139,8 @@ cdef class Declipper:
     def __cinit__(self, Py_ssize_t window=1024, Py_ssize_t channels=1, Py_ssize_t hop=0, float eps=0.1,
                   int sparsity_step=1, int sparsity_every=1, int max_iter=1000, float tolerance=0.0,
                   int min_run=2, int min_plateaus=2, float soft_ratio=1.0, float release_db_per_s=0.0, int sample_rate=16000,
-                  bint windowed=True, int mark_run=1, float heavy_frac=1.0, int heavy_step=0):
+                  bint windowed=True, int mark_run=1, float heavy_frac=1.0, int heavy_step=0,
+                  float fine_ratio=0.0, int fine_step=1, int slack=0, int iters_per_hop=64):
         if window < 16 or window % 4 or (window & (window - 1)):
             raise ValueError(f"Declipper window {window}: expected a power of two >= 16")
         if hop <= 0:
@@ -135,7 +158,7 @@ cdef class Declipper:
         self.n_fft = 2 * window
         self.fft = RealFFT(self.n_fft)
         self.n_bins = self.fft.n_bins
-        self.latency_samples = window
+        self.latency_samples = window + (hop if slack else 0)
         self.eps, self.tolerance, self.soft_ratio = eps, tolerance, soft_ratio
         self.sparsity_step, self.sparsity_every, self.max_iter, self.min_run = sparsity_step, sparsity_every, \
             max_iter, min_run
@@ -144,6 +167,12 @@ cdef class Declipper:
         if not (0.0 < heavy_frac <= 1.0) or heavy_step < 0:
             raise ValueError(f"Declipper: heavy_frac {heavy_frac} (0..1] and heavy_step {heavy_step} >= 0 expected")
         self.heavy_frac, self.heavy_step = heavy_frac, heavy_step or sparsity_step     # 0: no heavy frames
+        if not fine_ratio >= 0.0 or fine_step < 1:
+            raise ValueError(f"Declipper: fine_ratio {fine_ratio} >= 0 and fine_step {fine_step} >= 1 expected")
+        self.fine_ratio, self.fine_step = fine_ratio, fine_step
+        if slack not in (0, 1) or iters_per_hop < 1:
+            raise ValueError(f"Declipper: slack {slack} (0 or 1) and iters_per_hop {iters_per_hop} >= 1 expected")
+        self.slack, self.iters_per_hop = slack, iters_per_hop
         # per-frame decay of the running peaks
         self.release = <float>(10.0 ** (-release_db_per_s * hop / sample_rate / 20.0))
         self.scale_f = <float>(1.0 / np.sqrt(self.n_fft))      # A = rfft / sqrt(N): Parseval-tight
@@ -164,7 +193,10 @@ cdef class Declipper:
             level_hi=np.zeros(channels, np.float32), level_lo=np.zeros(channels, np.float32),
             plat_hi=np.zeros(channels, np.int64), plat_lo=np.zeros(channels, np.int64),
             run_hi=np.zeros(channels, np.int64), run_lo=np.zeros(channels, np.int64),
-            wa=w.astype(np.float32), inv_cover=(1.0 / cover).astype(np.float32))
+            wa=w.astype(np.float32), inv_cover=(1.0 / cover).astype(np.float32),
+            pend_y=np.zeros((channels, window), np.float32), pend_x=np.zeros((channels, window), np.float32),
+            pend_mask=np.zeros((channels, window), np.int8), pend_state=np.zeros(channels, np.int8),
+            pend_step=np.zeros(channels, np.int32))
         for name in ("ar", "ai", "ur", "ui", "zr", "zi", "mag", "sel"):
             arrays[name] = np.zeros(self.n_bins, np.float32)
         wgt = np.full(self.n_bins, 2.0, np.float32)      # each interior rfft bin stands for a conjugate pair
@@ -181,6 +213,8 @@ cdef class Declipper:
         self.level_hi, self.level_lo = arrays["level_hi"], arrays["level_lo"]
         self.plat_hi, self.plat_lo = arrays["plat_hi"], arrays["plat_lo"]
         self.run_hi, self.run_lo = arrays["run_hi"], arrays["run_lo"]
+        self.pend_y, self.pend_x, self.pend_mask = arrays["pend_y"], arrays["pend_x"], arrays["pend_mask"]
+        self.pend_state, self.pend_step = arrays["pend_state"], arrays["pend_step"]
         self.reset()
 
     def reset(self):
@@ -198,6 +232,11 @@ cdef class Declipper:
         self.run_lo[:] = 0
         self.prev_out[:] = 0.0
         self.run_out[:] = 0
+        self.pend_y[:, :] = 0.0
+        self.pend_x[:, :] = 0.0
+        self.pend_state[:] = 0
+        self.act = -1
+        self.s_done = True
         self.pos = 0
         self.frames = self.frames_solved = self.iterations = self.samples_clipped = self.samples_flat_out = 0
 
@@ -274,15 +313,24 @@ cdef class Declipper:
             else:
                 self.x[i] = v[i] if v[i] < self.y[i] else self.y[i]
 
-    cdef void _solve(self, Py_ssize_t step) noexcept nogil:
-        """A-SPADE on frame y (mask set), ``k`` growing by ``step``; the consistent estimate in x."""
-        cdef Py_ssize_t i, nb = self.n_bins, it, k = step
-        cdef float thr, res, dr, di, eps2 = self.eps * self.eps
+    cdef void _solve_start(self, Py_ssize_t step) noexcept nogil:
+        """Start A-SPADE on frame y (mask set), ``k`` growing by ``step``."""
         memcpy(&self.x[0], &self.y[0], self.window * sizeof(float))
-        memset(&self.ur[0], 0, nb * sizeof(float))
-        memset(&self.ui[0], 0, nb * sizeof(float))
+        memset(&self.ur[0], 0, self.n_bins * sizeof(float))
+        memset(&self.ui[0], 0, self.n_bins * sizeof(float))
         self._analysis(&self.x[0])
-        for it in range(self.max_iter):
+        self.s_k = step
+        self.s_cur = step
+        self.s_it = 0
+        self.s_done = False
+
+    cdef Py_ssize_t _solve_run(self, Py_ssize_t budget) noexcept nogil:
+        """Up to ``budget`` iterations of the frame being solved; the consistent estimate is in x
+        after each. Returns the iterations run; ``s_done`` once the residual or max_iter is reached."""
+        cdef Py_ssize_t i, nb = self.n_bins, used = 0, k = self.s_k
+        cdef float thr, res, dr, di, eps2 = self.eps * self.eps
+        cdef float fine2 = self.fine_ratio * self.fine_ratio * eps2
+        while not self.s_done and used < budget:
             # z = H_k(A x + u)
             for i in range(nb):
                 self.zr[i] = self.ar[i] + self.ur[i]
@@ -313,15 +361,72 @@ cdef class Declipper:
                 self.ur[i] += dr
                 self.ui[i] += di
             self.iterations += 1
-            if res <= eps2:
+            used += 1
+            self.s_it += 1
+            if res <= eps2 or self.s_it >= self.max_iter:
+                self.s_done = True
                 break
-            if (it + 1) % self.sparsity_every == 0:
-                k += step
+            if res <= fine2 and self.s_cur > self.fine_step:
+                self.s_cur = self.fine_step   # near the target residual: stop overshooting the sparsity
+            if self.s_it % self.sparsity_every == 0:
+                k += self.s_cur
+        self.s_k = k
+        return used
+
+    cdef void _solve(self, Py_ssize_t step) noexcept nogil:
+        """A-SPADE on frame y (mask set), ``k`` growing by ``step``; the consistent estimate in x."""
+        self._solve_start(step)
+        self._solve_run(self.max_iter)
+
+    # ---- slack mode: frames solved while the next hop arrives ---------------------------------
+    cdef void _start_next(self) noexcept nogil:
+        """Start solving the first channel whose frame waits (none: act = -1)."""
+        cdef Py_ssize_t c
+        self.act = -1
+        for c in range(self.channels):
+            if self.pend_state[c] == 1:
+                memcpy(&self.y[0], &self.pend_y[c, 0], self.window * sizeof(float))
+                memcpy(&self.mask[0], &self.pend_mask[c, 0], self.window * sizeof(signed char))
+                self.act = c
+                self._solve_start(self.pend_step[c])
+                return
+
+    cdef void _work(self, Py_ssize_t budget) noexcept nogil:
+        """Up to ``budget`` solver iterations on the waiting frames, in channel order."""
+        while budget > 0 and self.act >= 0:
+            budget -= self._solve_run(budget)
+            if self.s_done:
+                memcpy(&self.pend_x[self.act, 0], &self.x[0], self.window * sizeof(float))
+                self.pend_state[self.act] = 2
+                self.frames_solved += 1
+                self._start_next()
+
+    cdef void _emit(self, Py_ssize_t c, const float* x, bint solved) noexcept nogil:
+        """Overlap-add channel c's frame, hand out its first hop, move the accumulator on."""
+        cdef Py_ssize_t i, n = self.window, h = self.hop
+        if solved and self.windowed:
+            for i in range(n):
+                self.acc[c, i] += self.inv_cover[i] * x[i]
+        else:
+            for i in range(n):
+                self.acc[c, i] += self.g[i] * x[i]
+        memcpy(&self.outq[c, 0], &self.acc[c, 0], h * sizeof(float))
+        memmove(&self.acc[c, 0], &self.acc[c, h], (n - h) * sizeof(float))
+        memset(&self.acc[c, n - h], 0, h * sizeof(float))
 
     cdef void _frame(self) noexcept nogil:
-        cdef Py_ssize_t c, i, n = self.window, h = self.hop, clipped
+        cdef Py_ssize_t c, i, n = self.window, h = self.hop, clipped, step
         cdef float hi, lo, v, lh, ll, tol = self.tolerance
         cdef long long nh, nl, rh, rl
+        if self.slack:
+            # the last hop's frames are due: finish their solves, overlap-add them, hand out a hop
+            self._work(self.max_iter * self.channels)
+            for c in range(self.channels):
+                if self.pend_state[c] == 2:
+                    self._emit(c, &self.pend_x[c, 0], True)
+                else:
+                    self._emit(c, &self.pend_y[c, 0], False)
+                self.pend_state[c] = 0
         for c in range(self.channels):
             # running peaks over the newest hop, with release; and how many plateaus (runs of
             # min_run samples) sit on the level of each (a new level above the peak, or below a
@@ -371,21 +476,24 @@ cdef class Declipper:
                     for i in range(n):
                         self.y[i] *= self.wa[i]
                 # a heavily clipped frame has few reliable samples: a finer sparsity step pays there
-                self._solve(self.heavy_step if clipped >= self.heavy_frac * n else self.sparsity_step)
-                self.frames_solved += 1
-                if self.windowed:
-                    for i in range(n):
-                        self.acc[c, i] += self.inv_cover[i] * self.x[i]
+                step = self.heavy_step if clipped >= self.heavy_frac * n else self.sparsity_step
+                if self.slack:
+                    memcpy(&self.pend_y[c, 0], &self.y[0], n * sizeof(float))
+                    memcpy(&self.pend_mask[c, 0], &self.mask[0], n * sizeof(signed char))
+                    self.pend_step[c] = step
+                    self.pend_state[c] = 1
                 else:
-                    for i in range(n):
-                        self.acc[c, i] += self.g[i] * self.x[i]
+                    self._solve(step)
+                    self.frames_solved += 1
+                    self._emit(c, &self.x[0], True)
+            elif self.slack:
+                memcpy(&self.pend_y[c, 0], &self.y[0], n * sizeof(float))
+                self.pend_state[c] = 0
             else:
-                for i in range(n):
-                    self.acc[c, i] += self.g[i] * self.y[i]
-            memcpy(&self.outq[c, 0], &self.acc[c, 0], h * sizeof(float))
-            memmove(&self.acc[c, 0], &self.acc[c, h], (n - h) * sizeof(float))
-            memset(&self.acc[c, n - h], 0, h * sizeof(float))
+                self._emit(c, &self.y[0], False)
             memmove(&self.inbuf[c, 0], &self.inbuf[c, h], (n - h) * sizeof(float))
+        if self.slack:
+            self._start_next()
         self.frames += 1
 
     cdef inline void _count_flat(self, Py_ssize_t c, float o) noexcept nogil:
@@ -415,6 +523,9 @@ cdef class Declipper:
             if self.pos == h:
                 self._frame()
                 self.pos = 0
+        if self.slack and self.act >= 0:
+            # this call's share of the waiting solves: iters_per_hop per hop of input
+            self._work((self.iters_per_hop * n + h - 1) // h)
 
     def process(self, const float[:, ::1] inp, float[:, ::1] out):
         """``inp`` (channels, n) in, ``out`` (channels, n): the restored input ``window`` samples ago."""
@@ -430,6 +541,8 @@ cdef class Declipper:
         cdef long long before = self.iterations
         if y.shape[0] != self.window or mask.shape[0] != self.window or out.shape[0] != self.window:
             raise ValueError(f"solve_frame needs y, mask and out of length {self.window}")
+        if self.act >= 0:
+            raise ValueError("solve_frame: a streamed frame is being solved (slack); call reset() first")
         with nogil:
             memcpy(&self.y[0], &y[0], self.window * sizeof(float))
             memcpy(&self.mask[0], &mask[0], self.window * sizeof(signed char))

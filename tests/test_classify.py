@@ -283,6 +283,23 @@ def test_cli_prints_timestamped_labels(cli, tmp_path):
     assert {row["label"] for row in rows} >= {"silence", "alarm"}
 
 
+def test_cli_labels_from_a_live_input_run_with_the_collector_frozen(cli, tmp_path):
+    # stdin (as alsa: on a device) is live: the labels path settles and freezes the collector
+    # before the audio, as run and serve do; a file input does not
+    x = (np.concatenate([np.zeros(SR, np.float32), fixture("alarm")]) * 32767).astype("<i2")
+    r = cli("run", "classify", "-i", "-", "--rate", str(SR), "--channels", "1", input_bytes=x.tobytes())
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.decode().splitlines()
+    assert any(line.endswith("  alarm") for line in lines)
+    assert lines[-2].startswith("# classify: ") and lines[-1].startswith("# python gc: "), lines[-2:]
+    frozen = int(lines[-1].split()[3])
+    gens = lines[-1].split("during it ")[1].split()[0].split("/")
+    assert frozen > 1000 and gens[2] == "0", lines[-1]
+    wav = write_wav(tmp_path / "in.wav", x.astype(np.float32) / 32768, SR)
+    r = cli("run", "classify", "-i", wav)
+    assert r.returncode == 0 and "# python gc" not in r.stdout.decode()
+
+
 def test_cli_resamples_other_rates(cli, tmp_path):
     import soxr
 

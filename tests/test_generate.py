@@ -78,10 +78,14 @@ def test_timbre_transfer_follows_the_melody_and_streams_like_offline():
 def test_nodes_allocate_nothing_in_steady_state(tmp_path):
     x = voice_like(1.0)[None]
     tt = Pipeline([TimbreTransfer()], sample_rate=SAMPLE_RATE, block_size=HOP, channels=1).prepare(1).nodes[0]
-    assert node_growth(tt, x, HOP, passes=3) < 4096
+    # warm up over one whole pass: the first voiced onset, the first note change and the runtime's
+    # first calls of each shape come later than 10 blocks in (run alone, 10 blocks left 4.9 kB of
+    # such one-off state inside the traced passes; the rest of the suite had warmed it up)
+    assert node_growth(tt, x, HOP, warmup=x.shape[1] // HOP, passes=3) < 4096
     s = Synth(midi=str(write_midi(tmp_path / "m.mid", [(60, 90, 8)])))
     s.prepare(SAMPLE_RATE, HOP, 1)
-    assert node_growth(s, np.zeros((1, SAMPLE_RATE), np.float32), HOP, passes=3) < 4096
+    silence = np.zeros((1, SAMPLE_RATE), np.float32)
+    assert node_growth(s, silence, HOP, warmup=silence.shape[1] // HOP, passes=3) < 4096
 
 
 def test_generate_command_writes_the_file(tmp_path):

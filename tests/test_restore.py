@@ -91,10 +91,11 @@ def test_asymmetric_and_soft_clipping_are_found():
     assert np.all(zs[big] >= soft[big] - 1e-6)                 # only ever moved outward
 
 
-def test_no_allocation_per_block():
+@pytest.mark.parametrize("kw", [{}, {"slack": 1, "iters_per_hop": 32}])
+def test_no_allocation_per_block(kw):
     from edge_runtime.nodes.declip import Declip
 
-    node = Declip()
+    node = Declip(**kw)
     node.prepare(16000, 160, 1)
     x = np.clip(_speechlike(16000 * 4, seed=5) * 3, -0.5, 0.5).astype(np.float32)
     inp = np.zeros((1, 160), np.float32)
@@ -413,3 +414,75 @@ def test_heavily_clipped_frames_take_the_finer_step():
     assert np.array_equal(zp, zn) and never.iterations == plain.iterations
     rel = np.abs(y) < 0.08
     assert np.max(np.abs(zh - y)[rel]) < 1e-6
+
+
+def _run_blocks(d, x, block):
+    """Stream x (channels, n) through d; the output re-aligned and the iterations of each call."""
+    w = d.latency_samples
+    c, n = x.shape
+    y = np.concatenate([x, np.zeros((c, w + block), np.float32)], axis=1).astype(np.float32)
+    out = np.zeros_like(y)
+    its = []
+    ob = np.zeros((c, block), np.float32)
+    for i in range(0, y.shape[1] - block + 1, block):
+        before = d.iterations
+        d.process(np.ascontiguousarray(y[:, i:i + block]), ob)
+        out[:, i:i + block] = ob
+        its.append(d.iterations - before)
+    return out[:, w:w + n], np.array(its)
+
+
+def test_slack_gives_the_same_samples_one_hop_later_for_any_block_size():
+    # slack = 1 solves a frame while the next hop arrives: the same iterations in the same order,
+    # so the same samples, one hop later (latency window + hop), mono and stereo
+    left = np.clip(_speechlike(16000, seed=3) * 3, -0.5, 0.5)
+    right = np.clip(_speechlike(16000, seed=6) * 2, -0.3, 0.4)
+    for x in (left[None], np.stack([left, right])):
+        x = x.astype(np.float32)
+        ref = _declipper(channels=x.shape[0])
+        want, _ = _run_blocks(ref, x, 160)
+        for block in (1, 64, 160, 1000):
+            d = _declipper(channels=x.shape[0], slack=1, iters_per_hop=16)
+            assert d.latency_samples == ref.latency_samples + d.hop
+            got, _ = _run_blocks(d, x, block)
+            assert np.array_equal(got, want), block
+            assert d.iterations == ref.iterations and d.frames_solved == ref.frames_solved
+
+
+def test_slack_spreads_a_frame_over_the_blocks_of_the_next_hop():
+    # 64-sample blocks, hop 256: without slack the block that completes a frame carries all of its
+    # iterations; with slack and iters_per_hop = the longest frame's, every block does at most its
+    # share (iters_per_hop * 64 / 256), the frame is done before the next one is due
+    x = np.clip(_speechlike(16000, seed=2), -0.08, 0.08).astype(np.float32)[None]
+    plain = _declipper(heavy_frac=0.5, heavy_step=1)
+    _, its_plain = _run_blocks(plain, x, 64)
+    longest = int(its_plain.max())
+    assert longest > 40 and plain.frames_solved > 20
+    spread = _declipper(heavy_frac=0.5, heavy_step=1, slack=1, iters_per_hop=longest)
+    _, its_spread = _run_blocks(spread, x, 64)
+    assert its_spread.sum() == its_plain.sum() and spread.frames_solved == plain.frames_solved
+    assert its_spread.max() <= -(-longest // 4), (its_spread.max(), longest)
+
+
+def test_coarse_to_fine_switches_the_step_near_the_target():
+    # fine_ratio 0 is the plain coarse step (bit for bit); > 0 finishes each frame at step 1 once
+    # the residual is within fine_ratio * eps: more iterations than coarse, fewer than step 1 all
+    # the way, reliable samples unchanged
+    x = _speechlike(16000, seed=2)
+    y = np.clip(x, -0.15, 0.15).astype(np.float32)
+    coarse, off = _declipper(), _declipper(fine_ratio=0.0)
+    fine, step1 = _declipper(fine_ratio=4.0), _declipper(sparsity_step=1)
+    zc, zo, zf = _run(coarse, y, 256), _run(off, y, 256), _run(fine, y, 256)
+    _run(step1, y, 256)
+    assert np.array_equal(zc, zo)
+    assert coarse.iterations < fine.iterations < step1.iterations, \
+        (coarse.iterations, fine.iterations, step1.iterations)
+    rel = np.abs(y) < 0.15
+    assert np.max(np.abs(zf - y)[rel]) < 1e-6
+
+
+@pytest.mark.parametrize("kw", [dict(slack=2), dict(slack=1, iters_per_hop=0), dict(fine_ratio=-1.0),
+                                dict(fine_step=0)])
+def test_bad_solver_settings_are_refused(kw):
+    with pytest.raises(ValueError, match="Declipper"):
+        _declipper(**kw)

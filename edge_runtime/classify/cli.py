@@ -39,6 +39,13 @@ def run_labels(pipeline, source, args, stop=None) -> int:
     from ..runner import run_stream
 
     nodes = classify_nodes(pipeline)
+    gc_guard = None
+    if source.frames is None:
+        # a live input (stdin, alsa:) has a deadline per block: the collector frozen out of it and
+        # the GIL handed over often, as in serve and run (service/interp.py, docs/soak.md)
+        from ..service.interp import GcGuard
+
+        gc_guard = GcGuard().install()
     governor = None
     if not args.no_governor:
         from ..governor import Governor
@@ -69,11 +76,17 @@ def run_labels(pipeline, source, args, stop=None) -> int:
             out.write(f"{_clock(cls.time_s)}  {prefix}{label}\n")
         out.flush()
 
+    gc_stats = None
     try:
+        if gc_guard is not None:
+            gc_guard.settle()           # everything is built: later collections skip it
         with (stop if stop is not None else contextlib.nullcontext()):
             summary = run_stream(pipeline, source, None, on_event=on_event, governor=governor,
                                  should_stop=None if stop is None else stop.should_stop)
     finally:
+        if gc_guard is not None:
+            gc_stats = gc_guard.snapshot()
+            gc_guard.uninstall()
         source.close()
     signum = getattr(stop, "signum", None)
     if not args.json and not args.quiet:
@@ -86,6 +99,10 @@ def run_labels(pipeline, source, args, stop=None) -> int:
                 total[lab] = total.get(lab, 0.0) + max(nxt - t, 0.0)
             parts = ", ".join(f"{lab} {sec:.2f} s" for lab, sec in sorted(total.items(), key=lambda kv: -kv[1]))
             out.write(f"# {name}: {len(segs)} decisions over {end:.2f} s; {parts or 'no window classified'}\n")
+        if gc_stats is not None:
+            c = gc_stats["collections"]
+            out.write(f"# python gc: {gc_stats['frozen_objects']} objects frozen before the audio; collections "
+                      f"during it {c[0]}/{c[1]}/{c[2]} (generation 0/1/2), longest {max(gc_stats['max_ms']):.1f} ms\n")
         if signum is not None:
             out.write(f"# stopped by {signal.Signals(signum).name}\n")
     out.flush()

@@ -209,6 +209,13 @@ NODE_TYPES: dict[str, NodeType] = {
                                         "(soft clipping)", range=(0.5, 1.0)),
         "release_db_per_s": Param(float, 0.0, "decay of the running clip level (0 = hold; > 0 finds a lowered "
                                               "clip level)", range=(0.0, 60.0)),
+        "fine_ratio": Param(float, 0.0, "> 0: once the residual is within this many eps, the sparsity step "
+                                        "falls to 1 (coarse to fine; 0 = off)", range=(0.0, 100.0)),
+        "slack": Param(int, 0, "1: solve each frame while the next hop arrives (one hop more latency, the "
+                               "solver's work spread over the blocks); 0: in the block that completes it",
+                       range=(0, 1)),
+        "iters_per_hop": Param(int, 64, "with slack: solver iterations per hop of input, spread over its blocks",
+                               range=(1, 100000)),
     }, "restore clipped samples (A-SPADE, consistent: unclipped samples are not changed)"),
     **_GENERATE_NODES,
     "separate": NodeType("separate", Separate, {

@@ -31,13 +31,15 @@ class Declip(Node):
     def __init__(self, name: str | None = None, window_ms: float = 64.0, sparsity_step: int = 0,
                  max_iter: int = 1000, eps: float = 0.1, tolerance: float = 0.0, min_run: int = 2,
                  min_plateaus: int = 2, mark_run: int = 1, heavy_frac: float = 0.6, heavy_step: int = 0,
-                 soft_ratio: float = 1.0, release_db_per_s: float = 0.0):
+                 soft_ratio: float = 1.0, release_db_per_s: float = 0.0, fine_ratio: float = 0.0,
+                 slack: int = 0, iters_per_hop: int = 64):
         super().__init__(name or "declip")
         if not 8.0 <= window_ms <= 500.0:
             raise ValueError(f"window_ms={window_ms} is outside 8..500")
         self.window_ms, self.sparsity_step, self.max_iter, self.eps = window_ms, sparsity_step, max_iter, eps
         self.tolerance, self.min_run, self.soft_ratio, self.release = tolerance, min_run, soft_ratio, release_db_per_s
         self.min_plateaus, self.mark_run, self.heavy_frac, self.heavy_step = min_plateaus, mark_run, heavy_frac, heavy_step
+        self.fine_ratio, self.slack, self.iters_per_hop = fine_ratio, slack, iters_per_hop
         self.kernel = None
         self.frames_in = 0
 
@@ -54,7 +56,8 @@ class Declip(Node):
                                 max_iter=self.max_iter,
                                 tolerance=self.tolerance, min_run=self.min_run, min_plateaus=self.min_plateaus,
                                 mark_run=self.mark_run, heavy_frac=self.heavy_frac, heavy_step=heavy,
-                                soft_ratio=self.soft_ratio,
+                                soft_ratio=self.soft_ratio, fine_ratio=self.fine_ratio,
+                                slack=self.slack, iters_per_hop=self.iters_per_hop,
                                 release_db_per_s=self.release, sample_rate=sample_rate)
         self.latency_samples = self.kernel.latency_samples
         self.frames_in = 0
