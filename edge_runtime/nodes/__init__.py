@@ -190,7 +190,8 @@ NODE_TYPES: dict[str, NodeType] = {
         "sparsity_step": Param(int, 0, "coefficients added per iteration (0: 4 per 1024 samples of frame, "
                                               "i.e. 4 at 16-22 kHz, 8 at 44.1-48 kHz; 1 = the reference A-SPADE)",
                                range=(0, 64)),
-        "max_iter": Param(int, 1000, "iterations per frame at most", range=(1, 100000)),
+        "max_iter": Param(int, 0, "iterations per frame at most (0: 250 for frames of <= 1024 samples, i.e. "
+                                  "16-22 kHz; 60 above)", range=(0, 100000)),
         "eps": Param(float, 0.1, "stop when the sparse and the consistent estimate are this close (L2)",
                      range=(1e-4, 10.0)),
         "tolerance": Param(float, 0.0, "a sample within this fraction of the running peak is on the clip level "
@@ -209,8 +210,10 @@ NODE_TYPES: dict[str, NodeType] = {
                                         "(soft clipping)", range=(0.5, 1.0)),
         "release_db_per_s": Param(float, 0.0, "decay of the running clip level (0 = hold; > 0 finds a lowered "
                                               "clip level)", range=(0.0, 60.0)),
-        "fine_ratio": Param(float, 0.0, "> 0: once the residual is within this many eps, the sparsity step "
-                                        "falls to 1 (coarse to fine; 0 = off)", range=(0.0, 100.0)),
+        "fine_ratio": Param(float, -1.0, "once the residual is within this many eps, the sparsity step falls "
+                                         "to fine_step (coarse to fine; 0 = off; -1: 16 for frames of 2048+ "
+                                         "samples, i.e. 44.1-48 kHz, off below)", range=(-1.0, 100.0)),
+        "fine_step": Param(int, 2, "the sparsity step once the residual is near (see fine_ratio)", range=(1, 64)),
         "slack": Param(int, 0, "1: solve each frame while the next hop arrives (one hop more latency, the "
                                "solver's work spread over the blocks); 0: in the block that completes it",
                        range=(0, 1)),
