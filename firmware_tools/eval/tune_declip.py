@@ -55,7 +55,7 @@ def _mono(x: np.ndarray) -> np.ndarray:
     return (x / max(1e-9, np.max(np.abs(x)))).astype(np.float64)
 
 
-def design_clips(n_speech: int, materials: list[str]) -> list[dict]:
+def design_clips(n_speech: int, materials: list[str], music: tuple[str, ...] = DESIGN_MUSIC) -> list[dict]:
     from scipy.signal import resample_poly
 
     clips = []
@@ -74,8 +74,12 @@ def design_clips(n_speech: int, materials: list[str]) -> list[dict]:
             if sum(c["material"] == "speech" for c in clips) >= n_speech:
                 break
     if "music" in materials:
-        for name in DESIGN_MUSIC:
+        held_out = held_out_files()
+        for name in music:
             f = f"{LMMS}/{name}.ogg"
+            if os.path.realpath(f) in held_out:
+                raise SystemExit(f"{f} is in the held-out evaluation set (firmware_tools/data/build_restore.py): "
+                                 "not a design clip")
             if not os.path.exists(f):
                 raise SystemExit(f"no design music: {f} is missing (apt-get install lmms-common)")
             x, sr = sf.read(f, dtype="float64", always_2d=True)
@@ -83,6 +87,14 @@ def design_clips(n_speech: int, materials: list[str]) -> list[dict]:
             s = int(0.4 * max(0, len(x) - n))
             clips.append({"id": name, "material": "music", "sr": sr, "x": _mono(x[s:s + n])})
     return clips
+
+
+def held_out_files() -> set[str]:
+    """The held-out music files of ``build_restore.py`` (design runs must not use them)."""
+    sys.path.insert(0, str(HERE.parents[0] / "data"))
+    from build_restore import MUSIC
+
+    return {os.path.realpath(f) for _, _, f in MUSIC}
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
@@ -126,11 +138,14 @@ def main(argv=None) -> int:
     p.add_argument("--levels", default="1,3,5,7,10")
     p.add_argument("--material", default="speech,music")
     p.add_argument("--n-speech", type=int, default=5)
+    p.add_argument("--music", default=",".join(DESIGN_MUSIC),
+                   help="lmms-common instruments (samples/instruments/NAME.ogg) for the design music; "
+                        "the held-out ones are refused")
     p.add_argument("--out", default=None, help="write <out>.json and <out>.md")
     a = p.parse_args(argv)
     pinned = pin_one_core()
     levels = [float(v) for v in a.levels.split(",")]
-    clips = design_clips(a.n_speech, a.material.split(","))
+    clips = design_clips(a.n_speech, a.material.split(","), tuple(filter(None, a.music.split(","))))
     variants = [parse_variant(v) for v in a.variant]
     rows = []
     for c in clips:
