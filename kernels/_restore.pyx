@@ -426,7 +426,6 @@ cdef class Declipper:
                     self._emit(c, &self.pend_x[c, 0], True)
                 else:
                     self._emit(c, &self.pend_y[c, 0], False)
-                self.pend_state[c] = 0
         for c in range(self.channels):
             # running peaks over the newest hop, with release; and how many plateaus (runs of
             # min_run samples) sit on the level of each (a new level above the peak, or below a

@@ -16,14 +16,25 @@ def _declipper(**kw):
     return Declipper(**{"window": 1024, "sparsity_step": 4, "sample_rate": 16000, **kw})
 
 
+def _run_blocks(d, x, block):
+    """Stream x (channels, n) through d; the output re-aligned and the iterations of each call."""
+    w = d.latency_samples
+    c, n = x.shape
+    y = np.concatenate([x, np.zeros((c, w + block), np.float32)], axis=1).astype(np.float32)
+    out = np.zeros_like(y)
+    its = []
+    ob = np.zeros((c, block), np.float32)
+    for i in range(0, y.shape[1] - block + 1, block):
+        before = d.iterations
+        d.process(np.ascontiguousarray(y[:, i:i + block]), ob)
+        out[:, i:i + block] = ob
+        its.append(d.iterations - before)
+    return out[:, w:w + n], np.array(its)
+
+
 def _run(d, x, block):
     """Stream x (n,) through d in blocks of ``block``; the output re-aligned (latency removed)."""
-    w = d.latency_samples
-    y = np.concatenate([x, np.zeros(w + block, np.float32)]).astype(np.float32)
-    out = np.zeros_like(y)
-    for i in range(0, len(y) - block + 1, block):
-        d.process(y[None, i:i + block].copy(), out[None, i:i + block])
-    return out[w:w + len(x)]
+    return _run_blocks(d, np.asarray(x, np.float32)[None], block)[0][0]
 
 
 def _speechlike(n, seed=0, sr=16000):
@@ -414,22 +425,6 @@ def test_heavily_clipped_frames_take_the_finer_step():
     assert np.array_equal(zp, zn) and never.iterations == plain.iterations
     rel = np.abs(y) < 0.08
     assert np.max(np.abs(zh - y)[rel]) < 1e-6
-
-
-def _run_blocks(d, x, block):
-    """Stream x (channels, n) through d; the output re-aligned and the iterations of each call."""
-    w = d.latency_samples
-    c, n = x.shape
-    y = np.concatenate([x, np.zeros((c, w + block), np.float32)], axis=1).astype(np.float32)
-    out = np.zeros_like(y)
-    its = []
-    ob = np.zeros((c, block), np.float32)
-    for i in range(0, y.shape[1] - block + 1, block):
-        before = d.iterations
-        d.process(np.ascontiguousarray(y[:, i:i + block]), ob)
-        out[:, i:i + block] = ob
-        its.append(d.iterations - before)
-    return out[:, w:w + n], np.array(its)
 
 
 def test_slack_gives_the_same_samples_one_hop_later_for_any_block_size():

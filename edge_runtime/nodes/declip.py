@@ -56,14 +56,15 @@ class Declip(Node):
         step = self.sparsity_step or max(1, 4 * window // 1024)
         # step 1 on heavily clipped frames: on design speech +0.46 dB at a 1.5x CPU (docs/restore.md);
         # at 2048-sample frames (44.1/48 kHz) it cost up to 3.5x real time on design music: off there
-        heavy = self.heavy_step or (1 if window <= 1024 else 0)      # 0: the frame's own step
+        long_frames = window > 1024                     # 44.1 kHz: 2048 samples, 48 kHz: 4096
+        heavy = self.heavy_step or (0 if long_frames else 1)          # 0: the frame's own step
         # 44.1/48 kHz (2048-sample frames), on design music (docs/restore.md): step 8 falling to 2
         # once the residual is within 16 eps, at most 60 iterations a frame: +6.05 dB against +5.16
         # for plain step 8, at a lower CPU (RTF worst 0.30 against 0.50); step 1 throughout +5.23 at
         # 3.5x real time. At 16-22 kHz the same rule lost 0.05-0.2 dB on design speech: off there,
         # and 250 iterations at most (-0.05 dB, the longest 16 ms block 18.6 -> 11.3 ms)
-        fine = self.fine_ratio if self.fine_ratio >= 0.0 else (16.0 if window >= 2048 else 0.0)
-        max_iter = self.max_iter or (250 if window <= 1024 else 60)
+        fine = self.fine_ratio if self.fine_ratio >= 0.0 else (16.0 if long_frames else 0.0)
+        max_iter = self.max_iter or (60 if long_frames else 250)
         self.kernel = Declipper(window=window, channels=channels, eps=self.eps, sparsity_step=step,
                                 max_iter=max_iter,
                                 tolerance=self.tolerance, min_run=self.min_run, min_plateaus=self.min_plateaus,

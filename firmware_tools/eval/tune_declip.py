@@ -41,6 +41,7 @@ import soundfile as sf  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
+sys.path.insert(0, str(HERE.parent / "data"))      # build_restore: the held-out list
 
 from eval_restore import clip_signal, clip_threshold, node_window, pin_one_core, sdr  # noqa: E402
 
@@ -91,7 +92,6 @@ def design_clips(n_speech: int, materials: list[str], music: tuple[str, ...] = D
 
 def held_out_files() -> set[str]:
     """The held-out music files of ``build_restore.py`` (design runs must not use them)."""
-    sys.path.insert(0, str(HERE.parents[0] / "data"))
     from build_restore import MUSIC
 
     return {os.path.realpath(f) for _, _, f in MUSIC}
